@@ -1,0 +1,195 @@
+//! The metadata store port: heads, version records, CVs, request ids, counters-in-commit.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::canonical::Checksum;
+use crate::counters::CounterDelta;
+use crate::error::{Error, Result};
+use crate::id::{ObjectKey, RequestId, RouteContext};
+use crate::query::{HeadQuery, HistoryQuery, Page};
+use crate::time::Timestamp;
+use crate::version::{Cv, DevShadow, Head, Op, Ov, Provenance, SnapshotRef, SystemHeader, VersionRecord};
+
+/// The version a commit adds (its snapshot is already durable in the blob store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewVersion {
+    /// Must be the expected head OV + 1 (or 1 for a create).
+    pub ov: Ov,
+    /// What it does.
+    pub op: Op,
+    /// Its timestamp (already made monotonic by the caller; must not precede the head's).
+    pub at: Timestamp,
+    /// Who, why, request id.
+    pub provenance: Provenance,
+    /// The durable snapshot.
+    pub snapshot: SnapshotRef,
+    /// For RESTORE: the OV copied.
+    pub restored_from: Option<Ov>,
+    /// Lifecycle header after this version.
+    pub system: SystemHeader,
+    /// Indexed props of this version.
+    pub indexed: Map<String, Value>,
+    /// The data, when small enough to keep in the head.
+    pub inline: Option<Value>,
+    /// Dev shadow, when enabled.
+    pub dev_shadow: Option<DevShadow>,
+}
+
+/// One atomic commit of one version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    /// The object.
+    pub key: ObjectKey,
+    /// The head OV this version follows; `None` means the object must not exist yet.
+    pub expected: Option<Ov>,
+    /// The version.
+    pub version: NewVersion,
+    /// Counter changes applied in the same transaction.
+    pub counters: Vec<CounterDelta>,
+    /// Fingerprint of the request's payload: a replay with the same request id must carry
+    /// the same fingerprint, or it is a conflict.
+    pub fingerprint: Checksum,
+}
+
+impl Commit {
+    /// Checks the commit's own consistency (OV follows `expected`), before any IO.
+    pub fn check(&self) -> Result<()> {
+        let want = Ov::after(self.expected)?;
+        if self.version.ov != want {
+            return Err(Error::validation("version.ov", format!("must be {want} after {:?}", self.expected.map(Ov::get))));
+        }
+        if (self.version.op == Op::Create) != self.expected.is_none() {
+            return Err(Error::validation("version.op", "CREATE exactly when the object does not exist yet"));
+        }
+        Ok(())
+    }
+}
+
+/// The result of a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Committed {
+    /// The object.
+    pub key: ObjectKey,
+    /// The committed OV.
+    pub ov: Ov,
+    /// The CV it was assigned.
+    pub cv: Cv,
+    /// Its timestamp.
+    pub at: Timestamp,
+    /// True when this call replayed an earlier commit of the same request id and wrote nothing.
+    pub replayed: bool,
+}
+
+/// What a hard delete removed from the metadata store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HardDeleted {
+    /// Version records removed, with their snapshots (the caller deletes those blobs next).
+    pub snapshots: Vec<SnapshotRef>,
+    /// Whether a head was removed.
+    pub head_removed: bool,
+}
+
+/// Which dev shadows a shrink removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShrinkPolicy {
+    /// Shadows written before this instant are expired.
+    pub expired_before: Timestamp,
+    /// Shadows larger than this are removed.
+    pub max_bytes: u64,
+    /// Report only; remove nothing.
+    pub dry_run: bool,
+}
+
+/// What a shrink removed (or would remove, in a dry run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShrinkStats {
+    /// Heads with a shadow looked at.
+    pub scanned: u64,
+    /// Shadows removed.
+    pub removed: u64,
+    /// Bytes those shadows held.
+    pub bytes_freed: u64,
+}
+
+/// Progress record of a long job (e.g. a collection restore), so a rerun resumes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Stable job id (e.g. derived from the collection and target).
+    pub id: String,
+    /// Job-specific state.
+    pub state: Value,
+    /// Whether it finished.
+    pub done: bool,
+}
+
+/// The metadata store: heads, version records, collection versions, request ids and
+/// (when counters live with the metadata) counters.
+///
+/// Implementations: in-memory (udm-testkit), embedded, MongoDB. All of them pass the
+/// conformance suite in `udm_testkit::conformance`.
+#[async_trait]
+pub trait MetaStore: Send + Sync + fmt::Debug {
+    /// Commits one version **atomically**: either all of the following happen or none:
+    /// 1. if `request_id` was committed before in this collection: with the same
+    ///    fingerprint, return that result with `replayed = true` and change nothing; with a
+    ///    different one, fail with [`ErrorKind::Conflict`](crate::ErrorKind::Conflict);
+    /// 2. the head is still at `expected` (absent for `None`), else
+    ///    [`ErrorKind::VersionConflict`](crate::ErrorKind::VersionConflict) carrying the current OV;
+    /// 3. the collection's CV advances by one and is assigned to the version (so CV order is
+    ///    commit order);
+    /// 4. the version record is inserted, the head replaced, the request id recorded and the
+    ///    counter deltas applied.
+    ///
+    /// An invalid commit ([`Commit::check`]) or a timestamp earlier than the head's is
+    /// [`ErrorKind::Validation`](crate::ErrorKind::Validation). Transient backend failures are
+    /// retryable [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable); after one, the
+    /// commit may or may not have happened — replaying it with the same request id is safe.
+    async fn commit(&self, commit: Commit) -> Result<Committed>;
+
+    /// The earlier result of `request_id` in this collection, if it was committed.
+    async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<Committed>>;
+
+    /// The head of one object (deleted ones included; check [`Head::is_deleted`]).
+    async fn head(&self, key: &ObjectKey) -> Result<Option<Head>>;
+
+    /// Version `ov` of one object.
+    async fn version(&self, key: &ObjectKey, ov: Ov) -> Result<Option<VersionRecord>>;
+
+    /// The last version with timestamp `<= at` (ties: the highest OV); `None` before the first.
+    async fn version_at(&self, key: &ObjectKey, at: Timestamp) -> Result<Option<VersionRecord>>;
+
+    /// The last version with CV `<= cv`; `None` if the object had no version by then.
+    async fn version_at_cv(&self, key: &ObjectKey, cv: Cv) -> Result<Option<VersionRecord>>;
+
+    /// A page of one object's version records, in OV order (see [`HistoryQuery`]).
+    async fn history(&self, key: &ObjectKey, query: &HistoryQuery) -> Result<Page<VersionRecord>>;
+
+    /// A page of heads of one collection, filtered on indexed props, sorted, with a cursor.
+    /// An unknown or malformed cursor is a validation error.
+    async fn list_heads(&self, ctx: &RouteContext, query: &HeadQuery) -> Result<Page<Head>>;
+
+    /// The collection's current CV ([`Cv::ZERO`] before the first commit).
+    async fn collection_cv(&self, ctx: &RouteContext) -> Result<Cv>;
+
+    /// Removes dev shadows per `policy` in `ctx` (or everywhere), reporting what it removed.
+    async fn shrink_dev_shadows(&self, ctx: Option<&RouteContext>, policy: &ShrinkPolicy) -> Result<ShrinkStats>;
+
+    /// Irreversibly removes the head, every version record and every request record of one
+    /// object, applying `counters` in the same transaction. Returns the removed snapshots.
+    /// Removing an absent object removes nothing and is not an error.
+    async fn hard_delete(&self, key: &ObjectKey, counters: Vec<CounterDelta>) -> Result<HardDeleted>;
+
+    /// Stores (replaces) a job's progress record.
+    async fn save_job(&self, job: &JobRecord) -> Result<()>;
+
+    /// Loads a job's progress record.
+    async fn load_job(&self, id: &str) -> Result<Option<JobRecord>>;
+
+    /// Checks the store answers (health).
+    async fn ping(&self) -> Result<()>;
+}

@@ -1,0 +1,27 @@
+//! The ports: async traits the adapters implement, designed as domain operations.
+//!
+//! | port | implemented by |
+//! |---|---|
+//! | [`MetaStore`] | in-memory (udm-testkit), embedded, MongoDB |
+//! | [`BlobStore`] | in-memory, local filesystem, S3 (`object_store`, AWS SDK) |
+//! | [`QueueStore`] | in-memory, embedded, MongoDB |
+//! | [`CounterStore`] | in-memory, embedded, MongoDB |
+//! | [`Clock`], [`Entropy`], [`IdGenerator`] | system (facade), manual/seeded (test kit) |
+//!
+//! Every contract stated in these docs is a scenario of the conformance suite in
+//! `udm_testkit::conformance`.
+
+mod blob;
+mod clock;
+mod counter;
+mod meta;
+mod queue;
+
+pub use blob::{
+    BlobCapabilities, BlobMeta, BlobPage, BlobStore, MAX_KEY_BYTES, MAX_LIST_PAGE, PutMode, PutOptions, check_key,
+    check_prefix, check_presign_ttl,
+};
+pub use clock::{Clock, Entropy, IdGenerator, UlidGenerator};
+pub use counter::CounterStore;
+pub use meta::{Commit, Committed, HardDeleted, JobRecord, MetaStore, NewVersion, ShrinkPolicy, ShrinkStats};
+pub use queue::{QueueEntry, QueueState, QueueStats, QueueStore};

@@ -1,0 +1,367 @@
+//! Versions: [`Ov`], [`Cv`], [`Op`], the `_system` header, [`Head`], [`VersionRecord`] and
+//! the [`SnapshotEnvelope`] stored in S3 for every version.
+//!
+//! The envelope is the unit of durability: it carries the version's data **and** everything
+//! needed to rebuild the head and the version record without MongoDB, except the CV, which
+//! is assigned inside the commit (after the envelope is durable) and is recorded in the
+//! version record and the collection's commit log (see [`crate::layout`]).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::canonical::{Checksum, canonical_bytes};
+use crate::error::{Error, ErrorKind, Result};
+use crate::id::{ObjectKey, RequestId};
+use crate::time::Timestamp;
+
+/// Object version: 1, 2, 3… per object, contiguous, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Ov(u64);
+
+impl Ov {
+    /// The first version of every object.
+    pub const FIRST: Ov = Ov(1);
+
+    /// An OV; 0 is rejected (versions start at 1).
+    pub fn new(n: u64) -> Result<Self> {
+        if n == 0 {
+            Err(Error::validation("ov", "object versions start at 1"))
+        } else {
+            Ok(Self(n))
+        }
+    }
+
+    /// The number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The version after this one.
+    pub fn next(self) -> Result<Self> {
+        self.0
+            .checked_add(1)
+            .map(Self)
+            .ok_or_else(|| Error::internal("object version overflow"))
+    }
+
+    /// The OV a new version takes after `head` (`None` = the object does not exist yet).
+    pub fn after(head: Option<Ov>) -> Result<Self> {
+        head.map_or(Ok(Ov::FIRST), Ov::next)
+    }
+}
+
+impl TryFrom<u64> for Ov {
+    type Error = Error;
+    fn try_from(n: u64) -> Result<Self> {
+        Ov::new(n)
+    }
+}
+
+impl From<Ov> for u64 {
+    fn from(ov: Ov) -> u64 {
+        ov.0
+    }
+}
+
+impl fmt::Display for Ov {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ov {}", self.0)
+    }
+}
+
+/// Collection version: strictly increasing per collection, in commit order. `Cv::ZERO` is
+/// "before the first commit".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cv(pub u64);
+
+impl Cv {
+    /// Before any commit.
+    pub const ZERO: Cv = Cv(0);
+
+    /// The CV after this one.
+    pub fn next(self) -> Result<Self> {
+        self.0
+            .checked_add(1)
+            .map(Cv)
+            .ok_or_else(|| Error::internal("collection version overflow"))
+    }
+}
+
+impl fmt::Display for Cv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cv {}", self.0)
+    }
+}
+
+/// What a version did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Op {
+    /// First version of an object.
+    Create,
+    /// Replaced the data.
+    Update,
+    /// Logical delete (data kept, `deleted: true`).
+    Delete,
+    /// Deep-merged a patch into the data.
+    Enrich,
+    /// Appended a copy of an earlier version's data.
+    Restore,
+}
+
+impl Op {
+    /// All ops, in declaration order.
+    pub const ALL: [Op; 5] = [Op::Create, Op::Update, Op::Delete, Op::Enrich, Op::Restore];
+
+    /// The upper-case name used in records and envelopes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "CREATE",
+            Op::Update => "UPDATE",
+            Op::Delete => "DELETE",
+            Op::Enrich => "ENRICH",
+            Op::Restore => "RESTORE",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Lifecycle fields of the `_system` header, carried from version to version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SystemHeader {
+    /// When the object was created (its first version).
+    pub inserted_at: Timestamp,
+    /// When this version was written.
+    pub updated_at: Timestamp,
+    /// When the object was logically deleted, if it is.
+    pub deleted_at: Option<Timestamp>,
+    /// Whether the object is logically deleted in this version.
+    pub deleted: bool,
+    /// Enrichment functions that contributed to the data, each once, in first-seen order.
+    pub function_ids: Vec<String>,
+}
+
+impl SystemHeader {
+    /// The header of a first version written at `at`.
+    pub fn created(at: Timestamp) -> Self {
+        Self { inserted_at: at, updated_at: at, deleted_at: None, deleted: false, function_ids: vec![] }
+    }
+
+    /// The header of the next version (`op` at `at`) following this one. Deletes set
+    /// `deleted`; restores of a live version clear it; enrichments record `function_id` once.
+    pub fn next(&self, op: Op, at: Timestamp, function_id: Option<&str>, target_deleted: bool) -> Self {
+        let mut h = self.clone();
+        h.updated_at = at;
+        match op {
+            Op::Delete => {
+                h.deleted = true;
+                h.deleted_at = Some(at);
+            }
+            Op::Restore => {
+                h.deleted = target_deleted;
+                h.deleted_at = target_deleted.then_some(at);
+            }
+            Op::Create | Op::Update | Op::Enrich => {}
+        }
+        if let Some(f) = function_id
+            && !h.function_ids.iter().any(|x| x == f)
+        {
+            h.function_ids.push(f.to_owned());
+        }
+        h
+    }
+}
+
+/// Where a version's snapshot lives and what it must hash to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRef {
+    /// The blob key (see [`crate::layout`]).
+    pub key: String,
+    /// SHA-256 of the canonical JSON of the version's data.
+    pub checksum: Checksum,
+    /// Size of the envelope blob in bytes.
+    pub size: u64,
+}
+
+/// Who wrote a version and why (actor and reason optional, recorded as given).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Provenance {
+    /// Who made the change (user, service, job).
+    pub actor: Option<String>,
+    /// Why, in words.
+    pub reason: Option<String>,
+    /// The idempotency key of the write.
+    pub request_id: RequestId,
+}
+
+/// One version of one object, as the metadata store indexes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionRecord {
+    /// The object.
+    pub key: ObjectKey,
+    /// Its OV.
+    pub ov: Ov,
+    /// The CV assigned at commit.
+    pub cv: Cv,
+    /// What the version did.
+    pub op: Op,
+    /// When (monotonic per object).
+    pub at: Timestamp,
+    /// Who, why, request id.
+    pub provenance: Provenance,
+    /// The snapshot.
+    pub snapshot: SnapshotRef,
+    /// For RESTORE versions: the OV whose data was copied.
+    pub restored_from: Option<Ov>,
+    /// Whether the object is logically deleted in this version.
+    pub deleted: bool,
+}
+
+/// A full copy of the document kept with the head for debugging (dev shadows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevShadow {
+    /// The full document.
+    pub data: Value,
+    /// When it was written (TTL counts from here).
+    pub written_at: Timestamp,
+    /// Canonical size in bytes.
+    pub bytes: u64,
+}
+
+/// The current state of one object, as the metadata store keeps it (one per object).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Head {
+    /// The object.
+    pub key: ObjectKey,
+    /// Current OV.
+    pub ov: Ov,
+    /// CV of the current version.
+    pub cv: Cv,
+    /// Op of the current version.
+    pub op: Op,
+    /// Timestamp of the current version.
+    pub at: Timestamp,
+    /// Lifecycle header of the current version.
+    pub system: SystemHeader,
+    /// Indexed props copied out of the data for queries.
+    pub indexed: Map<String, Value>,
+    /// The current version's snapshot.
+    pub snapshot: SnapshotRef,
+    /// The data itself, for small documents (one-round-trip reads).
+    pub inline: Option<Value>,
+    /// Dev shadow, when enabled.
+    pub dev_shadow: Option<DevShadow>,
+}
+
+impl Head {
+    /// Whether the object is logically deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.system.deleted
+    }
+}
+
+/// The `_system` object shown to callers: lifecycle header plus the version's identity.
+pub fn render_system(system: &SystemHeader, record: &VersionRecord) -> Value {
+    let mut m = match serde_json::to_value(system) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    m.insert("ov".into(), record.ov.get().into());
+    m.insert("cv".into(), record.cv.0.into());
+    m.insert("op".into(), record.op.as_str().into());
+    m.insert("actor".into(), record.provenance.actor.clone().into());
+    m.insert("reason".into(), record.provenance.reason.clone().into());
+    m.insert("requestId".into(), record.provenance.request_id.as_str().into());
+    Value::Object(m)
+}
+
+/// Format tag of version-1 envelopes.
+pub const ENVELOPE_FORMAT: &str = "udm.snapshot.v1";
+
+/// The JSON object stored (create-only) in S3 for every version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SnapshotEnvelope {
+    /// Always [`ENVELOPE_FORMAT`].
+    pub format: String,
+    /// The object.
+    pub key: ObjectKey,
+    /// Its OV.
+    pub ov: Ov,
+    /// What the version did.
+    pub op: Op,
+    /// When.
+    pub at: Timestamp,
+    /// Who, why, request id.
+    pub provenance: Provenance,
+    /// For RESTORE: the OV copied.
+    pub restored_from: Option<Ov>,
+    /// Lifecycle header of this version.
+    pub system: SystemHeader,
+    /// Indexed props of this version.
+    pub indexed: Map<String, Value>,
+    /// SHA-256 of the canonical JSON of `data`.
+    pub checksum: Checksum,
+    /// The version's data (externalized fields hold references).
+    pub data: Value,
+}
+
+impl SnapshotEnvelope {
+    /// The envelope's bytes: canonical JSON, so equal envelopes are equal bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let v = serde_json::to_value(self)
+            .map_err(|e| Error::internal(format!("envelope serialization: {e}")))?;
+        Ok(canonical_bytes(&v))
+    }
+
+    /// Parses envelope bytes and verifies the data's checksum against the envelope's own
+    /// and, when given, the `expected` one recorded in the metadata store. A mismatch is
+    /// [`ErrorKind::ChecksumMismatch`]; the data is never returned then.
+    pub fn decode(bytes: &[u8], expected: Option<&Checksum>) -> Result<Self> {
+        let env: SnapshotEnvelope = serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(ErrorKind::ChecksumMismatch, format!("snapshot is not a valid envelope: {e}"))
+        })?;
+        if env.format != ENVELOPE_FORMAT {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("snapshot format {:?} is not {ENVELOPE_FORMAT}", env.format),
+            ));
+        }
+        let actual = Checksum::of_json(&env.data);
+        env.checksum.verify(&actual, "snapshot data")?;
+        if let Some(exp) = expected {
+            exp.verify(&env.checksum, "snapshot vs metadata")?;
+        }
+        Ok(env)
+    }
+
+    /// The version record this envelope describes, given the CV it was committed at.
+    pub fn to_record(&self, cv: Cv, snapshot: SnapshotRef) -> VersionRecord {
+        VersionRecord {
+            key: self.key.clone(),
+            ov: self.ov,
+            cv,
+            op: self.op,
+            at: self.at,
+            provenance: self.provenance.clone(),
+            snapshot,
+            restored_from: self.restored_from,
+            deleted: self.system.deleted,
+        }
+    }
+}
