@@ -1,1 +1,16 @@
-//! placeholder
+//! # udm-testkit — what every UDM test builds on
+//!
+//! - [`memory`]: in-memory implementations of every port (the reference implementations);
+//! - [`conformance`]: the shared conformance suite, one `pub async fn` per contract, run by
+//!   every adapter's tests through [`conformance_tests!`];
+//! - [`clock`]: a manual clock, seeded entropy and sequential ids;
+//! - [`fixtures`]: unique contexts and commit builders;
+//! - [`arbitrary`]: proptest strategies reused by every property test.
+//!
+//! This crate is for tests: it panics freely on setup failures.
+
+pub mod arbitrary;
+pub mod clock;
+pub mod conformance;
+pub mod fixtures;
+pub mod memory;

@@ -85,6 +85,23 @@ pub struct Committed {
     pub replayed: bool,
 }
 
+impl Committed {
+    /// The answer to a replay of this commit's request id: this result with
+    /// `replayed = true` when the payload fingerprints match, else
+    /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict). Every adapter answers replays
+    /// through this, so they agree.
+    pub fn replay(&self, recorded: &Checksum, given: &Checksum) -> Result<Committed> {
+        if recorded == given {
+            Ok(Committed { replayed: true, ..self.clone() })
+        } else {
+            Err(Error::new(
+                crate::ErrorKind::Conflict,
+                format!("request id was already used for a different write (committed as {} of {})", self.ov, self.key),
+            ))
+        }
+    }
+}
+
 /// What a hard delete removed from the metadata store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HardDeleted {

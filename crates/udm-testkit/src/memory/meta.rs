@@ -1,0 +1,215 @@
+//! In-memory metadata store (also the counter store of the same data).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use udm_core::counters::CounterDelta;
+use udm_core::ports::{Commit, Committed, CounterStore, HardDeleted, JobRecord, MetaStore, ShrinkPolicy, ShrinkStats};
+use udm_core::query::{HeadQuery, HistoryQuery, Page, select_heads, select_history};
+use udm_core::{Checksum, Cv, Error, Head, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord};
+
+#[derive(Debug, Default)]
+struct State {
+    heads: BTreeMap<ObjectKey, Head>,
+    versions: BTreeMap<ObjectKey, Vec<VersionRecord>>,
+    cvs: HashMap<RouteContext, Cv>,
+    requests: HashMap<(RouteContext, RequestId), (Committed, Checksum)>,
+    counters: BTreeMap<RouteContext, BTreeMap<String, i64>>,
+    jobs: HashMap<String, JobRecord>,
+}
+
+/// Metadata + counters in process memory: the reference implementation of the
+/// [`MetaStore`] and [`CounterStore`] contracts. Every operation holds one lock, so each is
+/// atomic and commits are serializable.
+#[derive(Debug, Default)]
+pub struct MemoryMeta {
+    state: Mutex<State>,
+}
+
+impl MemoryMeta {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State half-written (every mutation is
+        // checked before it starts), so a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn apply_counters(counters: &mut BTreeMap<RouteContext, BTreeMap<String, i64>>, deltas: &[CounterDelta]) {
+    for d in deltas {
+        *counters.entry(d.ctx.clone()).or_default().entry(d.counter.clone()).or_default() += d.delta;
+    }
+}
+
+fn last_where(records: &[VersionRecord], pred: impl Fn(&VersionRecord) -> bool) -> Option<VersionRecord> {
+    // Records are in OV order and both `at` and `cv` are non-decreasing in OV.
+    let n = records.partition_point(pred);
+    n.checked_sub(1).map(|i| records[i].clone())
+}
+
+#[async_trait]
+impl MetaStore for MemoryMeta {
+    async fn commit(&self, c: Commit) -> Result<Committed> {
+        c.check()?;
+        let mut s = self.lock();
+        let ctx = c.key.ctx.clone();
+        let req = (ctx.clone(), c.version.provenance.request_id.clone());
+        if let Some((done, fp)) = s.requests.get(&req) {
+            return done.replay(fp, &c.fingerprint);
+        }
+        let head = s.heads.get(&c.key);
+        let current = head.map(|h| h.ov);
+        if current != c.expected {
+            return Err(Error::version_conflict(c.expected, current));
+        }
+        if let Some(h) = head
+            && c.version.at < h.at
+        {
+            return Err(Error::validation("version.at", "timestamp precedes the head's"));
+        }
+        let cv = s.cvs.get(&ctx).copied().unwrap_or(Cv::ZERO).next()?;
+        let v = c.version;
+        let record = VersionRecord {
+            key: c.key.clone(),
+            ov: v.ov,
+            cv,
+            op: v.op,
+            at: v.at,
+            provenance: v.provenance,
+            snapshot: v.snapshot.clone(),
+            restored_from: v.restored_from,
+            deleted: v.system.deleted,
+        };
+        let new_head = Head {
+            key: c.key.clone(),
+            ov: v.ov,
+            cv,
+            op: v.op,
+            at: v.at,
+            system: v.system,
+            indexed: v.indexed,
+            snapshot: v.snapshot,
+            inline: v.inline,
+            dev_shadow: v.dev_shadow,
+        };
+        let done = Committed { key: c.key.clone(), ov: v.ov, cv, at: v.at, replayed: false };
+        s.cvs.insert(ctx, cv);
+        s.versions.entry(c.key.clone()).or_default().push(record);
+        s.heads.insert(c.key, new_head);
+        s.requests.insert(req, (done.clone(), c.fingerprint));
+        apply_counters(&mut s.counters, &c.counters);
+        Ok(done)
+    }
+
+    async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<Committed>> {
+        let s = self.lock();
+        Ok(s.requests.get(&(ctx.clone(), request_id.clone())).map(|(c, _)| Committed { replayed: true, ..c.clone() }))
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<Option<Head>> {
+        Ok(self.lock().heads.get(key).cloned())
+    }
+
+    async fn version(&self, key: &ObjectKey, ov: Ov) -> Result<Option<VersionRecord>> {
+        let s = self.lock();
+        let records = s.versions.get(key).map(Vec::as_slice).unwrap_or_default();
+        Ok(records.get(usize::try_from(ov.get() - 1).unwrap_or(usize::MAX)).cloned())
+    }
+
+    async fn version_at(&self, key: &ObjectKey, at: Timestamp) -> Result<Option<VersionRecord>> {
+        let s = self.lock();
+        Ok(s.versions.get(key).and_then(|r| last_where(r, |v| v.at <= at)))
+    }
+
+    async fn version_at_cv(&self, key: &ObjectKey, cv: Cv) -> Result<Option<VersionRecord>> {
+        let s = self.lock();
+        Ok(s.versions.get(key).and_then(|r| last_where(r, |v| v.cv <= cv)))
+    }
+
+    async fn history(&self, key: &ObjectKey, query: &HistoryQuery) -> Result<Page<VersionRecord>> {
+        let s = self.lock();
+        let records = s.versions.get(key).map(Vec::as_slice).unwrap_or_default();
+        select_history(records, |r| r.ov, query)
+    }
+
+    async fn list_heads(&self, ctx: &RouteContext, query: &HeadQuery) -> Result<Page<Head>> {
+        let s = self.lock();
+        let heads = s.heads.values().filter(|h| &h.key.ctx == ctx).cloned().collect::<Vec<_>>();
+        select_heads(heads, query)
+    }
+
+    async fn collection_cv(&self, ctx: &RouteContext) -> Result<Cv> {
+        Ok(self.lock().cvs.get(ctx).copied().unwrap_or(Cv::ZERO))
+    }
+
+    async fn shrink_dev_shadows(&self, ctx: Option<&RouteContext>, policy: &ShrinkPolicy) -> Result<ShrinkStats> {
+        let mut s = self.lock();
+        let mut stats = ShrinkStats::default();
+        for h in s.heads.values_mut().filter(|h| ctx.is_none_or(|c| &h.key.ctx == c)) {
+            let Some(shadow) = &h.dev_shadow else { continue };
+            stats.scanned += 1;
+            if shadow.written_at < policy.expired_before || shadow.bytes > policy.max_bytes {
+                stats.removed += 1;
+                stats.bytes_freed += shadow.bytes;
+                if !policy.dry_run {
+                    h.dev_shadow = None;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn hard_delete(&self, key: &ObjectKey, counters: Vec<CounterDelta>) -> Result<HardDeleted> {
+        let mut s = self.lock();
+        let head_removed = s.heads.remove(key).is_some();
+        let records = s.versions.remove(key).unwrap_or_default();
+        s.requests.retain(|_, (c, _)| &c.key != key);
+        if head_removed {
+            apply_counters(&mut s.counters, &counters);
+        }
+        Ok(HardDeleted { snapshots: records.into_iter().map(|r| r.snapshot).collect(), head_removed })
+    }
+
+    async fn save_job(&self, job: &JobRecord) -> Result<()> {
+        self.lock().jobs.insert(job.id.clone(), job.clone());
+        Ok(())
+    }
+
+    async fn load_job(&self, id: &str) -> Result<Option<JobRecord>> {
+        Ok(self.lock().jobs.get(id).cloned())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CounterStore for MemoryMeta {
+    async fn add(&self, deltas: &[CounterDelta]) -> Result<()> {
+        apply_counters(&mut self.lock().counters, deltas);
+        Ok(())
+    }
+
+    async fn totals(&self, ctx: &RouteContext) -> Result<BTreeMap<String, i64>> {
+        Ok(self.lock().counters.get(ctx).cloned().unwrap_or_default())
+    }
+
+    async fn reset(&self, ctx: &RouteContext, counters: Option<&[String]>) -> Result<()> {
+        let mut s = self.lock();
+        if let Some(all) = s.counters.get_mut(ctx) {
+            match counters {
+                None => all.clear(),
+                Some(names) => names.iter().for_each(|n| {
+                    all.remove(n);
+                }),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! In-memory queue store.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use udm_core::ports::{QueueEntry, QueueState, QueueStats, QueueStore};
+use udm_core::retry::NextStep;
+use udm_core::{Error, Result, Timestamp};
+
+/// The fallback queue in process memory; the reference implementation of [`QueueStore`].
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    entries: Mutex<BTreeMap<String, QueueEntry>>,
+}
+
+impl MemoryQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, QueueEntry>> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn missing(id: &str) -> Error {
+    Error::not_found(format!("queue entry {id}"))
+}
+
+/// Whether a pending entry may be claimed at `now`.
+pub fn is_claimable(e: &QueueEntry, now: Timestamp) -> bool {
+    e.state == QueueState::Pending && e.next_attempt_at <= now && e.leased_until.is_none_or(|l| l <= now)
+}
+
+#[async_trait]
+impl QueueStore for MemoryQueue {
+    async fn enqueue(&self, entry: QueueEntry) -> Result<QueueEntry> {
+        let mut m = self.lock();
+        Ok(m.entry(entry.id.clone()).or_insert(entry).clone())
+    }
+
+    async fn claim_due(&self, now: Timestamp, lease_until: Timestamp, limit: usize) -> Result<Vec<QueueEntry>> {
+        let mut m = self.lock();
+        let mut due: Vec<&mut QueueEntry> = m.values_mut().filter(|e| is_claimable(e, now)).collect();
+        due.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|e| {
+                e.leased_until = Some(lease_until);
+                e.clone()
+            })
+            .collect())
+    }
+
+    async fn complete(&self, id: &str) -> Result<()> {
+        self.lock().remove(id);
+        Ok(())
+    }
+
+    async fn fail(&self, id: &str, error: &str, next: NextStep) -> Result<()> {
+        let mut m = self.lock();
+        let e = m.get_mut(id).ok_or_else(|| missing(id))?;
+        e.attempts += 1;
+        e.last_error = Some(error.to_owned());
+        e.leased_until = None;
+        match next {
+            NextStep::RetryAt(t) => e.next_attempt_at = t,
+            NextStep::DeadLetter => e.state = QueueState::Dead,
+        }
+        Ok(())
+    }
+
+    async fn stats(&self, now: Timestamp) -> Result<QueueStats> {
+        let m = self.lock();
+        let mut s = QueueStats::default();
+        for e in m.values() {
+            match e.state {
+                QueueState::Dead => s.dead += 1,
+                QueueState::Pending => {
+                    s.pending += 1;
+                    s.leased += u64::from(e.leased_until.is_some_and(|l| l > now));
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    async fn list(&self, state: QueueState, after: Option<&str>, limit: usize) -> Result<Vec<QueueEntry>> {
+        let m = self.lock();
+        Ok(m.values()
+            .filter(|e| e.state == state && after.is_none_or(|a| e.id.as_str() > a))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn retry_dead(&self, id: &str, now: Timestamp) -> Result<()> {
+        let mut m = self.lock();
+        match m.get_mut(id) {
+            Some(e) if e.state == QueueState::Dead => {
+                e.state = QueueState::Pending;
+                e.attempts = 0;
+                e.next_attempt_at = now;
+                e.leased_until = None;
+                Ok(())
+            }
+            _ => Err(Error::not_found(format!("dead letter {id}"))),
+        }
+    }
+
+    async fn cancel(&self, id: &str) -> Result<()> {
+        self.lock().remove(id).map(|_| ()).ok_or_else(|| missing(id))
+    }
+}
