@@ -5,6 +5,8 @@
 //!   not already present (deep equality), in patch order — no duplicates are introduced;
 //! - any other patch value (scalar, `null`, or a different type) replaces the existing one;
 //!   `null` sets null, it does not delete;
+//! - arrays the patch brings in (at new keys, as replacements, or as appended elements) are
+//!   themselves treated as sets: their duplicates are dropped, first occurrence kept;
 //! - a `_system` key at the top level of the patch is a validation error.
 //!
 //! Merging the same patch twice gives the same result as merging it once.
@@ -32,9 +34,9 @@ fn merge_into(base: &mut Map<String, Value>, patch: &Map<String, Value>) {
         match (base.get_mut(k), pv) {
             (Some(Value::Object(bo)), Value::Object(po)) => merge_into(bo, po),
             (Some(Value::Array(ba)), Value::Array(pa)) => union_into(ba, pa),
-            (Some(slot), _) => *slot = pv.clone(),
+            (Some(slot), _) => *slot = from_patch(pv),
             (None, _) => {
-                base.insert(k.clone(), pv.clone());
+                base.insert(k.clone(), from_patch(pv));
             }
         }
     }
@@ -43,10 +45,23 @@ fn merge_into(base: &mut Map<String, Value>, patch: &Map<String, Value>) {
 /// Appends each element of `extra` not already in `base` (deep equality), keeping order.
 /// Duplicates already in `base` are kept as they are: the merge never drops caller data.
 pub fn union_into(base: &mut Vec<Value>, extra: &[Value]) {
-    for item in extra {
-        if !base.contains(item) {
-            base.push(item.clone());
+    for item in extra.iter().map(from_patch) {
+        if !base.contains(&item) {
+            base.push(item);
         }
+    }
+}
+
+/// A value as the patch brings it in: every array inside it deduplicated.
+fn from_patch(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), from_patch(v))).collect()),
+        Value::Array(a) => {
+            let mut out = Vec::with_capacity(a.len());
+            union_into(&mut out, a);
+            Value::Array(out)
+        }
+        other => other.clone(),
     }
 }
 
@@ -64,6 +79,12 @@ mod tests {
             out,
             json!({"a": {"x": 1, "y": 2, "tags": ["a", "b", "c", {"k": 1}]}, "keep": true, "n": null})
         );
+    }
+
+    #[test]
+    fn patch_arrays_are_sets() {
+        let out = deep_merge(&json!({}), &json!({"new": [1, 1, {"x": [2, 2]}], "o": {"a": [3, 3]}})).unwrap();
+        assert_eq!(out, json!({"new": [1, {"x": [2]}], "o": {"a": [3]}}));
     }
 
     #[test]

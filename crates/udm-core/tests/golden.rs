@@ -1,0 +1,99 @@
+//! Golden tests: formats that must never change once data is stored (snapshot envelope,
+//! key layout, record ids, checksums). A failure here means stored data would no longer be
+//! found or verified: change the format version instead of the format.
+
+use serde_json::json;
+use udm_core::canonical::{Checksum, ContentHash};
+use udm_core::layout::{self, Layout};
+use udm_core::version::{ENVELOPE_FORMAT, Provenance, SnapshotEnvelope, SnapshotRef};
+use udm_core::{Cv, Name, ObjectId, ObjectKey, Op, Ov, RequestId, RouteContext, SystemHeader, Timestamp};
+
+fn key() -> ObjectKey {
+    ObjectKey::new(RouteContext::new("acme", "crm", "users").unwrap(), ObjectId::new("u-42").unwrap())
+}
+
+fn envelope() -> SnapshotEnvelope {
+    let at = Timestamp::parse_rfc3339("2026-11-21T19:57:25.123Z").unwrap();
+    let created = Timestamp::parse_rfc3339("2026-11-20T08:00:00Z").unwrap();
+    let data = json!({"name": "Ada", "tags": ["x", "y"], "score": 1.5, "address": {"city": "Oslo"}});
+    let mut system = SystemHeader::created(created).next(Op::Enrich, at, Some("geo-v1"), false);
+    system.updated_at = at;
+    SnapshotEnvelope {
+        format: ENVELOPE_FORMAT.into(),
+        key: key(),
+        ov: Ov::new(3).unwrap(),
+        op: Op::Enrich,
+        at,
+        provenance: Provenance { actor: Some("svc-geo".into()), reason: Some("nightly".into()), request_id: RequestId::new("01JREQ").unwrap() },
+        restored_from: None,
+        system,
+        indexed: json!({"address.city": "Oslo"}).as_object().unwrap().clone(),
+        checksum: Checksum::of_json(&data),
+        data,
+    }
+}
+
+const ENVELOPE_BYTES: &str = concat!(
+    r#"{"at":"2026-11-21T19:57:25.123Z","checksum":"CHECKSUM","data":{"address":{"city":"Oslo"},"name":"Ada","score":1.5,"tags":["x","y"]},"#,
+    r#""format":"udm.snapshot.v1","indexed":{"address.city":"Oslo"},"key":{"ctx":{"collection":"users","db":"crm","tenant":"acme"},"id":"u-42"},"#,
+    r#""op":"ENRICH","ov":3,"provenance":{"actor":"svc-geo","reason":"nightly","requestId":"01JREQ"},"restoredFrom":null,"#,
+    r#""system":{"deleted":false,"deletedAt":null,"functionIds":["geo-v1"],"insertedAt":"2026-11-20T08:00:00.000Z","updatedAt":"2026-11-21T19:57:25.123Z"}}"#
+);
+
+const DATA_CHECKSUM: &str = "76228c90a9dca4ce582ce1242f196430445402ea461b516bfd6f47539edfee0a";
+
+#[test]
+fn envelope_bytes_are_pinned() {
+    let env = envelope();
+    let bytes = String::from_utf8(env.to_bytes().unwrap()).unwrap();
+    assert_eq!(env.checksum.to_string(), DATA_CHECKSUM);
+    assert_eq!(bytes, ENVELOPE_BYTES.replace("CHECKSUM", DATA_CHECKSUM));
+    // And it decodes back to the same envelope, verified.
+    let back = SnapshotEnvelope::decode(bytes.as_bytes(), Some(&env.checksum)).unwrap();
+    assert_eq!(back, env);
+    let rec = back.to_record(Cv(17), SnapshotRef { key: "k".into(), checksum: env.checksum, size: bytes.len() as u64 });
+    assert_eq!((rec.ov.get(), rec.cv, rec.op, rec.deleted), (3, Cv(17), Op::Enrich, false));
+}
+
+#[test]
+fn tampered_envelopes_are_rejected() {
+    let env = envelope();
+    let bytes = String::from_utf8(env.to_bytes().unwrap()).unwrap();
+    let tampered = bytes.replace("\"Ada\"", "\"Eve\"");
+    let e = SnapshotEnvelope::decode(tampered.as_bytes(), None).unwrap_err();
+    assert_eq!(e.kind(), udm_core::ErrorKind::ChecksumMismatch);
+    let other = Checksum::of_bytes(b"metadata says something else");
+    let e = SnapshotEnvelope::decode(bytes.as_bytes(), Some(&other)).unwrap_err();
+    assert_eq!(e.kind(), udm_core::ErrorKind::ChecksumMismatch);
+    assert_eq!(SnapshotEnvelope::decode(b"not json", None).unwrap_err().kind(), udm_core::ErrorKind::ChecksumMismatch);
+    let future = bytes.replace("udm.snapshot.v1", "udm.snapshot.v9");
+    assert_eq!(SnapshotEnvelope::decode(future.as_bytes(), None).unwrap_err().kind(), udm_core::ErrorKind::Unsupported);
+}
+
+#[test]
+fn key_layout_is_pinned() {
+    let k = key();
+    let ov = Ov::new(1025).unwrap();
+    let plain = Layout::default();
+    assert_eq!(plain.snapshot(&k, ov), "acme/crm/users/objects/u-42/versions/00000000000000001025.json");
+    assert_eq!(plain.index_segment(&k, ov), "acme/crm/users/objects/u-42/index/00000000000000000001.json");
+    assert_eq!(plain.index_segment(&k, Ov::new(1024).unwrap()), "acme/crm/users/objects/u-42/index/00000000000000000000.json");
+    let hash = ContentHash::of(b"hello");
+    assert_eq!(plain.content(&k, &hash), format!("acme/crm/users/content/u-42/{hash}"));
+    assert_eq!(hash.to_string(), "ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f");
+    assert_eq!(plain.cv_log(&k.ctx, Cv(7)), "acme/crm/users/cvlog/00000000000000000007.json");
+    assert_eq!(plain.backup(&k.ctx, &Name::new("2026-11-21").unwrap()), "acme/crm/users/backups/2026-11-21");
+    let prefixed = Layout::new(Some(Name::new("udm").unwrap()));
+    assert_eq!(prefixed.snapshot(&k, Ov::FIRST), "udm/acme/crm/users/objects/u-42/versions/00000000000000000001.json");
+    assert_eq!(prefixed.parse_snapshot(&prefixed.snapshot(&k, ov)), Some((k.clone(), ov)));
+    assert_eq!(plain.parse_snapshot("acme/crm/users/objects/u-42/versions/1.json"), None);
+    assert_eq!(plain.parse_snapshot("acme/crm/users/objects/u-42/index/00000000000000000001.json"), None);
+}
+
+#[test]
+fn record_ids_are_pinned() {
+    let k = key();
+    assert_eq!(layout::head_record_id(&k), "acme/crm/users/u-42");
+    assert_eq!(layout::version_record_id(&k, Ov::new(2).unwrap()), "acme/crm/users/u-42/00000000000000000002");
+    assert_eq!(layout::collection_record_prefix(&k.ctx), "acme/crm/users/");
+}
