@@ -1,1 +1,34 @@
-fn main() {}
+//! `cargo xtask` — project automation.
+//!
+//! - `cargo xtask ci`: everything CI runs — fmt check, clippy (`-D warnings`, all targets and
+//!   features), the udm-core purity check, tests (nextest when installed, plus doctests),
+//!   `cargo deny check bans licenses sources` (installs cargo-deny if missing), and docs with
+//!   `-D warnings`. Runs every step, prints a summary, exits non-zero if any step failed.
+//! - `cargo xtask purity`: only the udm-core dependency check.
+
+mod ci;
+mod cmd;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <ci | purity>";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci::all(),
+        Some("purity") => ci::purity(),
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("unknown command {args:?}\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

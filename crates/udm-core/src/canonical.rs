@@ -28,7 +28,7 @@ pub fn write_canonical<W: Write>(value: &Value, out: &mut W) -> io::Result<()> {
         Value::Null => out.write_all(b"null"),
         Value::Bool(b) => out.write_all(if *b { b"true" } else { b"false" }),
         Value::Number(n) => write_number(n, out),
-        Value::String(s) => serde_json::to_writer(&mut *out, s).map_err(io::Error::other),
+        Value::String(s) => write_string(s, out),
         Value::Array(items) => {
             out.write_all(b"[")?;
             for (i, item) in items.iter().enumerate() {
@@ -40,19 +40,38 @@ pub fn write_canonical<W: Write>(value: &Value, out: &mut W) -> io::Result<()> {
             out.write_all(b"]")
         }
         Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
             out.write_all(b"{")?;
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.write_all(b",")?;
-                }
-                serde_json::to_writer(&mut *out, k).map_err(io::Error::other)?;
-                out.write_all(b":")?;
-                write_canonical(v, out)?;
+            if map.keys().is_sorted() {
+                write_entries(map.iter(), out)?;
+            } else {
+                let mut entries: Vec<_> = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                write_entries(entries.into_iter(), out)?;
             }
             out.write_all(b"}")
         }
+    }
+}
+
+fn write_entries<'a, W: Write>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut W) -> io::Result<()> {
+    for (i, (k, v)) in entries.enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        write_string(k, out)?;
+        out.write_all(b":")?;
+        write_canonical(v, out)?;
+    }
+    Ok(())
+}
+
+fn write_string<W: Write>(s: &str, out: &mut W) -> io::Result<()> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.write_all(b"\"")?;
+        out.write_all(s.as_bytes())?;
+        out.write_all(b"\"")
+    } else {
+        serde_json::to_writer(&mut *out, s).map_err(io::Error::other)
     }
 }
 
@@ -90,9 +109,12 @@ pub struct Checksum([u8; 32]);
 impl Checksum {
     /// SHA-256 of the canonical form of `value`, streamed without building the bytes.
     pub fn of_json(value: &Value) -> Self {
-        let mut hasher = Sha256::new();
+        // Feed the hasher in blocks: many tiny updates cost more than the hashing itself.
+        let mut buffered = io::BufWriter::with_capacity(8 * 1024, Sha256::new());
         // Hashing cannot fail.
-        let _ = write_canonical(value, &mut hasher);
+        let _ = write_canonical(value, &mut buffered);
+        let _ = buffered.flush();
+        let (hasher, _) = buffered.into_parts();
         Self(hasher.finalize().into())
     }
 
@@ -108,9 +130,7 @@ impl Checksum {
 
     /// Parses 64 hex digits.
     pub fn from_hex(s: &str) -> Result<Self> {
-        parse_hex32(s).map(Self).ok_or_else(|| {
-            Error::validation("checksum", format!("{s:?} is not 64 hex digits"))
-        })
+        parse_hex32(s).map(Self).ok_or_else(|| Error::validation("checksum", format!("{s:?} is not 64 hex digits")))
     }
 
     /// Fails with [`ErrorKind::ChecksumMismatch`] unless `actual` equals `self`.
@@ -118,10 +138,7 @@ impl Checksum {
         if self == actual {
             Ok(())
         } else {
-            Err(Error::new(
-                ErrorKind::ChecksumMismatch,
-                format!("{what}: recorded sha256 {self}, computed {actual}"),
-            ))
+            Err(Error::new(ErrorKind::ChecksumMismatch, format!("{what}: recorded sha256 {self}, computed {actual}")))
         }
     }
 }
@@ -138,9 +155,7 @@ impl ContentHash {
 
     /// Parses 64 hex digits.
     pub fn from_hex(s: &str) -> Result<Self> {
-        parse_hex32(s).map(Self).ok_or_else(|| {
-            Error::validation("content hash", format!("{s:?} is not 64 hex digits"))
-        })
+        parse_hex32(s).map(Self).ok_or_else(|| Error::validation("content hash", format!("{s:?} is not 64 hex digits")))
     }
 }
 

@@ -67,7 +67,9 @@ impl CounterRule {
         let when = match c.when.as_ref().map(Predicate::parse).transpose() {
             Ok(p) => p.unwrap_or(Predicate::True),
             Err(e) => {
-                problems.extend(e.problems().iter().map(|p| Problem::new(format!("{at}.when.{}", p.path), p.message.clone())));
+                problems.extend(
+                    e.problems().iter().map(|p| Problem::new(format!("{at}.when.{}", p.path), p.message.clone())),
+                );
                 Predicate::True
             }
         };
@@ -166,7 +168,10 @@ mod tests {
         ];
         let v = CountedVersion { op: Op::Create, was_deleted: false, system: &sys, provenance: &prov, data: &data };
         let got: Vec<_> = deltas(&ctx, &v, &rules).into_iter().map(|d| (d.counter, d.delta)).collect();
-        assert_eq!(got, [("created".into(), 1), ("live".into(), 1), ("rule.vips".into(), 1), ("rule.by_bot".into(), 1)]);
+        assert_eq!(
+            got,
+            [("created".into(), 1), ("live".into(), 1), ("rule.vips".into(), 1), ("rule.by_bot".into(), 1)]
+        );
 
         let deleted = sys.next(Op::Delete, Timestamp::EPOCH, None, false);
         let v = CountedVersion { op: Op::Delete, was_deleted: false, system: &deleted, provenance: &prov, data: &data };

@@ -194,7 +194,13 @@ pub fn detect_collection_drift(
     DriftReport::from_items(items)
 }
 
-fn whole(source: DriftSource, kind: DriftKind, path: &str, expected: Option<&Value>, found: Option<&Value>) -> DriftItem {
+fn whole(
+    source: DriftSource,
+    kind: DriftKind,
+    path: &str,
+    expected: Option<&Value>,
+    found: Option<&Value>,
+) -> DriftItem {
     DriftItem { source, kind, path: path.to_owned(), expected: expected.cloned(), found: found.cloned() }
 }
 
@@ -212,7 +218,10 @@ mod tests {
         assert_eq!(r.summary, DriftSummary { missing: 1, extra: 1, modified: 1, checksum_mismatch: 0, in_sync: false });
         assert!(r.items.iter().all(|i| i.source == DriftSource::Shadow));
         let m = r.items.iter().find(|i| i.kind == DriftKind::Modified).unwrap();
-        assert_eq!((m.path.as_str(), m.expected.clone(), m.found.clone()), ("/name", Some(json!("a")), Some(json!("b"))));
+        assert_eq!(
+            (m.path.as_str(), m.expected.clone(), m.found.clone()),
+            ("/name", Some(json!("a")), Some(json!("b")))
+        );
     }
 
     #[test]

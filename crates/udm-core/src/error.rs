@@ -93,11 +93,7 @@ impl Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
     }
 }
 
@@ -265,10 +261,7 @@ mod tests {
 
     #[test]
     fn invalid_lists_every_problem() {
-        let e = Error::invalid(
-            ErrorKind::Config,
-            vec![Problem::new("a", "bad"), Problem::new("b.c", "worse")],
-        );
+        let e = Error::invalid(ErrorKind::Config, vec![Problem::new("a", "bad"), Problem::new("b.c", "worse")]);
         assert_eq!(e.problems().len(), 2);
         assert_eq!(e.to_string(), "config: 2 problems: a: bad; b.c: worse");
     }

@@ -140,11 +140,7 @@ impl RouteContext {
         if !problems.is_empty() {
             return Err(Error::invalid(crate::ErrorKind::Validation, problems));
         }
-        Ok(Self {
-            tenant: Name(tenant.to_owned()),
-            db: Name(db.to_owned()),
-            collection: Name(collection.to_owned()),
-        })
+        Ok(Self { tenant: Name(tenant.to_owned()), db: Name(db.to_owned()), collection: Name(collection.to_owned()) })
     }
 }
 

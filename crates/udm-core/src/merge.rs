@@ -75,10 +75,7 @@ mod tests {
         let base = json!({"a": {"x": 1, "tags": ["a", "b"]}, "keep": true, "n": 1});
         let patch = json!({"a": {"y": 2, "tags": ["b", "c", {"k": 1}]}, "n": null});
         let out = deep_merge(&base, &patch).unwrap();
-        assert_eq!(
-            out,
-            json!({"a": {"x": 1, "y": 2, "tags": ["a", "b", "c", {"k": 1}]}, "keep": true, "n": null})
-        );
+        assert_eq!(out, json!({"a": {"x": 1, "y": 2, "tags": ["a", "b", "c", {"k": 1}]}, "keep": true, "n": null}));
     }
 
     #[test]

@@ -137,9 +137,10 @@ impl MetadataMap {
             if is_reference(slot) {
                 continue; // already externalized (e.g. data copied from an earlier version)
             }
-            let decoded = slot.as_str().ok_or("must be a base64 string").and_then(|s| {
-                BASE64.decode(s).map_err(|_| "is not canonical (padded, standard-alphabet) base64")
-            });
+            let decoded = slot
+                .as_str()
+                .ok_or("must be a base64 string")
+                .and_then(|s| BASE64.decode(s).map_err(|_| "is not canonical (padded, standard-alphabet) base64"));
             match decoded {
                 Ok(bytes) => {
                     let c = Content::new(p.path.clone(), p.content_type.clone(), bytes);
@@ -177,12 +178,14 @@ impl MetadataMap {
     /// [`ErrorKind::ChecksumMismatch`].
     pub fn rehydrate(&self, doc: &Value, blobs: &HashMap<ContentHash, Vec<u8>>) -> Result<Value> {
         self.map_references(doc, |path, r| {
-            let bytes = blobs
-                .get(&r.blake3)
-                .ok_or_else(|| Error::not_found(format!("content {} of {path}", r.blake3)))?;
+            let bytes =
+                blobs.get(&r.blake3).ok_or_else(|| Error::not_found(format!("content {} of {path}", r.blake3)))?;
             let actual = ContentHash::of(bytes);
             if actual != r.blake3 {
-                return Err(Error::new(ErrorKind::ChecksumMismatch, format!("content of {path}: expected {}, got {actual}", r.blake3)));
+                return Err(Error::new(
+                    ErrorKind::ChecksumMismatch,
+                    format!("content of {path}: expected {}, got {actual}", r.blake3),
+                ));
             }
             Ok(Value::String(BASE64.encode(bytes)))
         })
@@ -296,8 +299,14 @@ mod tests {
     #[test]
     fn bad_map_paths() {
         let m = MetadataMap {
-            indexed_props: vec![IndexedProp { path: "a..b".into(), required: false }, IndexedProp { path: "x".into(), required: false }],
-            base64_props: vec![Base64Prop { path: "x".into(), content_type: "t".into() }, Base64Prop { path: "_system.a".into(), content_type: "t".into() }],
+            indexed_props: vec![
+                IndexedProp { path: "a..b".into(), required: false },
+                IndexedProp { path: "x".into(), required: false },
+            ],
+            base64_props: vec![
+                Base64Prop { path: "x".into(), content_type: "t".into() },
+                Base64Prop { path: "_system.a".into(), content_type: "t".into() },
+            ],
         };
         assert_eq!(m.problems("c").len(), 3);
     }

@@ -174,10 +174,8 @@ fn parse_field(path: &str, v: &Value, at: &str, problems: &mut Vec<Problem>) -> 
         Value::Object(m) if m.keys().any(|k| k.starts_with('$')) => m,
         _ => return Predicate::Cmp { path: path.to_owned(), op: CmpOp::Eq, value: v.clone() },
     };
-    let mut conds: Vec<Predicate> = ops
-        .iter()
-        .map(|(op, operand)| parse_field_op(path, op, operand, &format!("{at}.{op}"), problems))
-        .collect();
+    let mut conds: Vec<Predicate> =
+        ops.iter().map(|(op, operand)| parse_field_op(path, op, operand, &format!("{at}.{op}"), problems)).collect();
     if conds.len() == 1 { conds.remove(0) } else { Predicate::And(conds) }
 }
 
@@ -266,8 +264,15 @@ mod tests {
 
     #[test]
     fn unknown_operators_are_errors() {
-        for bad in [json!({"$where": "1"}), json!({"a": {"$regex": "x"}}), json!({"$or": []}),
-            json!({"a": {"$in": 1}}), json!({"a": {"$exists": 1}}), json!([1]), json!({"$not": 3})] {
+        for bad in [
+            json!({"$where": "1"}),
+            json!({"a": {"$regex": "x"}}),
+            json!({"$or": []}),
+            json!({"a": {"$in": 1}}),
+            json!({"a": {"$exists": 1}}),
+            json!([1]),
+            json!({"$not": 3}),
+        ] {
             let e = Predicate::parse(&bad).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::Validation, "{bad}");
         }

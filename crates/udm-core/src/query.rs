@@ -62,7 +62,14 @@ pub struct HeadQuery {
 
 impl Default for HeadQuery {
     fn default() -> Self {
-        Self { filter: Predicate::True, include_deleted: false, sort_by: None, order: Order::Asc, after: None, limit: 100 }
+        Self {
+            filter: Predicate::True,
+            include_deleted: false,
+            sort_by: None,
+            order: Order::Asc,
+            after: None,
+            limit: 100,
+        }
     }
 }
 
@@ -178,7 +185,10 @@ pub fn history_cursor(ov: Ov) -> String {
 
 /// Parses a history cursor back into the OV to continue after.
 pub fn parse_history_cursor(s: &str) -> Result<Ov> {
-    s.parse::<u64>().ok().and_then(|n| Ov::new(n).ok()).ok_or_else(|| Error::validation("after", "malformed history cursor"))
+    s.parse::<u64>()
+        .ok()
+        .and_then(|n| Ov::new(n).ok())
+        .ok_or_else(|| Error::validation("after", "malformed history cursor"))
 }
 
 /// Applies `query` to an object's version records given in ascending OV order.
@@ -216,7 +226,15 @@ mod tests {
 
     #[test]
     fn sort_order_is_total_across_types() {
-        let vals = [None, Some(json!(null)), Some(json!(false)), Some(json!(-1)), Some(json!(2.5)), Some(json!("a")), Some(json!([]))];
+        let vals = [
+            None,
+            Some(json!(null)),
+            Some(json!(false)),
+            Some(json!(-1)),
+            Some(json!(2.5)),
+            Some(json!("a")),
+            Some(json!([])),
+        ];
         for w in vals.windows(2) {
             assert_eq!(sort_cmp(w[0].as_ref(), w[1].as_ref()), Ordering::Less, "{w:?}");
         }

@@ -56,7 +56,11 @@ impl KeyTemplate {
                         "db" => Piece::Db,
                         "collection" => Piece::Collection,
                         "id" => Piece::Id,
-                        other => return Err(err(format!("unknown placeholder {{{other}}}; use tenant, db, collection or id"))),
+                        other => {
+                            return Err(err(format!(
+                                "unknown placeholder {{{other}}}; use tenant, db, collection or id"
+                            )));
+                        }
                     };
                     if !lit.is_empty() {
                         pieces.push(Piece::Literal(std::mem::take(&mut lit)));

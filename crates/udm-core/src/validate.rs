@@ -34,8 +34,8 @@ impl Default for Limits {
 
 /// Parses caller text as a document; malformed JSON is a validation error.
 pub fn parse_document(text: &str, limits: &Limits) -> Result<Value> {
-    let v: Value = serde_json::from_str(text)
-        .map_err(|e| Error::validation("document", format!("malformed JSON: {e}")))?;
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| Error::validation("document", format!("malformed JSON: {e}")))?;
     validate_document(&v, limits)?;
     Ok(v)
 }

@@ -27,11 +27,7 @@ impl Ov {
 
     /// An OV; 0 is rejected (versions start at 1).
     pub fn new(n: u64) -> Result<Self> {
-        if n == 0 {
-            Err(Error::validation("ov", "object versions start at 1"))
-        } else {
-            Ok(Self(n))
-        }
+        if n == 0 { Err(Error::validation("ov", "object versions start at 1")) } else { Ok(Self(n)) }
     }
 
     /// The number.
@@ -41,10 +37,7 @@ impl Ov {
 
     /// The version after this one.
     pub fn next(self) -> Result<Self> {
-        self.0
-            .checked_add(1)
-            .map(Self)
-            .ok_or_else(|| Error::internal("object version overflow"))
+        self.0.checked_add(1).map(Self).ok_or_else(|| Error::internal("object version overflow"))
     }
 
     /// The OV a new version takes after `head` (`None` = the object does not exist yet).
@@ -84,10 +77,7 @@ impl Cv {
 
     /// The CV after this one.
     pub fn next(self) -> Result<Self> {
-        self.0
-            .checked_add(1)
-            .map(Cv)
-            .ok_or_else(|| Error::internal("collection version overflow"))
+        self.0.checked_add(1).map(Cv).ok_or_else(|| Error::internal("collection version overflow"))
     }
 }
 
@@ -324,8 +314,7 @@ pub struct SnapshotEnvelope {
 impl SnapshotEnvelope {
     /// The envelope's bytes: canonical JSON, so equal envelopes are equal bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let v = serde_json::to_value(self)
-            .map_err(|e| Error::internal(format!("envelope serialization: {e}")))?;
+        let v = serde_json::to_value(self).map_err(|e| Error::internal(format!("envelope serialization: {e}")))?;
         Ok(canonical_bytes(&v))
     }
 
@@ -333,9 +322,8 @@ impl SnapshotEnvelope {
     /// and, when given, the `expected` one recorded in the metadata store. A mismatch is
     /// [`ErrorKind::ChecksumMismatch`]; the data is never returned then.
     pub fn decode(bytes: &[u8], expected: Option<&Checksum>) -> Result<Self> {
-        let env: SnapshotEnvelope = serde_json::from_slice(bytes).map_err(|e| {
-            Error::new(ErrorKind::ChecksumMismatch, format!("snapshot is not a valid envelope: {e}"))
-        })?;
+        let env: SnapshotEnvelope = serde_json::from_slice(bytes)
+            .map_err(|e| Error::new(ErrorKind::ChecksumMismatch, format!("snapshot is not a valid envelope: {e}")))?;
         if env.format != ENVELOPE_FORMAT {
             return Err(Error::new(
                 ErrorKind::Unsupported,

@@ -156,7 +156,13 @@ fn backend_count_is_one_to_ten() {
     let mut cfg = Config::in_memory();
     cfg.validate().unwrap();
     let pair = cfg.backends[0].clone();
-    cfg.backends = (0..11).map(|i| { let mut p = pair.clone(); p.name = format!("p{i}"); p }).collect();
+    cfg.backends = (0..11)
+        .map(|i| {
+            let mut p = pair.clone();
+            p.name = format!("p{i}");
+            p
+        })
+        .collect();
     assert_eq!(cfg.validate().unwrap_err().problems()[0].path, "backends");
     cfg.backends.clear();
     assert_eq!(cfg.validate().unwrap_err().problems()[0].path, "backends");

@@ -24,7 +24,11 @@ fn envelope() -> SnapshotEnvelope {
         ov: Ov::new(3).unwrap(),
         op: Op::Enrich,
         at,
-        provenance: Provenance { actor: Some("svc-geo".into()), reason: Some("nightly".into()), request_id: RequestId::new("01JREQ").unwrap() },
+        provenance: Provenance {
+            actor: Some("svc-geo".into()),
+            reason: Some("nightly".into()),
+            request_id: RequestId::new("01JREQ").unwrap(),
+        },
         restored_from: None,
         system,
         indexed: json!({"address.city": "Oslo"}).as_object().unwrap().clone(),
@@ -77,7 +81,10 @@ fn key_layout_is_pinned() {
     let plain = Layout::default();
     assert_eq!(plain.snapshot(&k, ov), "acme/crm/users/objects/u-42/versions/00000000000000001025.json");
     assert_eq!(plain.index_segment(&k, ov), "acme/crm/users/objects/u-42/index/00000000000000000001.json");
-    assert_eq!(plain.index_segment(&k, Ov::new(1024).unwrap()), "acme/crm/users/objects/u-42/index/00000000000000000000.json");
+    assert_eq!(
+        plain.index_segment(&k, Ov::new(1024).unwrap()),
+        "acme/crm/users/objects/u-42/index/00000000000000000000.json"
+    );
     let hash = ContentHash::of(b"hello");
     assert_eq!(plain.content(&k, &hash), format!("acme/crm/users/content/u-42/{hash}"));
     assert_eq!(hash.to_string(), "ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f");

@@ -82,5 +82,6 @@ pub fn json_value(depth: u32) -> impl Strategy<Value = Value> {
 
 /// A JSON object (a valid document shape, without `_system`).
 pub fn json_object(depth: u32) -> impl Strategy<Value = Value> {
-    prop::collection::btree_map(json_key(), json_value(depth), 0..6).prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>()))
+    prop::collection::btree_map(json_key(), json_value(depth), 0..6)
+        .prop_map(|m| Value::Object(m.into_iter().collect::<Map<_, _>>()))
 }

@@ -53,7 +53,9 @@ pub fn commit(key: &ObjectKey, expected: Option<Ov>, op: Op, at: Timestamp, requ
     }
     let indexed: Map<String, Value> = data
         .as_object()
-        .map(|m| m.iter().filter(|(_, v)| !v.is_object() && !v.is_array()).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .map(|m| {
+            m.iter().filter(|(_, v)| !v.is_object() && !v.is_array()).map(|(k, v)| (k.clone(), v.clone())).collect()
+        })
         .unwrap_or_default();
     Commit {
         key: key.clone(),

@@ -100,8 +100,9 @@ mod tests {
 
     #[test]
     fn reports_bad_overrides() {
-        let e = apply_env(json!({"a": 1, "b": []}), "UDM", env(&[("UDM__A__X", "1"), ("UDM__B__5", "1"), ("UDM__", "1")]))
-            .unwrap_err();
+        let e =
+            apply_env(json!({"a": 1, "b": []}), "UDM", env(&[("UDM__A__X", "1"), ("UDM__B__5", "1"), ("UDM__", "1")]))
+                .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Config);
         assert_eq!(e.problems().len(), 3);
     }

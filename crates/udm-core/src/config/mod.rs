@@ -368,7 +368,8 @@ impl Config {
     pub fn from_sources(toml_text: Option<&str>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let base = match toml_text {
             Some(t) => {
-                let v: toml::Value = toml::from_str(t).map_err(|e| config_error(e.message(), e.span().map(|s| line_of(t, s.start))))?;
+                let v: toml::Value =
+                    toml::from_str(t).map_err(|e| config_error(e.message(), e.span().map(|s| line_of(t, s.start))))?;
                 serde_json::to_value(v).map_err(|e| config_error(&e.to_string(), None))?
             }
             None => serde_json::Value::Object(serde_json::Map::new()),

@@ -74,7 +74,16 @@ fn meta(at: &str, m: &MetaBackend, p: &mut Vec<Problem>) {
 
 fn blobs(at: &str, b: &BlobBackend, p: &mut Vec<Problem>) {
     match b {
-        BlobBackend::S3 { endpoint, region, access_key_id, secret_access_key, json_bucket, content_bucket, backups_bucket, .. } => {
+        BlobBackend::S3 {
+            endpoint,
+            region,
+            access_key_id,
+            secret_access_key,
+            json_bucket,
+            content_bucket,
+            backups_bucket,
+            ..
+        } => {
             if endpoint.as_deref().is_some_and(|e| !is_http_url(e)) {
                 p.push(Problem::new(format!("{at}.blobs.endpoint"), "must be an http:// or https:// URL with a host"));
             }
@@ -84,7 +93,9 @@ fn blobs(at: &str, b: &BlobBackend, p: &mut Vec<Problem>) {
             if access_key_id.is_some() != secret_access_key.is_some() {
                 p.push(Problem::new(format!("{at}.blobs"), "access_key_id and secret_access_key go together"));
             }
-            for (field, bucket) in [("json_bucket", json_bucket), ("content_bucket", content_bucket), ("backups_bucket", backups_bucket)] {
+            for (field, bucket) in
+                [("json_bucket", json_bucket), ("content_bucket", content_bucket), ("backups_bucket", backups_bucket)]
+            {
                 if let Some(msg) = bucket_problem(bucket) {
                     p.push(Problem::new(format!("{at}.blobs.{field}"), msg));
                 }
@@ -161,7 +172,9 @@ fn ident(path: &str, value: &str, max: usize, p: &mut Vec<Problem>) {
 
 /// MongoDB database names: 1–63 bytes, letters, digits, `_` and `-`.
 fn mongo_db_problem(name: &str) -> Option<String> {
-    let ok = !name.is_empty() && name.len() < 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let ok = !name.is_empty()
+        && name.len() < 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     (!ok).then(|| format!("{name:?} is not a valid database name (1-63 of letters, digits, '_', '-')"))
 }
 

@@ -60,7 +60,10 @@ impl Commit {
     pub fn check(&self) -> Result<()> {
         let want = Ov::after(self.expected)?;
         if self.version.ov != want {
-            return Err(Error::validation("version.ov", format!("must be {want} after {:?}", self.expected.map(Ov::get))));
+            return Err(Error::validation(
+                "version.ov",
+                format!("must be {want} after {:?}", self.expected.map(Ov::get)),
+            ));
         }
         if (self.version.op == Op::Create) != self.expected.is_none() {
             return Err(Error::validation("version.op", "CREATE exactly when the object does not exist yet"));

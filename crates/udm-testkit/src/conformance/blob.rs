@@ -47,7 +47,9 @@ pub async fn create_only_race(b: Arc<dyn BlobStore>) {
         let tasks: Vec<_> = (0..8)
             .map(|i| {
                 let (b, k) = (b.clone(), k.clone());
-                tokio::spawn(async move { (i, b.put(&k, format!("writer {i}").into_bytes(), &PutOptions::create_json()).await) })
+                tokio::spawn(async move {
+                    (i, b.put(&k, format!("writer {i}").into_bytes(), &PutOptions::create_json()).await)
+                })
             })
             .collect();
         let mut winners = Vec::new();

@@ -11,7 +11,8 @@ use crate::fixtures::unique_ctx;
 /// Adds accumulate per collection; reset clears some or all.
 pub async fn add_totals_reset(c: Arc<dyn CounterStore>) {
     let (ctx, other) = (unique_ctx("c"), unique_ctx("c"));
-    let d = |ctx: &udm_core::RouteContext, n: &str, v: i64| CounterDelta { ctx: ctx.clone(), counter: n.into(), delta: v };
+    let d =
+        |ctx: &udm_core::RouteContext, n: &str, v: i64| CounterDelta { ctx: ctx.clone(), counter: n.into(), delta: v };
     c.add(&[d(&ctx, "created", 2), d(&ctx, "live", 2), d(&other, "created", 1)]).await.unwrap();
     c.add(&[d(&ctx, "live", -1), d(&ctx, "rule.vip", 1)]).await.unwrap();
     let want = BTreeMap::from([("created".into(), 2), ("live".into(), 1), ("rule.vip".into(), 1)]);

@@ -1,7 +1,7 @@
 //! [`MetaStore`] scenarios: commits, reads, idempotency, locking, races, counters.
 
-use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
 use udm_core::counters::CounterDelta;
 use udm_core::ports::{JobRecord, MetaStore, ShrinkPolicy};
 use udm_core::query::{HistoryQuery, Order};
@@ -80,13 +80,16 @@ pub async fn as_of_on_1000_versions(a: MetaAdapters) {
     let mut head = None;
     for i in 1..=1000u64 {
         // Two versions share each timestamp: 10, 10, 20, 20, …
-        let at = ts(((i + 1) / 2 * 10) as i64);
+        let at = ts((i.div_ceil(2) * 10) as i64);
         let c = commit(&k, head, Op::Update, at, &format!("r{i}"), &json!({"i": i}));
         head = Some(a.meta.commit(c).await.expect("commit").ov);
         if i % 100 == 0 {
             // Interleave another object so CVs and OVs differ.
             let prev = a.meta.head(&other).await.unwrap().map(|h| h.ov);
-            a.meta.commit(commit(&other, prev, Op::Update, at, &format!("o{i}"), &json!({"o": i}))).await.expect("other");
+            a.meta
+                .commit(commit(&other, prev, Op::Update, at, &format!("o{i}"), &json!({"o": i})))
+                .await
+                .expect("other");
         }
     }
     assert_eq!(head, Some(ov(1000)));
@@ -150,7 +153,10 @@ pub async fn expected_ov_conflicts(a: MetaAdapters) {
     assert_eq!(meta_state(&a, &ctx, std::slice::from_ref(&k)).await, before, "conflicts changed nothing");
     assert!(a.meta.head(&missing).await.unwrap().is_none());
     // A conflicting request id is not burnt: it can commit later.
-    a.meta.commit(commit(&k, Some(ov(2)), Op::Update, ts(3), "u2", &json!({"a": 2}))).await.expect("retry with fresh OV");
+    a.meta
+        .commit(commit(&k, Some(ov(2)), Op::Update, ts(3), "u2", &json!({"a": 2})))
+        .await
+        .expect("retry with fresh OV");
 }
 
 /// 8 writers race on one object, 20 times over: every round exactly one wins, OVs stay
@@ -168,7 +174,14 @@ pub async fn writers_race(a: MetaAdapters) {
             tasks.push(tokio::spawn(async move {
                 let mut wins = Vec::new();
                 for round in 1..=ROUNDS {
-                    let c = commit(&k, Some(ov(round)), Op::Update, ts(1 + round as i64), &format!("w{w}-r{round}"), &json!({"w": w, "round": round}));
+                    let c = commit(
+                        &k,
+                        Some(ov(round)),
+                        Op::Update,
+                        ts(1 + round as i64),
+                        &format!("w{w}-r{round}"),
+                        &json!({"w": w, "round": round}),
+                    );
                     match meta.commit(c).await {
                         Ok(done) => wins.push((round, done.ov)),
                         Err(e) if e.kind() == ErrorKind::VersionConflict => {}
@@ -228,7 +241,9 @@ pub async fn cv_orders_commits_across_objects(a: MetaAdapters) {
     for i in 0..10 {
         let k = key(&ctx, &format!("o{}", i % 3));
         let prev = a.meta.head(&k).await.unwrap().map(|h| h.ov);
-        seen.push(a.meta.commit(commit(&k, prev, Op::Update, ts(i), &format!("r{i}"), &json!({"i": i}))).await.unwrap().cv);
+        seen.push(
+            a.meta.commit(commit(&k, prev, Op::Update, ts(i), &format!("r{i}"), &json!({"i": i}))).await.unwrap().cv,
+        );
     }
     assert_eq!(seen, (1..=10).map(Cv).collect::<Vec<_>>());
     let o = a.meta.commit(commit(&key(&other_ctx, "o0"), None, Op::Create, ts(0), "r0", &json!({}))).await.unwrap();

@@ -42,7 +42,8 @@ pub async fn list_filters_sorts_and_pages(a: MetaAdapters) {
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "id order");
     assert!(!ids.contains(&"o03".to_owned()));
 
-    let (with_deleted, _) = list_all(&a, &ctx, HeadQuery { include_deleted: true, limit: 1000, ..HeadQuery::default() }).await;
+    let (with_deleted, _) =
+        list_all(&a, &ctx, HeadQuery { include_deleted: true, limit: 1000, ..HeadQuery::default() }).await;
     assert_eq!(with_deleted.len(), 25);
 
     let filter = Predicate::parse(&json!({"group": "even", "n": {"$gte": 3}})).unwrap();
@@ -79,7 +80,9 @@ pub async fn history_pages_both_ways(a: MetaAdapters) {
     let k = key(&ctx, "x");
     let mut head = None;
     for i in 1..=23 {
-        head = Some(a.meta.commit(commit(&k, head, Op::Update, ts(i), &format!("r{i}"), &json!({"i": i}))).await.unwrap().ov);
+        head = Some(
+            a.meta.commit(commit(&k, head, Op::Update, ts(i), &format!("r{i}"), &json!({"i": i}))).await.unwrap().ov,
+        );
     }
     for order in [Order::Asc, Order::Desc] {
         let mut q = HistoryQuery { after: None, limit: 10, order };

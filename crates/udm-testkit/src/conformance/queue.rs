@@ -75,7 +75,10 @@ pub async fn fail_reschedules_then_dead_letters(q: Arc<dyn QueueStore>) {
     q.fail(&e.id, "still down", NextStep::DeadLetter).await.unwrap();
     let dead = find(&*q, QueueState::Dead, &e.id).await.expect("dead letter");
     assert_eq!((dead.attempts, dead.last_error.as_deref()), (2, Some("still down")));
-    assert!(!q.claim_due(ts(1_000_000), ts(2_000_000), 1000).await.unwrap().iter().any(|x| x.id == e.id), "dead letters are not claimed");
+    assert!(
+        !q.claim_due(ts(1_000_000), ts(2_000_000), 1000).await.unwrap().iter().any(|x| x.id == e.id),
+        "dead letters are not claimed"
+    );
     let stats = q.stats(ts(0)).await.unwrap();
     assert!(stats.dead >= 1);
 }
@@ -120,7 +123,8 @@ pub async fn concurrent_claims_never_share(q: Arc<dyn QueueStore>) {
     for t in tasks {
         all.extend(t.await.expect("claimer"));
     }
-    let mine: Vec<_> = all.into_iter().filter(|id| id.starts_with(&udm_core::layout::collection_record_prefix(&ctx))).collect();
+    let mine: Vec<_> =
+        all.into_iter().filter(|id| id.starts_with(&udm_core::layout::collection_record_prefix(&ctx))).collect();
     let unique: BTreeSet<_> = mine.iter().collect();
     assert_eq!(unique.len(), mine.len(), "an entry was claimed twice");
     assert_eq!(unique.len(), 40, "every entry claimed once");

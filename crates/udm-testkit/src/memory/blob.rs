@@ -5,13 +5,18 @@ use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use udm_core::ports::{BlobCapabilities, BlobMeta, BlobPage, BlobStore, MAX_LIST_PAGE, PutMode, PutOptions, check_key, check_prefix};
+use udm_core::ports::{
+    BlobCapabilities, BlobMeta, BlobPage, BlobStore, MAX_LIST_PAGE, PutMode, PutOptions, check_key, check_prefix,
+};
 use udm_core::{Checksum, Error, ErrorKind, Result};
+
+/// Stored bytes and content type, by key.
+type Objects = BTreeMap<String, (Vec<u8>, Option<String>)>;
 
 /// Blobs in process memory; the reference implementation of the [`BlobStore`] contract.
 #[derive(Debug, Default)]
 pub struct MemoryBlobs {
-    objects: Mutex<BTreeMap<String, (Vec<u8>, Option<String>)>>,
+    objects: Mutex<Objects>,
 }
 
 impl MemoryBlobs {
@@ -20,7 +25,7 @@ impl MemoryBlobs {
         Self::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, (Vec<u8>, Option<String>)>> {
+    fn lock(&self) -> MutexGuard<'_, Objects> {
         self.objects.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
