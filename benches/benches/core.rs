@@ -25,7 +25,7 @@ fn document(bytes: usize) -> Value {
             records.push(json!({
                 "id": format!("rec-{i:06}"),
                 "score": i as f64 * 1.25,
-                "active": i % 3 == 0,
+                "active": i.is_multiple_of(3),
                 "tags": [format!("t{}", i % 7), format!("g{}", i % 5)],
                 "address": {"city": format!("City {}", i % 97), "zip": 10_000 + i},
             }));
@@ -63,7 +63,7 @@ fn drift(c: &mut Criterion) {
     // 10,000 leaves: 2,000 records of 5 scalar leaves.
     let leaves = |salt: u64| -> Value {
         let recs: Vec<Value> = (0..2_000u64)
-            .map(|i| json!({"a": i, "b": format!("s{i}"), "c": i % 2 == 0, "d": i ^ salt, "e": null}))
+            .map(|i| json!({"a": i, "b": format!("s{i}"), "c": i.is_multiple_of(2), "d": i ^ salt, "e": null}))
             .collect();
         json!({"records": recs})
     };

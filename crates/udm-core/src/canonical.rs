@@ -102,6 +102,20 @@ pub fn canonical_bytes(value: &Value) -> Vec<u8> {
     out
 }
 
+/// `io::Write` into a SHA-256 hasher.
+struct HashWriter(Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A SHA-256 checksum, shown and stored as 64 lower-case hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Checksum([u8; 32]);
@@ -110,11 +124,11 @@ impl Checksum {
     /// SHA-256 of the canonical form of `value`, streamed without building the bytes.
     pub fn of_json(value: &Value) -> Self {
         // Feed the hasher in blocks: many tiny updates cost more than the hashing itself.
-        let mut buffered = io::BufWriter::with_capacity(8 * 1024, Sha256::new());
+        let mut buffered = io::BufWriter::with_capacity(8 * 1024, HashWriter(Sha256::new()));
         // Hashing cannot fail.
         let _ = write_canonical(value, &mut buffered);
         let _ = buffered.flush();
-        let (hasher, _) = buffered.into_parts();
+        let (HashWriter(hasher), _) = buffered.into_parts();
         Self(hasher.finalize().into())
     }
 
