@@ -353,3 +353,45 @@ impl SnapshotEnvelope {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: i64) -> Timestamp {
+        Timestamp::from_millis(ms).unwrap()
+    }
+
+    #[test]
+    fn ov_starts_at_one_and_follows_heads() {
+        assert!(Ov::new(0).is_err());
+        assert_eq!(Ov::after(None).unwrap(), Ov::FIRST);
+        assert_eq!(Ov::after(Some(Ov::new(4).unwrap())).unwrap().get(), 5);
+        assert!(Ov::new(u64::MAX).unwrap().next().is_err());
+        assert!(serde_json::from_str::<Ov>("0").is_err());
+        assert_eq!(serde_json::to_string(&Ov::new(7).unwrap()).unwrap(), "7");
+    }
+
+    #[test]
+    fn system_header_lifecycle() {
+        let h = SystemHeader::created(t(1));
+        let e = h.next(Op::Enrich, t(2), Some("f1"), false).next(Op::Enrich, t(3), Some("f1"), false);
+        assert_eq!(e.function_ids, ["f1"], "function ids recorded once");
+        assert_eq!((e.inserted_at, e.updated_at), (t(1), t(3)));
+        let d = e.next(Op::Delete, t(4), None, false);
+        assert!(d.deleted);
+        assert_eq!(d.deleted_at, Some(t(4)));
+        let r = d.next(Op::Restore, t(5), None, false);
+        assert!(!r.deleted && r.deleted_at.is_none(), "restoring a live version revives");
+        let rd = r.next(Op::Restore, t(6), None, true);
+        assert!(rd.deleted && rd.deleted_at == Some(t(6)), "restoring a deleted version deletes");
+        assert_eq!(rd.function_ids, ["f1"]);
+    }
+
+    #[test]
+    fn op_names() {
+        let names: Vec<_> = Op::ALL.iter().map(|o| serde_json::to_value(o).unwrap()).collect();
+        assert_eq!(names, ["CREATE", "UPDATE", "DELETE", "ENRICH", "RESTORE"]);
+        assert!(Op::ALL.iter().all(|o| serde_json::to_value(o).unwrap() == o.as_str()));
+    }
+}

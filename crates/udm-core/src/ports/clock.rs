@@ -55,3 +55,15 @@ impl<C: Clock, E: Entropy> IdGenerator for UlidGenerator<C, E> {
         RequestId::new(self.next()).unwrap_or_else(|_| unreachable!("ULIDs are valid ids"))
     }
 }
+
+impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+}
+
+impl<T: Entropy + ?Sized> Entropy for std::sync::Arc<T> {
+    fn next_u64(&self) -> u64 {
+        (**self).next_u64()
+    }
+}

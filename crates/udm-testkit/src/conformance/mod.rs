@@ -3,10 +3,11 @@
 //! Each adapter's tests instantiate the whole suite with one macro line, so the scenarios
 //! show up by name per adapter in the test output:
 //!
-//! ```ignore
+//! ```
 //! mod memory_meta {
 //!     udm_testkit::conformance_tests!(meta, async { udm_testkit::conformance::MetaAdapters::memory() });
 //! }
+//! # fn main() {}
 //! ```
 //!
 //! The macro expands to one `#[tokio::test]` per scenario (the calling crate needs `tokio`
