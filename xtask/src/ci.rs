@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use crate::cmd::{cargo, output, run, succeeds};
+use crate::services;
 
 /// cargo-deny version installed when missing (newer releases may need a newer rustc).
 const CARGO_DENY_VERSION: &str = "0.20.2";
@@ -75,14 +76,32 @@ pub(crate) fn purity() -> Result<(), String> {
     }
 }
 
+/// Brings the servers up, runs every test against them, and brings them down even when
+/// something failed. A server that cannot start fails the step: service tests never skip.
+pub(crate) fn test_with_services() -> Result<(), String> {
+    // Build first, so compile time does not count against the servers' lifetime.
+    run(cargo().args(["test", "--workspace", "--all-features", "--no-run"]))?;
+    services::up()?;
+    let result = tests();
+    let stopped = services::down();
+    result.and(stopped)
+}
+
 fn tests() -> Result<(), String> {
-    if succeeds(cargo().args(["nextest", "--version"])) {
-        run(cargo().args(["nextest", "run", "--workspace", "--all-features", "--no-fail-fast"]))?;
+    let mut cmd = if succeeds(cargo().args(["nextest", "--version"])) {
+        let mut c = cargo();
+        c.args(["nextest", "run", "--workspace", "--all-features", "--no-fail-fast"]);
+        c
     } else {
         eprintln!("cargo-nextest not installed: using cargo test");
-        run(cargo().args(["test", "--workspace", "--all-features", "--no-fail-fast", "--lib", "--bins", "--tests"]))?;
-    }
-    run(cargo().args(["test", "--workspace", "--all-features", "--doc"]))
+        let mut c = cargo();
+        c.args(["test", "--workspace", "--all-features", "--no-fail-fast", "--lib", "--bins", "--tests"]);
+        c
+    };
+    services::apply_env(&mut cmd)?;
+    let unit = run(&mut cmd);
+    let doc = run(cargo().args(["test", "--workspace", "--all-features", "--doc"]));
+    unit.and(doc)
 }
 
 fn deny() -> Result<(), String> {

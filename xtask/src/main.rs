@@ -4,19 +4,24 @@
 //!   features), the udm-core purity check, tests (nextest when installed, plus doctests),
 //!   `cargo deny check bans licenses sources` (installs cargo-deny if missing), and docs with
 //!   `-D warnings`. Runs every step, prints a summary, exits non-zero if any step failed.
+//! - `cargo xtask test`: services up, the whole test suite (nextest + doctests), services down.
+//! - `cargo xtask services up|down|status`: the real MongoDB- and S3-compatible servers.
 //! - `cargo xtask purity`: only the udm-core dependency check.
 
 mod ci;
 mod cmd;
+mod services;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <ci | purity>";
+const USAGE: &str = "usage: cargo xtask <ci | test | services up|down|status | purity>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::all(),
+        Some("test") => ci::test_with_services(),
+        Some("services") => services::main(&args[1..]),
         Some("purity") => ci::purity(),
         Some("-h" | "--help") => {
             println!("{USAGE}");

@@ -14,3 +14,4 @@ pub mod clock;
 pub mod conformance;
 pub mod fixtures;
 pub mod memory;
+pub mod services;

@@ -398,6 +398,14 @@ impl Config {
     }
 }
 
+/// Checks a MongoDB database name (1–63 of letters, digits, `_`, `-`).
+pub fn check_mongo_database(name: &str) -> Result<()> {
+    match validate::mongo_db_problem(name) {
+        Some(m) => Err(Error::invalid(ErrorKind::Config, vec![Problem::new("database", m)])),
+        None => Ok(()),
+    }
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset).map_or(0, |t| t.matches('\n').count()) + 1
 }

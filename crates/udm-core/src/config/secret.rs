@@ -76,6 +76,14 @@ impl MongoUri {
         format!("{scheme}://{rest}")
     }
 
+    /// Checks the string's shape (scheme, host) without contacting anything.
+    pub fn check(&self) -> crate::Result<()> {
+        match self.problem() {
+            Some(m) => Err(crate::Error::invalid(crate::ErrorKind::Config, vec![crate::Problem::new("uri", m)])),
+            None => Ok(()),
+        }
+    }
+
     /// Problems with the string's shape (scheme, host).
     pub(crate) fn problem(&self) -> Option<String> {
         let raw = self.0.expose();

@@ -171,7 +171,7 @@ fn ident(path: &str, value: &str, max: usize, p: &mut Vec<Problem>) {
 }
 
 /// MongoDB database names: 1–63 bytes, letters, digits, `_` and `-`.
-fn mongo_db_problem(name: &str) -> Option<String> {
+pub(super) fn mongo_db_problem(name: &str) -> Option<String> {
     let ok = !name.is_empty()
         && name.len() < 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');

@@ -67,6 +67,8 @@ pub struct BlobCapabilities {
     pub presign: bool,
     /// Data survives a process restart.
     pub durable: bool,
+    /// [`BlobStore::head`] reports the content type given at put.
+    pub content_types: bool,
 }
 
 /// Largest page a listing returns, whatever `limit` asks.

@@ -70,6 +70,49 @@ impl Commit {
         }
         Ok(())
     }
+
+    /// Checks the commit against the current head (inside the store's transaction): the head
+    /// must be at `expected`, and the new timestamp must not precede the head's.
+    pub fn check_head(&self, head: Option<&Head>) -> Result<()> {
+        let current = head.map(|h| h.ov);
+        if current != self.expected {
+            return Err(Error::version_conflict(self.expected, current));
+        }
+        if head.is_some_and(|h| self.version.at < h.at) {
+            return Err(Error::validation("version.at", "timestamp precedes the head's"));
+        }
+        Ok(())
+    }
+
+    /// The version record, new head and result this commit produces once assigned `cv`.
+    pub fn outcome(&self, cv: Cv) -> (VersionRecord, Head, Committed) {
+        let v = &self.version;
+        let record = VersionRecord {
+            key: self.key.clone(),
+            ov: v.ov,
+            cv,
+            op: v.op,
+            at: v.at,
+            provenance: v.provenance.clone(),
+            snapshot: v.snapshot.clone(),
+            restored_from: v.restored_from,
+            deleted: v.system.deleted,
+        };
+        let head = Head {
+            key: self.key.clone(),
+            ov: v.ov,
+            cv,
+            op: v.op,
+            at: v.at,
+            system: v.system.clone(),
+            indexed: v.indexed.clone(),
+            snapshot: v.snapshot.clone(),
+            inline: v.inline.clone(),
+            dev_shadow: v.dev_shadow.clone(),
+        };
+        let done = Committed { key: self.key.clone(), ov: v.ov, cv, at: v.at, replayed: false };
+        (record, head, done)
+    }
 }
 
 /// The result of a commit.

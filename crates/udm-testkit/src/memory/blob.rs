@@ -102,6 +102,6 @@ impl BlobStore for MemoryBlobs {
     }
 
     fn capabilities(&self) -> BlobCapabilities {
-        BlobCapabilities { presign: false, durable: false }
+        BlobCapabilities { presign: false, durable: false, content_types: true }
     }
 }

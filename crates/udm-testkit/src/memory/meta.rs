@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use udm_core::counters::CounterDelta;
 use udm_core::ports::{Commit, Committed, CounterStore, HardDeleted, JobRecord, MetaStore, ShrinkPolicy, ShrinkStats};
 use udm_core::query::{HeadQuery, HistoryQuery, Page, select_heads, select_history};
-use udm_core::{Checksum, Cv, Error, Head, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord};
+use udm_core::{Checksum, Cv, Head, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord};
 
 #[derive(Debug, Default)]
 struct State {
@@ -62,42 +62,9 @@ impl MetaStore for MemoryMeta {
         if let Some((done, fp)) = s.requests.get(&req) {
             return done.replay(fp, &c.fingerprint);
         }
-        let head = s.heads.get(&c.key);
-        let current = head.map(|h| h.ov);
-        if current != c.expected {
-            return Err(Error::version_conflict(c.expected, current));
-        }
-        if let Some(h) = head
-            && c.version.at < h.at
-        {
-            return Err(Error::validation("version.at", "timestamp precedes the head's"));
-        }
+        c.check_head(s.heads.get(&c.key))?;
         let cv = s.cvs.get(&ctx).copied().unwrap_or(Cv::ZERO).next()?;
-        let v = c.version;
-        let record = VersionRecord {
-            key: c.key.clone(),
-            ov: v.ov,
-            cv,
-            op: v.op,
-            at: v.at,
-            provenance: v.provenance,
-            snapshot: v.snapshot.clone(),
-            restored_from: v.restored_from,
-            deleted: v.system.deleted,
-        };
-        let new_head = Head {
-            key: c.key.clone(),
-            ov: v.ov,
-            cv,
-            op: v.op,
-            at: v.at,
-            system: v.system,
-            indexed: v.indexed,
-            snapshot: v.snapshot,
-            inline: v.inline,
-            dev_shadow: v.dev_shadow,
-        };
-        let done = Committed { key: c.key.clone(), ov: v.ov, cv, at: v.at, replayed: false };
+        let (record, new_head, done) = c.outcome(cv);
         s.cvs.insert(ctx, cv);
         s.versions.entry(c.key.clone()).or_default().push(record);
         s.heads.insert(c.key, new_head);

@@ -1,0 +1,327 @@
+//! [`MetaStore`] and [`CounterStore`] on redb.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use redb::{ReadableTable, Table, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use udm_core::counters::CounterDelta;
+use udm_core::layout::{collection_record_prefix, head_record_id, version_record_id};
+use udm_core::ports::{Commit, Committed, CounterStore, HardDeleted, JobRecord, MetaStore, ShrinkPolicy, ShrinkStats};
+use udm_core::query::{HeadQuery, HistoryQuery, Order, Page, check_limit, history_cursor, select_heads};
+use udm_core::{Checksum, Cv, Head, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord};
+
+use crate::{
+    COUNTERS, CVS, EmbeddedStore, HEADS, JOBS, REQUESTS, REQUESTS_BY_OBJECT, VERSIONS, db_err, decode, encode,
+};
+
+/// A committed request: its result and payload fingerprint.
+#[derive(Serialize, Deserialize)]
+struct RequestRecord {
+    done: Committed,
+    fingerprint: Checksum,
+}
+
+fn request_key(ctx: &RouteContext, request: &RequestId) -> String {
+    format!("{}{request}", collection_record_prefix(ctx))
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static str>,
+    key: &str,
+    what: &str,
+) -> Result<Option<T>> {
+    match t.get(key).map_err(db_err)? {
+        Some(v) => decode(v.value(), what).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Every `(key, value)` of `t` whose key starts with `prefix`, in key order.
+fn scan_prefix(t: &impl ReadableTable<&'static str, &'static str>, prefix: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for item in t.range(prefix..).map_err(db_err)? {
+        let (k, v) = item.map_err(db_err)?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        out.push((k.value().to_owned(), v.value().to_owned()));
+    }
+    Ok(out)
+}
+
+fn apply_counters(t: &mut Table<'_, &'static str, i64>, deltas: &[CounterDelta]) -> Result<()> {
+    for d in deltas {
+        let key = format!("{}{}", collection_record_prefix(&d.ctx), d.counter);
+        let now = t.get(key.as_str()).map_err(db_err)?.map_or(0, |v| v.value());
+        t.insert(key.as_str(), now + d.delta).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// The last OV in `1..=head` whose record satisfies `pred` (monotone in OV), by binary search.
+fn last_ov_where(
+    versions: &impl ReadableTable<&'static str, &'static str>,
+    key: &ObjectKey,
+    head: Ov,
+    pred: impl Fn(&VersionRecord) -> bool,
+) -> Result<Option<VersionRecord>> {
+    let (mut lo, mut hi) = (1u64, head.get());
+    let mut best = None;
+    while lo <= hi {
+        let mid = lo + (hi - lo) / 2;
+        let id = version_record_id(key, Ov::new(mid)?);
+        let rec: VersionRecord =
+            get_json(versions, &id, "version")?.ok_or_else(|| udm_core::Error::internal(format!("missing version {id}")))?;
+        if pred(&rec) {
+            best = Some(rec);
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Ok(best)
+}
+
+fn commit_in(tx: &WriteTransaction, c: &Commit) -> Result<Committed> {
+    let ctx = &c.key.ctx;
+    let req_key = request_key(ctx, &c.version.provenance.request_id);
+    let mut requests = tx.open_table(REQUESTS).map_err(db_err)?;
+    if let Some(r) = get_json::<RequestRecord>(&requests, &req_key, "request")? {
+        return r.done.replay(&r.fingerprint, &c.fingerprint);
+    }
+    let mut heads = tx.open_table(HEADS).map_err(db_err)?;
+    let obj = head_record_id(&c.key);
+    let head: Option<Head> = get_json(&heads, &obj, "head")?;
+    c.check_head(head.as_ref())?;
+    let mut cvs = tx.open_table(CVS).map_err(db_err)?;
+    let prefix = collection_record_prefix(ctx);
+    let cv = Cv(cvs.get(prefix.as_str()).map_err(db_err)?.map_or(0, |v| v.value())).next()?;
+    cvs.insert(prefix.as_str(), cv.0).map_err(db_err)?;
+    let (record, new_head, done) = c.outcome(cv);
+    tx.open_table(VERSIONS)
+        .map_err(db_err)?
+        .insert(version_record_id(&c.key, record.ov).as_str(), encode(&record)?.as_str())
+        .map_err(db_err)?;
+    heads.insert(obj.as_str(), encode(&new_head)?.as_str()).map_err(db_err)?;
+    let req = RequestRecord { done: done.clone(), fingerprint: c.fingerprint };
+    requests.insert(req_key.as_str(), encode(&req)?.as_str()).map_err(db_err)?;
+    let by_obj = format!("{obj}/{}", c.version.provenance.request_id);
+    tx.open_table(REQUESTS_BY_OBJECT).map_err(db_err)?.insert(by_obj.as_str(), req_key.as_str()).map_err(db_err)?;
+    apply_counters(&mut tx.open_table(COUNTERS).map_err(db_err)?, &c.counters)?;
+    Ok(done)
+}
+
+fn hard_delete_in(tx: &WriteTransaction, key: &ObjectKey, counters: &[CounterDelta]) -> Result<HardDeleted> {
+    let obj = head_record_id(key);
+    let head_removed = tx.open_table(HEADS).map_err(db_err)?.remove(obj.as_str()).map_err(db_err)?.is_some();
+    let mut versions = tx.open_table(VERSIONS).map_err(db_err)?;
+    let mut snapshots = Vec::new();
+    for (k, v) in scan_prefix(&versions, &format!("{obj}/"))? {
+        snapshots.push(decode::<VersionRecord>(&v, "version")?.snapshot);
+        versions.remove(k.as_str()).map_err(db_err)?;
+    }
+    let mut by_obj = tx.open_table(REQUESTS_BY_OBJECT).map_err(db_err)?;
+    let mut requests = tx.open_table(REQUESTS).map_err(db_err)?;
+    for (k, req_key) in scan_prefix(&by_obj, &format!("{obj}/"))? {
+        requests.remove(req_key.as_str()).map_err(db_err)?;
+        by_obj.remove(k.as_str()).map_err(db_err)?;
+    }
+    if head_removed {
+        apply_counters(&mut tx.open_table(COUNTERS).map_err(db_err)?, counters)?;
+    }
+    Ok(HardDeleted { snapshots, head_removed })
+}
+
+fn shrink_in(tx: &WriteTransaction, prefix: &str, policy: &ShrinkPolicy) -> Result<ShrinkStats> {
+    let mut heads = tx.open_table(HEADS).map_err(db_err)?;
+    let mut stats = ShrinkStats::default();
+    for (k, v) in scan_prefix(&heads, prefix)? {
+        let mut h: Head = decode(&v, "head")?;
+        let Some(shadow) = h.dev_shadow.take() else { continue };
+        stats.scanned += 1;
+        if shadow.written_at < policy.expired_before || shadow.bytes > policy.max_bytes {
+            stats.removed += 1;
+            stats.bytes_freed += shadow.bytes;
+            if !policy.dry_run {
+                heads.insert(k.as_str(), encode(&h)?.as_str()).map_err(db_err)?;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+#[async_trait]
+impl MetaStore for EmbeddedStore {
+    async fn commit(&self, commit: Commit) -> Result<Committed> {
+        commit.check()?;
+        self.write(move |tx| commit_in(tx, &commit)).await
+    }
+
+    async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<Committed>> {
+        let key = request_key(ctx, request_id);
+        self.read(move |tx| {
+            let t = tx.open_table(REQUESTS).map_err(db_err)?;
+            let r: Option<RequestRecord> = get_json(&t, &key, "request")?;
+            Ok(r.map(|r| Committed { replayed: true, ..r.done }))
+        })
+        .await
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<Option<Head>> {
+        let id = head_record_id(key);
+        self.read(move |tx| get_json(&tx.open_table(HEADS).map_err(db_err)?, &id, "head")).await
+    }
+
+    async fn version(&self, key: &ObjectKey, ov: Ov) -> Result<Option<VersionRecord>> {
+        let id = version_record_id(key, ov);
+        self.read(move |tx| get_json(&tx.open_table(VERSIONS).map_err(db_err)?, &id, "version")).await
+    }
+
+    async fn version_at(&self, key: &ObjectKey, at: Timestamp) -> Result<Option<VersionRecord>> {
+        let key = key.clone();
+        self.read(move |tx| {
+            let Some(head) = get_json::<Head>(&tx.open_table(HEADS).map_err(db_err)?, &head_record_id(&key), "head")? else {
+                return Ok(None);
+            };
+            last_ov_where(&tx.open_table(VERSIONS).map_err(db_err)?, &key, head.ov, |v| v.at <= at)
+        })
+        .await
+    }
+
+    async fn version_at_cv(&self, key: &ObjectKey, cv: Cv) -> Result<Option<VersionRecord>> {
+        let key = key.clone();
+        self.read(move |tx| {
+            let Some(head) = get_json::<Head>(&tx.open_table(HEADS).map_err(db_err)?, &head_record_id(&key), "head")? else {
+                return Ok(None);
+            };
+            last_ov_where(&tx.open_table(VERSIONS).map_err(db_err)?, &key, head.ov, |v| v.cv <= cv)
+        })
+        .await
+    }
+
+    async fn history(&self, key: &ObjectKey, q: &HistoryQuery) -> Result<Page<VersionRecord>> {
+        check_limit(q.limit)?;
+        let (key, q) = (key.clone(), *q);
+        self.read(move |tx| {
+            let t = tx.open_table(VERSIONS).map_err(db_err)?;
+            let first = version_record_id(&key, Ov::FIRST);
+            let last = version_record_id(&key, Ov::new(u64::MAX)?);
+            let (lo, hi) = match (q.order, q.after) {
+                (Order::Asc, Some(a)) => (version_record_id(&key, a.next()?), last),
+                (Order::Desc, Some(a)) if a == Ov::FIRST => return Ok(Page { items: vec![], next: None }),
+                (Order::Desc, Some(a)) => (first, version_record_id(&key, Ov::new(a.get() - 1)?)),
+                (_, None) => (first, last),
+            };
+            let range = t.range(lo.as_str()..=hi.as_str()).map_err(db_err)?;
+            let rows: Box<dyn Iterator<Item = _>> = if q.order == Order::Asc { Box::new(range) } else { Box::new(range.rev()) };
+            let mut items = Vec::new();
+            for row in rows.take(q.limit + 1) {
+                let (_, v) = row.map_err(db_err)?;
+                items.push(decode::<VersionRecord>(v.value(), "version")?);
+            }
+            let more = items.len() > q.limit;
+            items.truncate(q.limit);
+            let next = if more { items.last().map(|r| history_cursor(r.ov)) } else { None };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+
+    async fn list_heads(&self, ctx: &RouteContext, q: &HeadQuery) -> Result<Page<Head>> {
+        let (prefix, q) = (collection_record_prefix(ctx), q.clone());
+        self.read(move |tx| {
+            let rows = scan_prefix(&tx.open_table(HEADS).map_err(db_err)?, &prefix)?;
+            let heads = rows.iter().map(|(_, v)| decode::<Head>(v, "head")).collect::<Result<Vec<_>>>()?;
+            select_heads(heads, &q)
+        })
+        .await
+    }
+
+    async fn collection_cv(&self, ctx: &RouteContext) -> Result<Cv> {
+        let prefix = collection_record_prefix(ctx);
+        self.read(move |tx| {
+            let t = tx.open_table(CVS).map_err(db_err)?;
+            Ok(Cv(t.get(prefix.as_str()).map_err(db_err)?.map_or(0, |v| v.value())))
+        })
+        .await
+    }
+
+    async fn shrink_dev_shadows(&self, ctx: Option<&RouteContext>, policy: &ShrinkPolicy) -> Result<ShrinkStats> {
+        let (prefix, policy) = (ctx.map(collection_record_prefix).unwrap_or_default(), *policy);
+        self.write(move |tx| shrink_in(tx, &prefix, &policy)).await
+    }
+
+    async fn hard_delete(&self, key: &ObjectKey, counters: Vec<CounterDelta>) -> Result<HardDeleted> {
+        let key = key.clone();
+        self.write(move |tx| hard_delete_in(tx, &key, &counters)).await
+    }
+
+    async fn save_job(&self, job: &JobRecord) -> Result<()> {
+        let (id, json) = (job.id.clone(), encode(job)?);
+        self.write(move |tx| {
+            tx.open_table(JOBS).map_err(db_err)?.insert(id.as_str(), json.as_str()).map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_job(&self, id: &str) -> Result<Option<JobRecord>> {
+        let id = id.to_owned();
+        self.read(move |tx| get_json(&tx.open_table(JOBS).map_err(db_err)?, &id, "job")).await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|tx| tx.open_table(HEADS).map(|_| ()).map_err(db_err)).await
+    }
+}
+
+#[async_trait]
+impl CounterStore for EmbeddedStore {
+    async fn add(&self, deltas: &[CounterDelta]) -> Result<()> {
+        let deltas = deltas.to_vec();
+        self.write(move |tx| apply_counters(&mut tx.open_table(COUNTERS).map_err(db_err)?, &deltas)).await
+    }
+
+    async fn totals(&self, ctx: &RouteContext) -> Result<BTreeMap<String, i64>> {
+        let prefix = collection_record_prefix(ctx);
+        self.read(move |tx| {
+            let t = tx.open_table(COUNTERS).map_err(db_err)?;
+            let mut out = BTreeMap::new();
+            for item in t.range(prefix.as_str()..).map_err(db_err)? {
+                let (k, v) = item.map_err(db_err)?;
+                let Some(name) = k.value().strip_prefix(prefix.as_str()) else { break };
+                out.insert(name.to_owned(), v.value());
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn reset(&self, ctx: &RouteContext, counters: Option<&[String]>) -> Result<()> {
+        let prefix = collection_record_prefix(ctx);
+        let names = counters.map(<[String]>::to_vec);
+        self.write(move |tx| {
+            let mut t = tx.open_table(COUNTERS).map_err(db_err)?;
+            let keys: Vec<String> = match names {
+                Some(names) => names.iter().map(|n| format!("{prefix}{n}")).collect(),
+                None => {
+                    let mut ks = Vec::new();
+                    for item in t.range(prefix.as_str()..).map_err(db_err)? {
+                        let (k, _) = item.map_err(db_err)?;
+                        if !k.value().starts_with(prefix.as_str()) {
+                            break;
+                        }
+                        ks.push(k.value().to_owned());
+                    }
+                    ks
+                }
+            };
+            for k in keys {
+                t.remove(k.as_str()).map_err(db_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}

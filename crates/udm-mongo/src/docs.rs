@@ -1,0 +1,160 @@
+//! How UDM records are stored as MongoDB documents.
+//!
+//! Each stored document has a few **query fields** (what filters, sorts and indexes use) and a
+//! `json` field holding the full record as UDM's own JSON. The JSON copy keeps every record
+//! exact (u64 numbers, keys with `.` or `$` in user data) whatever BSON can express; the query
+//! fields are derived from it and never read back as data.
+
+use bson::{Bson, Document, doc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use udm_core::layout::{collection_record_prefix, head_record_id, version_record_id};
+use udm_core::predicate::{CmpOp, Predicate};
+use udm_core::{Error, Head, ObjectKey, Result, VersionRecord};
+
+use crate::error::{corrupt, to_i64};
+
+/// JSON → BSON, exactly where BSON can (u64 beyond i64 becomes a double).
+pub(crate) fn to_bson(v: &Value) -> Bson {
+    match v {
+        Value::Null => Bson::Null,
+        Value::Bool(b) => Bson::Boolean(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => Bson::Int64(i),
+            (None, Some(f)) => Bson::Double(f),
+            (None, None) => Bson::Null,
+        },
+        Value::String(s) => Bson::String(s.clone()),
+        Value::Array(a) => Bson::Array(a.iter().map(to_bson).collect()),
+        Value::Object(m) => Bson::Document(m.iter().map(|(k, v)| (k.clone(), to_bson(v))).collect()),
+    }
+}
+
+/// Indexed props (flat, keyed by dotted path) as a nested document, so `idx.a.b` queries work.
+pub(crate) fn nested_index(indexed: &Map<String, Value>) -> Document {
+    let mut root = Document::new();
+    for (path, value) in indexed {
+        let mut node = &mut root;
+        let segments: Vec<&str> = path.split('.').collect();
+        for seg in &segments[..segments.len() - 1] {
+            if !matches!(node.get(*seg), Some(Bson::Document(_))) {
+                node.insert(*seg, Document::new());
+            }
+            node = match node.get_mut(*seg) {
+                Some(Bson::Document(d)) => d,
+                _ => unreachable!("inserted above"),
+            };
+        }
+        node.insert(segments[segments.len() - 1], to_bson(value));
+    }
+    root
+}
+
+/// The record serialized as UDM JSON text.
+pub(crate) fn json_of<T: Serialize>(record: &T) -> Result<String> {
+    serde_json::to_string(record).map_err(|e| Error::internal(format!("serializing a record: {e}")))
+}
+
+/// The record stored in a document's `json` field.
+pub(crate) fn from_json<T: DeserializeOwned>(doc: &Document, what: &str) -> Result<T> {
+    let text = doc.get_str("json").map_err(|e| corrupt(what, e))?;
+    serde_json::from_str(text).map_err(|e| corrupt(what, e))
+}
+
+/// The stored form of a head.
+pub(crate) fn head_doc(h: &Head) -> Result<Document> {
+    let (shadow_at, shadow_bytes) = match &h.dev_shadow {
+        Some(s) => (Bson::Int64(s.written_at.as_millis()), Bson::Int64(to_i64(s.bytes, "shadow size")?)),
+        None => (Bson::Null, Bson::Null),
+    };
+    Ok(doc! {
+        "_id": head_record_id(&h.key),
+        "ctx": collection_record_prefix(&h.key.ctx),
+        "oid": h.key.id.as_str(),
+        "ov": to_i64(h.ov.get(), "ov")?,
+        "deleted": h.is_deleted(),
+        "idx": nested_index(&h.indexed),
+        "shadow_at": shadow_at,
+        "shadow_bytes": shadow_bytes,
+        "json": json_of(h)?,
+    })
+}
+
+/// The stored form of a version record.
+pub(crate) fn version_doc(v: &VersionRecord) -> Result<Document> {
+    Ok(doc! {
+        "_id": version_record_id(&v.key, v.ov),
+        "obj": head_record_id(&v.key),
+        "ov": to_i64(v.ov.get(), "ov")?,
+        "cv": to_i64(v.cv.0, "cv")?,
+        "at": v.at.as_millis(),
+        "json": json_of(v)?,
+    })
+}
+
+/// `_id` of an object's head, and `obj` of its versions and requests.
+pub(crate) fn obj_id(key: &ObjectKey) -> String {
+    head_record_id(key)
+}
+
+/// A MongoDB filter matching **at least** the heads `p` matches (over `idx.*`), or `None`
+/// for "no constraint". The exact predicate is always applied to the results afterwards, so
+/// only constructs whose MongoDB semantics are a superset of UDM's are pushed down: equality
+/// and ranges on scalars, `$in` of scalars, `$exists: true`, `$and`, `$or`.
+pub(crate) fn prefilter(p: &Predicate) -> Option<Document> {
+    let field = |path: &str| format!("idx.{path}");
+    let scalar = |v: &Value| !v.is_object() && !v.is_array();
+    match p {
+        Predicate::True | Predicate::Not(_) => None,
+        Predicate::And(ps) => {
+            let parts: Vec<Bson> = ps.iter().filter_map(prefilter).map(Bson::Document).collect();
+            (!parts.is_empty()).then(|| doc! { "$and": parts })
+        }
+        Predicate::Or(ps) => {
+            let parts: Option<Vec<Bson>> = ps.iter().map(|p| prefilter(p).map(Bson::Document)).collect();
+            parts.map(|parts| doc! { "$or": parts })
+        }
+        Predicate::Cmp { path, op, value } if scalar(value) => {
+            let op = match op {
+                CmpOp::Eq => "$eq",
+                CmpOp::Gt => "$gt",
+                CmpOp::Gte => "$gte",
+                CmpOp::Lt => "$lt",
+                CmpOp::Lte => "$lte",
+                CmpOp::Ne => return None,
+            };
+            Some(doc! { field(path): { op: to_bson(value) } })
+        }
+        Predicate::In { path, values, negated: false } if values.iter().all(scalar) => {
+            Some(doc! { field(path): { "$in": values.iter().map(to_bson).collect::<Vec<_>>() } })
+        }
+        Predicate::Exists { path, present: true } => Some(doc! { field(path): { "$exists": true } }),
+        Predicate::Cmp { .. } | Predicate::In { .. } | Predicate::Exists { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nests_dotted_paths() {
+        let m = json!({"a.b": 1, "a.c": "x", "d": true}).as_object().cloned().unwrap();
+        assert_eq!(nested_index(&m), doc! {"a": {"b": 1_i64, "c": "x"}, "d": true});
+    }
+
+    #[test]
+    fn pushes_down_only_superset_constructs() {
+        let p = Predicate::parse(&json!({"a": 1, "b": {"$ne": 2}, "$or": [{"c": {"$gt": 3}}, {"d": {"$in": ["x"]}}]})).unwrap();
+        let f = prefilter(&p).unwrap();
+        assert_eq!(
+            f,
+            doc! {"$and": [{"idx.a": {"$eq": 1_i64}}, {"$or": [{"idx.c": {"$gt": 3_i64}}, {"idx.d": {"$in": ["x"]}}]}]}
+        );
+        let not = Predicate::parse(&json!({"$or": [{"a": 1}, {"$not": {"b": 2}}]})).unwrap();
+        assert_eq!(prefilter(&not), None, "an or with an unpushable branch pushes nothing");
+        assert_eq!(to_bson(&json!(u64::MAX)), Bson::Double(u64::MAX as f64));
+    }
+}

@@ -1,0 +1,384 @@
+//! [`MetaStore`] and [`CounterStore`] on MongoDB.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bson::{Bson, Document, doc};
+use futures_util::TryStreamExt;
+use mongodb::ClientSession;
+use mongodb::error::{Error as MongoError, UNKNOWN_TRANSACTION_COMMIT_RESULT};
+use mongodb::options::ReturnDocument;
+use udm_core::counters::CounterDelta;
+use udm_core::layout::collection_record_prefix;
+use udm_core::ports::{Commit, Committed, CounterStore, HardDeleted, JobRecord, MetaStore, ShrinkPolicy, ShrinkStats};
+use udm_core::query::{Cursor, HeadQuery, HistoryQuery, Order, Page, check_limit, history_cursor, select_heads};
+use udm_core::{Checksum, Cv, Error, Head, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord};
+
+use crate::MongoStore;
+use crate::docs::{from_json, head_doc, json_of, obj_id, prefilter, version_doc};
+use crate::error::{classify, corrupt, retry_transaction, to_i64};
+
+/// Attempts of one commit transaction before giving up with a retryable error.
+const MAX_TRANSACTION_ATTEMPTS: u32 = 100;
+
+fn request_id_of(ctx: &RouteContext, request: &RequestId) -> String {
+    format!("{}{request}", collection_record_prefix(ctx))
+}
+
+fn counter_id(d: &CounterDelta) -> String {
+    format!("{}{}", collection_record_prefix(&d.ctx), d.counter)
+}
+
+/// What one transaction attempt decided: commit with this result, or abort and answer.
+enum Step<T> {
+    Commit(T),
+    Abort(Result<T>),
+}
+
+impl MongoStore {
+    async fn start(&self) -> Result<ClientSession> {
+        self.client().start_session().await.map_err(|e| classify("starting a session", e))
+    }
+
+    /// One attempt of the commit transaction's reads and writes (not the commit itself).
+    async fn commit_attempt(&self, s: &mut ClientSession, c: &Commit) -> Result<Step<Committed>, MongoError> {
+        let ctx = &c.key.ctx;
+        let req_id = request_id_of(ctx, &c.version.provenance.request_id);
+        if let Some(done) = self.requests().find_one(doc! {"_id": &req_id}).session(&mut *s).await? {
+            let answer = replay_answer(&done, &c.fingerprint);
+            return Ok(Step::Abort(answer));
+        }
+        let head: Option<Head> = match self.heads().find_one(doc! {"_id": obj_id(&c.key)}).session(&mut *s).await? {
+            Some(d) => match from_json(&d, "head") {
+                Ok(h) => Some(h),
+                Err(e) => return Ok(Step::Abort(Err(e))),
+            },
+            None => None,
+        };
+        if let Err(e) = c.check_head(head.as_ref()) {
+            return Ok(Step::Abort(Err(e)));
+        }
+        let cv_doc = self
+            .cvs()
+            .find_one_and_update(doc! {"_id": collection_record_prefix(ctx)}, doc! {"$inc": {"cv": 1_i64}})
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .session(&mut *s)
+            .await?;
+        let cv = match cv_doc.as_ref().and_then(|d| d.get_i64("cv").ok()).and_then(|n| u64::try_from(n).ok()) {
+            Some(n) => Cv(n),
+            None => return Ok(Step::Abort(Err(Error::internal("collection version counter is missing")))),
+        };
+        let (record, new_head, done) = c.outcome(cv);
+        let docs = (|| Ok::<_, Error>((version_doc(&record)?, head_doc(&new_head)?, json_of(&done)?)))();
+        let (vdoc, hdoc, done_json) = match docs {
+            Ok(d) => d,
+            Err(e) => return Ok(Step::Abort(Err(e))),
+        };
+        self.versions().insert_one(vdoc).session(&mut *s).await?;
+        self.heads().replace_one(doc! {"_id": obj_id(&c.key)}, hdoc).upsert(true).session(&mut *s).await?;
+        self.requests()
+            .insert_one(doc! {"_id": req_id, "obj": obj_id(&c.key), "fp": c.fingerprint.to_string(), "json": done_json})
+            .session(&mut *s)
+            .await?;
+        self.apply_counters(s, &c.counters).await?;
+        Ok(Step::Commit(done))
+    }
+
+    async fn apply_counters(&self, s: &mut ClientSession, deltas: &[CounterDelta]) -> Result<(), MongoError> {
+        for d in deltas {
+            self.counters()
+                .update_one(
+                    doc! {"_id": counter_id(d)},
+                    doc! {"$inc": {"n": d.delta}, "$set": {"ctx": collection_record_prefix(&d.ctx), "name": &d.counter}},
+                )
+                .upsert(true)
+                .session(&mut *s)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `body` in a transaction: commits on [`Step::Commit`], aborts on [`Step::Abort`],
+    /// and retries the whole transaction on transient failures (including write conflicts with
+    /// racing writers) and unknown commit results, as the driver documents.
+    async fn in_transaction<T>(
+        &self,
+        what: &str,
+        mut body: impl AsyncFnMut(&mut ClientSession) -> Result<Step<T>, MongoError>,
+    ) -> Result<T> {
+        let mut s = self.start().await?;
+        let mut last = None;
+        for attempt in 0..MAX_TRANSACTION_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(20)))).await;
+            }
+            s.start_transaction().await.map_err(|e| classify("starting a transaction", e))?;
+            let failed = match body(&mut s).await {
+                Ok(Step::Abort(answer)) => {
+                    let _ = s.abort_transaction().await;
+                    return answer;
+                }
+                Ok(Step::Commit(value)) => match commit_with_retry(&mut s).await {
+                    Ok(()) => return Ok(value),
+                    Err(e) => e,
+                },
+                Err(e) => {
+                    let _ = s.abort_transaction().await;
+                    e
+                }
+            };
+            if !retry_transaction(&failed) {
+                return Err(classify(what, failed));
+            }
+            last = Some(failed);
+        }
+        Err(last.map_or_else(|| Error::unavailable(format!("{what}: gave up")), |e| classify(what, e)))
+    }
+
+    async fn find_one_json<T: serde::de::DeserializeOwned>(
+        &self,
+        coll: mongodb::Collection<Document>,
+        filter: Document,
+        sort: Option<Document>,
+        what: &str,
+    ) -> Result<Option<T>> {
+        let mut q = coll.find_one(filter);
+        if let Some(sort) = sort {
+            q = q.sort(sort);
+        }
+        match q.await.map_err(|e| classify(what, e))? {
+            Some(d) => from_json(&d, what).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn collect_json<T: serde::de::DeserializeOwned>(
+        &self,
+        find: mongodb::action::Find<'_, Document>,
+        what: &str,
+    ) -> Result<Vec<T>> {
+        let mut cursor = find.await.map_err(|e| classify(what, e))?;
+        let mut out = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(|e| classify(what, e))? {
+            out.push(from_json(&d, what)?);
+        }
+        Ok(out)
+    }
+
+    fn heads_filter(ctx: &RouteContext, q: &HeadQuery) -> Document {
+        let mut f = doc! {"ctx": collection_record_prefix(ctx)};
+        if !q.include_deleted {
+            f.insert("deleted", false);
+        }
+        if let Some(pre) = prefilter(&q.filter) {
+            f.insert("$and", vec![Bson::Document(pre)]);
+        }
+        f
+    }
+}
+
+async fn commit_with_retry(s: &mut ClientSession) -> Result<(), MongoError> {
+    loop {
+        match s.commit_transaction().await {
+            Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => continue,
+            other => return other,
+        }
+    }
+}
+
+fn replay_answer(stored: &Document, fingerprint: &Checksum) -> Result<Committed> {
+    let done: Committed = from_json(stored, "request")?;
+    let recorded = stored.get_str("fp").map_err(|e| corrupt("request", e)).and_then(Checksum::from_hex)?;
+    done.replay(&recorded, fingerprint)
+}
+
+#[async_trait]
+impl MetaStore for MongoStore {
+    async fn commit(&self, commit: Commit) -> Result<Committed> {
+        commit.check()?;
+        self.in_transaction("commit", async |s| self.commit_attempt(s, &commit).await).await
+    }
+
+    async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<Committed>> {
+        let found: Option<Committed> =
+            self.find_one_json(self.requests(), doc! {"_id": request_id_of(ctx, request_id)}, None, "request").await?;
+        Ok(found.map(|c| Committed { replayed: true, ..c }))
+    }
+
+    async fn head(&self, key: &ObjectKey) -> Result<Option<Head>> {
+        self.find_one_json(self.heads(), doc! {"_id": obj_id(key)}, None, "head").await
+    }
+
+    async fn version(&self, key: &ObjectKey, ov: Ov) -> Result<Option<VersionRecord>> {
+        let filter = doc! {"obj": obj_id(key), "ov": to_i64(ov.get(), "ov")?};
+        self.find_one_json(self.versions(), filter, None, "version").await
+    }
+
+    async fn version_at(&self, key: &ObjectKey, at: Timestamp) -> Result<Option<VersionRecord>> {
+        let filter = doc! {"obj": obj_id(key), "at": {"$lte": at.as_millis()}};
+        self.find_one_json(self.versions(), filter, Some(doc! {"at": -1, "ov": -1}), "version").await
+    }
+
+    async fn version_at_cv(&self, key: &ObjectKey, cv: Cv) -> Result<Option<VersionRecord>> {
+        let filter = doc! {"obj": obj_id(key), "cv": {"$lte": to_i64(cv.0, "cv")?}};
+        self.find_one_json(self.versions(), filter, Some(doc! {"cv": -1}), "version").await
+    }
+
+    async fn history(&self, key: &ObjectKey, q: &HistoryQuery) -> Result<Page<VersionRecord>> {
+        check_limit(q.limit)?;
+        let (cmp, dir) = if q.order == Order::Asc { ("$gt", 1) } else { ("$lt", -1) };
+        let mut filter = doc! {"obj": obj_id(key)};
+        if let Some(after) = q.after {
+            filter.insert("ov", doc! {cmp: to_i64(after.get(), "ov")?});
+        }
+        let limit = i64::try_from(q.limit + 1).unwrap_or(i64::MAX);
+        let find = self.versions().find(filter).sort(doc! {"ov": dir}).limit(limit);
+        let mut items: Vec<VersionRecord> = self.collect_json(find, "version").await?;
+        let more = items.len() > q.limit;
+        items.truncate(q.limit);
+        let next = if more { items.last().map(|r| history_cursor(r.ov)) } else { None };
+        Ok(Page { items, next })
+    }
+
+    async fn list_heads(&self, ctx: &RouteContext, q: &HeadQuery) -> Result<Page<Head>> {
+        check_limit(q.limit)?;
+        let after = q.after.as_deref().map(Cursor::decode).transpose()?;
+        let mut filter = Self::heads_filter(ctx, q);
+        let find = if q.sort_by.is_none() {
+            // Sorted by id: push the cursor and the order down, read only what one page needs.
+            let (cmp, dir) = if q.order == Order::Asc { ("$gt", 1) } else { ("$lt", -1) };
+            if let Some(c) = &after {
+                filter.insert("oid", doc! {cmp: c.id.as_str()});
+            }
+            self.heads().find(filter).sort(doc! {"oid": dir})
+        } else {
+            self.heads().find(filter)
+        };
+        let mut cursor = find.await.map_err(|e| classify("list", e))?;
+        let mut heads = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(|e| classify("list", e))? {
+            let h: Head = from_json(&d, "head")?;
+            if q.filter.matches_flat(&h.indexed) {
+                heads.push(h);
+                if q.sort_by.is_none() && heads.len() > q.limit {
+                    break;
+                }
+            }
+        }
+        // The reference semantics decide the page (exact filter, sort, cursor, next).
+        select_heads(heads, q)
+    }
+
+    async fn collection_cv(&self, ctx: &RouteContext) -> Result<Cv> {
+        let found = self
+            .cvs()
+            .find_one(doc! {"_id": collection_record_prefix(ctx)})
+            .await
+            .map_err(|e| classify("collection cv", e))?;
+        let n = found.and_then(|d| d.get_i64("cv").ok()).unwrap_or(0);
+        Ok(Cv(u64::try_from(n).map_err(|_| corrupt("cv", n))?))
+    }
+
+    async fn shrink_dev_shadows(&self, ctx: Option<&RouteContext>, policy: &ShrinkPolicy) -> Result<ShrinkStats> {
+        let mut filter = doc! {"shadow_at": {"$ne": Bson::Null}};
+        if let Some(ctx) = ctx {
+            filter.insert("ctx", collection_record_prefix(ctx));
+        }
+        let heads: Vec<Head> = self.collect_json(self.heads().find(filter), "head").await?;
+        let mut stats = ShrinkStats::default();
+        for mut h in heads {
+            let Some(shadow) = h.dev_shadow.take() else { continue };
+            stats.scanned += 1;
+            if shadow.written_at >= policy.expired_before && shadow.bytes <= policy.max_bytes {
+                continue;
+            }
+            stats.removed += 1;
+            stats.bytes_freed += shadow.bytes;
+            if !policy.dry_run {
+                // Only if the head did not move meanwhile (a newer head keeps its own shadow).
+                let filter = doc! {"_id": obj_id(&h.key), "ov": to_i64(h.ov.get(), "ov")?};
+                self.heads().replace_one(filter, head_doc(&h)?).await.map_err(|e| classify("shrink", e))?;
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn hard_delete(&self, key: &ObjectKey, counters: Vec<CounterDelta>) -> Result<HardDeleted> {
+        self.in_transaction("hard delete", async |s| self.hard_delete_attempt(s, key, &counters).await).await
+    }
+
+    async fn save_job(&self, job: &JobRecord) -> Result<()> {
+        self.jobs()
+            .replace_one(doc! {"_id": &job.id}, doc! {"_id": &job.id, "json": json_of(job)?})
+            .upsert(true)
+            .await
+            .map_err(|e| classify("save job", e))?;
+        Ok(())
+    }
+
+    async fn load_job(&self, id: &str) -> Result<Option<JobRecord>> {
+        self.find_one_json(self.jobs(), doc! {"_id": id}, None, "job").await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.ping_latency().await.map(|_| ())
+    }
+}
+
+impl MongoStore {
+    async fn hard_delete_attempt(
+        &self,
+        s: &mut ClientSession,
+        key: &ObjectKey,
+        counters: &[CounterDelta],
+    ) -> Result<Step<HardDeleted>, MongoError> {
+        let obj = obj_id(key);
+        let head_removed = self.heads().delete_one(doc! {"_id": &obj}).session(&mut *s).await?.deleted_count > 0;
+        let mut snapshots = Vec::new();
+        let mut cursor = self.versions().find(doc! {"obj": &obj}).session(&mut *s).await?;
+        while let Some(d) = cursor.next(&mut *s).await.transpose()? {
+            match from_json::<VersionRecord>(&d, "version") {
+                Ok(v) => snapshots.push(v.snapshot),
+                Err(e) => return Ok(Step::Abort(Err(e))),
+            }
+        }
+        self.versions().delete_many(doc! {"obj": &obj}).session(&mut *s).await?;
+        self.requests().delete_many(doc! {"obj": &obj}).session(&mut *s).await?;
+        if head_removed {
+            self.apply_counters(s, counters).await?;
+        }
+        Ok(Step::Commit(HardDeleted { snapshots, head_removed }))
+    }
+}
+
+#[async_trait]
+impl CounterStore for MongoStore {
+    async fn add(&self, deltas: &[CounterDelta]) -> Result<()> {
+        self.in_transaction("counters", async |s| self.apply_counters(s, deltas).await.map(Step::Commit)).await
+    }
+
+    async fn totals(&self, ctx: &RouteContext) -> Result<BTreeMap<String, i64>> {
+        let mut cursor = self
+            .counters()
+            .find(doc! {"ctx": collection_record_prefix(ctx)})
+            .await
+            .map_err(|e| classify("counters", e))?;
+        let mut out = BTreeMap::new();
+        while let Some(d) = cursor.try_next().await.map_err(|e| classify("counters", e))? {
+            let name = d.get_str("name").map_err(|e| corrupt("counter", e))?;
+            out.insert(name.to_owned(), d.get_i64("n").map_err(|e| corrupt("counter", e))?);
+        }
+        Ok(out)
+    }
+
+    async fn reset(&self, ctx: &RouteContext, counters: Option<&[String]>) -> Result<()> {
+        let mut filter = doc! {"ctx": collection_record_prefix(ctx)};
+        if let Some(names) = counters {
+            filter.insert("name", doc! {"$in": names.to_vec()});
+        }
+        self.counters().delete_many(filter).await.map_err(|e| classify("counters reset", e))?;
+        Ok(())
+    }
+}

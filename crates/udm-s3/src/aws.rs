@@ -1,0 +1,223 @@
+//! [`BlobStore`] on the AWS SDK: create-only puts with `If-None-Match: *`, SHA-256 checksums
+//! sent with every put (servers that verify them reject corrupted uploads) and verified on
+//! get, presigned GET URLs, bucket health and creation.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::{BehaviorVersion, Builder, Credentials, Region, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
+use udm_core::ports::{
+    BlobCapabilities, BlobMeta, BlobPage, BlobStore, MAX_LIST_PAGE, PutMode, PutOptions, check_key, check_prefix,
+    check_presign_ttl,
+};
+use udm_core::{Checksum, Error, ErrorKind, Result};
+
+use crate::S3Settings;
+use crate::error::kind_of_status;
+
+/// One bucket through the AWS SDK.
+#[derive(Clone)]
+pub struct AwsS3Blobs {
+    client: Client,
+    bucket: String,
+}
+
+impl fmt::Debug for AwsS3Blobs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsS3Blobs").field("bucket", &self.bucket).finish()
+    }
+}
+
+/// Maps an SDK error to the UDM error, deciding retryability at this boundary.
+fn sdk_error<E>(context: &str, key: &str, e: SdkError<E, HttpResponse>) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let kind = match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => ErrorKind::Unavailable,
+        SdkError::ServiceError(s) => kind_of_status(s.raw().status().as_u16()),
+        _ => ErrorKind::Internal,
+    };
+    let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+    Error::new(kind, format!("s3 {context} {key}: {detail}")).with_source(e)
+}
+
+fn base64_sha256(sum: &Checksum) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = sum.as_bytes();
+    let mut out = String::with_capacity(44);
+    for chunk in b.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        let sextets = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
+        for (i, s) in sextets.iter().enumerate() {
+            out.push(if i <= chunk.len() { char::from(T[*s as usize]) } else { '=' });
+        }
+    }
+    out
+}
+
+impl AwsS3Blobs {
+    /// A client for one bucket. Timeouts are short and retries few, so outages surface as
+    /// retryable errors instead of long hangs.
+    pub fn new(settings: &S3Settings, bucket: &str) -> Self {
+        let mut b = Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(settings.region.clone()))
+            .force_path_style(settings.path_style)
+            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(settings.connect_timeout)
+                    .operation_attempt_timeout(settings.operation_timeout)
+                    .build(),
+            );
+        if let Some(endpoint) = &settings.endpoint {
+            b = b.endpoint_url(endpoint);
+        }
+        if let Some((id, secret)) = &settings.credentials {
+            b = b.credentials_provider(Credentials::new(id.expose(), secret.expose(), None, None, "udm-config"));
+        }
+        Self { client: Client::from_conf(b.build()), bucket: bucket.to_owned() }
+    }
+
+    /// Creates the bucket if it does not exist (dev and test setups).
+    pub async fn ensure_bucket(&self) -> Result<()> {
+        if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+            return Ok(());
+        }
+        match self.client.create_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let err = sdk_error("create bucket", &self.bucket, e);
+                // Created meanwhile by someone else: fine.
+                if matches!(err.kind(), ErrorKind::AlreadyExists) { Ok(()) } else { Err(err) }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for AwsS3Blobs {
+    async fn put(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<Checksum> {
+        check_key(key)?;
+        let sum = Checksum::of_bytes(&bytes);
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(base64_sha256(&sum))
+            .body(ByteStream::from(bytes));
+        if let Some(t) = &options.content_type {
+            req = req.content_type(t);
+        }
+        if options.mode == PutMode::Create {
+            req = req.if_none_match("*");
+        }
+        req.send().await.map_err(|e| sdk_error("put", key, e))?;
+        Ok(sum)
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        check_key(key)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(|e| sdk_error("get", key, e))?;
+        let body = out.body.collect().await.map_err(|e| {
+            // A checksum the SDK could not verify surfaces here.
+            Error::new(ErrorKind::ChecksumMismatch, format!("s3 get {key}: reading the body: {e}"))
+        })?;
+        Ok(body.into_bytes().to_vec())
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<BlobMeta>> {
+        check_key(key)?;
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(o) => Ok(Some(BlobMeta {
+                size: o.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                content_type: o.content_type().map(str::to_owned),
+            })),
+            Err(e) => {
+                let err = sdk_error("head", key, e);
+                if err.kind() == ErrorKind::NotFound { Ok(None) } else { Err(err) }
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(|e| sdk_error("delete", key, e))?;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<BlobPage> {
+        check_prefix(prefix)?;
+        let limit = limit.clamp(1, MAX_LIST_PAGE);
+        let mut req = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .max_keys(i32::try_from(limit).unwrap_or(1000));
+        if let Some(a) = after.filter(|a| *a >= prefix) {
+            req = req.start_after(a);
+        }
+        let out = req.send().await.map_err(|e| sdk_error("list", prefix, e))?;
+        let keys: Vec<String> = out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect();
+        let next = if out.is_truncated().unwrap_or(false) { keys.last().cloned() } else { None };
+        Ok(BlobPage { keys, next })
+    }
+
+    async fn presign_get(&self, key: &str, ttl_secs: u64) -> Result<String> {
+        check_key(key)?;
+        check_presign_ttl(ttl_secs)?;
+        let cfg = PresigningConfig::expires_in(Duration::from_secs(ttl_secs))
+            .map_err(|e| Error::validation("ttl_secs", e.to_string()))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(cfg)
+            .await
+            .map_err(|e| sdk_error("presign", key, e))?;
+        Ok(req.uri().to_owned())
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.client.head_bucket().bucket(&self.bucket).send().await.map_err(|e| sdk_error("head bucket", &self.bucket, e))?;
+        Ok(())
+    }
+
+    fn capabilities(&self) -> BlobCapabilities {
+        BlobCapabilities { presign: true, durable: true, content_types: true }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_of_known_digest() {
+        // SHA-256("abc"), base64 as S3 expects it.
+        let sum = Checksum::of_bytes(b"abc");
+        assert_eq!(base64_sha256(&sum), "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=");
+    }
+}
