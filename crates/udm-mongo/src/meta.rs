@@ -30,6 +30,51 @@ fn counter_id(d: &CounterDelta) -> String {
     format!("{}{}", collection_record_prefix(&d.ctx), d.counter)
 }
 
+/// Runs `$body` (an expression using the session `$s`, yielding
+/// `Result<Step<T>, MongoError>`) in a transaction: commits on [`Step::Commit`], aborts on
+/// [`Step::Abort`], and retries the whole transaction on transient failures (including write
+/// conflicts with racing writers) and unknown commit results, as the driver documents.
+/// A macro rather than a closure-taking fn: async closures borrowing the session are not
+/// `Send` for all lifetimes inside `async_trait` methods.
+macro_rules! in_transaction {
+    ($store:expr, $what:expr, |$s:ident| $body:expr) => {{
+        let what: &str = $what;
+        let mut session = $store.start().await?;
+        let mut result = Err(Error::unavailable(format!("{what}: gave up retrying the transaction")));
+        for attempt in 0..MAX_TRANSACTION_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(20)))).await;
+            }
+            session.start_transaction().await.map_err(|e| classify("starting a transaction", e))?;
+            let $s = &mut session;
+            let failed = match $body.await {
+                Ok(Step::Abort(answer)) => {
+                    let _ = session.abort_transaction().await;
+                    result = answer;
+                    break;
+                }
+                Ok(Step::Commit(value)) => match commit_with_retry(&mut session).await {
+                    Ok(()) => {
+                        result = Ok(value);
+                        break;
+                    }
+                    Err(e) => e,
+                },
+                Err(e) => {
+                    let _ = session.abort_transaction().await;
+                    e
+                }
+            };
+            if !retry_transaction(&failed) {
+                result = Err(classify(what, failed));
+                break;
+            }
+            result = Err(classify(what, failed));
+        }
+        result
+    }};
+}
+
 /// What one transaction attempt decided: commit with this result, or abort and answer.
 enum Step<T> {
     Commit(T),
@@ -100,43 +145,6 @@ impl MongoStore {
         Ok(())
     }
 
-    /// Runs `body` in a transaction: commits on [`Step::Commit`], aborts on [`Step::Abort`],
-    /// and retries the whole transaction on transient failures (including write conflicts with
-    /// racing writers) and unknown commit results, as the driver documents.
-    async fn in_transaction<T>(
-        &self,
-        what: &str,
-        mut body: impl AsyncFnMut(&mut ClientSession) -> Result<Step<T>, MongoError>,
-    ) -> Result<T> {
-        let mut s = self.start().await?;
-        let mut last = None;
-        for attempt in 0..MAX_TRANSACTION_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(20)))).await;
-            }
-            s.start_transaction().await.map_err(|e| classify("starting a transaction", e))?;
-            let failed = match body(&mut s).await {
-                Ok(Step::Abort(answer)) => {
-                    let _ = s.abort_transaction().await;
-                    return answer;
-                }
-                Ok(Step::Commit(value)) => match commit_with_retry(&mut s).await {
-                    Ok(()) => return Ok(value),
-                    Err(e) => e,
-                },
-                Err(e) => {
-                    let _ = s.abort_transaction().await;
-                    e
-                }
-            };
-            if !retry_transaction(&failed) {
-                return Err(classify(what, failed));
-            }
-            last = Some(failed);
-        }
-        Err(last.map_or_else(|| Error::unavailable(format!("{what}: gave up")), |e| classify(what, e)))
-    }
-
     async fn find_one_json<T: serde::de::DeserializeOwned>(
         &self,
         coll: mongodb::Collection<Document>,
@@ -198,7 +206,7 @@ fn replay_answer(stored: &Document, fingerprint: &Checksum) -> Result<Committed>
 impl MetaStore for MongoStore {
     async fn commit(&self, commit: Commit) -> Result<Committed> {
         commit.check()?;
-        self.in_transaction("commit", async |s| self.commit_attempt(s, &commit).await).await
+        in_transaction!(self, "commit", |s| self.commit_attempt(s, &commit))
     }
 
     async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<Committed>> {
@@ -217,12 +225,15 @@ impl MetaStore for MongoStore {
     }
 
     async fn version_at(&self, key: &ObjectKey, at: Timestamp) -> Result<Option<VersionRecord>> {
-        let filter = doc! {"obj": obj_id(key), "at": {"$lte": at.as_millis()}};
+        // `$lt: t + 1` rather than `$lte: t` (the same set for integer millis): SecantusDB, our
+        // test server, drops rows equal to a `$lte` bound on a non-last field of a compound
+        // index ({obj, at, ov}); found by the as-of conformance scenario.
+        let filter = doc! {"obj": obj_id(key), "at": {"$lt": at.as_millis().saturating_add(1)}};
         self.find_one_json(self.versions(), filter, Some(doc! {"at": -1, "ov": -1}), "version").await
     }
 
     async fn version_at_cv(&self, key: &ObjectKey, cv: Cv) -> Result<Option<VersionRecord>> {
-        let filter = doc! {"obj": obj_id(key), "cv": {"$lte": to_i64(cv.0, "cv")?}};
+        let filter = doc! {"obj": obj_id(key), "cv": {"$lt": to_i64(cv.0, "cv")?.saturating_add(1)}};
         self.find_one_json(self.versions(), filter, Some(doc! {"cv": -1}), "version").await
     }
 
@@ -234,7 +245,8 @@ impl MetaStore for MongoStore {
             filter.insert("ov", doc! {cmp: to_i64(after.get(), "ov")?});
         }
         let limit = i64::try_from(q.limit + 1).unwrap_or(i64::MAX);
-        let find = self.versions().find(filter).sort(doc! {"ov": dir}).limit(limit);
+        let versions = self.versions();
+        let find = versions.find(filter).sort(doc! {"ov": dir}).limit(limit);
         let mut items: Vec<VersionRecord> = self.collect_json(find, "version").await?;
         let more = items.len() > q.limit;
         items.truncate(q.limit);
@@ -246,15 +258,16 @@ impl MetaStore for MongoStore {
         check_limit(q.limit)?;
         let after = q.after.as_deref().map(Cursor::decode).transpose()?;
         let mut filter = Self::heads_filter(ctx, q);
+        let heads = self.heads();
         let find = if q.sort_by.is_none() {
             // Sorted by id: push the cursor and the order down, read only what one page needs.
             let (cmp, dir) = if q.order == Order::Asc { ("$gt", 1) } else { ("$lt", -1) };
             if let Some(c) = &after {
                 filter.insert("oid", doc! {cmp: c.id.as_str()});
             }
-            self.heads().find(filter).sort(doc! {"oid": dir})
+            heads.find(filter).sort(doc! {"oid": dir})
         } else {
-            self.heads().find(filter)
+            heads.find(filter)
         };
         let mut cursor = find.await.map_err(|e| classify("list", e))?;
         let mut heads = Vec::new();
@@ -286,7 +299,8 @@ impl MetaStore for MongoStore {
         if let Some(ctx) = ctx {
             filter.insert("ctx", collection_record_prefix(ctx));
         }
-        let heads: Vec<Head> = self.collect_json(self.heads().find(filter), "head").await?;
+        let coll = self.heads();
+        let heads: Vec<Head> = self.collect_json(coll.find(filter), "head").await?;
         let mut stats = ShrinkStats::default();
         for mut h in heads {
             let Some(shadow) = h.dev_shadow.take() else { continue };
@@ -306,7 +320,7 @@ impl MetaStore for MongoStore {
     }
 
     async fn hard_delete(&self, key: &ObjectKey, counters: Vec<CounterDelta>) -> Result<HardDeleted> {
-        self.in_transaction("hard delete", async |s| self.hard_delete_attempt(s, key, &counters).await).await
+        in_transaction!(self, "hard delete", |s| self.hard_delete_attempt(s, key, &counters))
     }
 
     async fn save_job(&self, job: &JobRecord) -> Result<()> {
@@ -356,7 +370,7 @@ impl MongoStore {
 #[async_trait]
 impl CounterStore for MongoStore {
     async fn add(&self, deltas: &[CounterDelta]) -> Result<()> {
-        self.in_transaction("counters", async |s| self.apply_counters(s, deltas).await.map(Step::Commit)).await
+        in_transaction!(self, "counters", |s| async { self.apply_counters(s, deltas).await.map(Step::Commit) })
     }
 
     async fn totals(&self, ctx: &RouteContext) -> Result<BTreeMap<String, i64>> {

@@ -70,7 +70,7 @@ fn from_doc(d: &Document) -> Result<QueueEntry> {
         next_attempt_at: ts("next_at")?.ok_or_else(|| corrupt("queue entry", "next_at missing"))?,
         leased_until: ts("lease")?,
         last_error: d.get_str("last_error").ok().map(str::to_owned),
-        state: if d.get_str("state") == Ok(DEAD) { QueueState::Dead } else { QueueState::Pending },
+        state: if d.get_str("state").is_ok_and(|s| s == DEAD) { QueueState::Dead } else { QueueState::Pending },
     })
 }
 
