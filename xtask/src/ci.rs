@@ -87,6 +87,18 @@ pub(crate) fn test_with_services() -> Result<(), String> {
     result.and(stopped)
 }
 
+/// Criterion benches of pure code, then the raw baselines against the real servers.
+pub(crate) fn bench() -> Result<(), String> {
+    run(cargo().args(["bench", "-p", "udm-benches", "--no-run"]))?;
+    run(cargo().args(["bench", "-p", "udm-benches", "--bench", "core"]))?;
+    services::up()?;
+    let mut raw = cargo();
+    raw.args(["bench", "-p", "udm-benches", "--bench", "raw_baselines"]);
+    let result = services::apply_env(&mut raw).and_then(|()| run(&mut raw));
+    let stopped = services::down();
+    result.and(stopped)
+}
+
 fn tests() -> Result<(), String> {
     let mut cmd = if succeeds(cargo().args(["nextest", "--version"])) {
         let mut c = cargo();

@@ -5,6 +5,8 @@
 //!   `cargo deny check bans licenses sources` (installs cargo-deny if missing), and docs with
 //!   `-D warnings`. Runs every step, prints a summary, exits non-zero if any step failed.
 //! - `cargo xtask test`: services up, the whole test suite (nextest + doctests), services down.
+//! - `cargo xtask bench`: services up, criterion benches of pure code and the raw-baseline
+//!   bench against the real servers, services down.
 //! - `cargo xtask services up|down|status`: the real MongoDB- and S3-compatible servers.
 //! - `cargo xtask purity`: only the udm-core dependency check.
 
@@ -14,13 +16,14 @@ mod services;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <ci | test | services up|down|status | purity>";
+const USAGE: &str = "usage: cargo xtask <ci | test | bench | services up|down|status | purity>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::all(),
         Some("test") => ci::test_with_services(),
+        Some("bench") => ci::bench(),
         Some("services") => services::main(&args[1..]),
         Some("purity") => ci::purity(),
         Some("-h" | "--help") => {
