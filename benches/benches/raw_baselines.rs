@@ -118,7 +118,13 @@ async fn s3(endpoint: &str) -> Vec<Stats> {
             measure(label_put, |i| {
                 let (c, d) = (c.clone(), data.clone());
                 async move {
-                    c.put_object().bucket(bucket).key(format!("{size}/{i}")).body(ByteStream::from(d)).send().await.expect("put");
+                    c.put_object()
+                        .bucket(bucket)
+                        .key(format!("{size}/{i}"))
+                        .body(ByteStream::from(d))
+                        .send()
+                        .await
+                        .expect("put");
                 }
             })
             .await,
@@ -127,7 +133,8 @@ async fn s3(endpoint: &str) -> Vec<Stats> {
             measure(label_get, |i| {
                 let c = c.clone();
                 async move {
-                    let o = c.get_object().bucket(bucket).key(format!("{size}/{}", i % ITERS)).send().await.expect("get");
+                    let o =
+                        c.get_object().bucket(bucket).key(format!("{size}/{}", i % ITERS)).send().await.expect("get");
                     assert_eq!(o.body.collect().await.expect("body").into_bytes().len(), size);
                 }
             })
@@ -148,7 +155,14 @@ async fn main() {
     println!("{:<34} {:>10} {:>10} {:>10} {:>10}", "operation", "p50 µs", "p90 µs", "p99 µs", "ops/s");
     let mut report = serde_json::Map::new();
     for s in &all {
-        println!("{:<34} {:>10.0} {:>10.0} {:>10.0} {:>10.0}", s.name, s.pct(0.5), s.pct(0.9), s.pct(0.99), s.ops_per_sec());
+        println!(
+            "{:<34} {:>10.0} {:>10.0} {:>10.0} {:>10.0}",
+            s.name,
+            s.pct(0.5),
+            s.pct(0.9),
+            s.pct(0.99),
+            s.ops_per_sec()
+        );
         report.insert(s.name.to_owned(), s.json());
     }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");

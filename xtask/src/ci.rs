@@ -32,8 +32,14 @@ const FORBIDDEN_IN_CORE: &[&str] = &[
 type Step = (&'static str, fn() -> Result<(), String>);
 
 pub(crate) fn all() -> Result<(), String> {
-    let steps: &[Step] =
-        &[("fmt", fmt), ("clippy", clippy), ("purity", purity), ("tests", tests), ("deny", deny), ("docs", docs)];
+    let steps: &[Step] = &[
+        ("fmt", fmt),
+        ("clippy", clippy),
+        ("purity", purity),
+        ("tests", test_with_services),
+        ("deny", deny),
+        ("docs", docs),
+    ];
     let mut results = Vec::new();
     for (name, step) in steps {
         eprintln!("\n==> xtask ci: {name}");

@@ -26,12 +26,8 @@ struct Service {
     probe: &'static str,
 }
 
-const MONGO: Service = Service {
-    name: "mongo",
-    venv: "venv-mongo",
-    packages: &["SecantusDB==0.7.0b3"],
-    probe: "secantusd-py",
-};
+const MONGO: Service =
+    Service { name: "mongo", venv: "venv-mongo", packages: &["SecantusDB==0.7.0b3"], probe: "secantusd-py" };
 
 const S3: Service = Service { name: "s3", venv: "venv-s3", packages: &["moto[server]==5.1.22"], probe: "moto_server" };
 
@@ -82,10 +78,8 @@ pub(crate) fn up() -> Result<(), String> {
             "WARNING",
         ]),
     )?;
-    let s3 = spawn(
-        S3.name,
-        Command::new(venv(&S3, "moto_server")).args(["-H", "127.0.0.1", "-p", &s3_port.to_string()]),
-    )?;
+    let s3 =
+        spawn(S3.name, Command::new(venv(&S3, "moto_server")).args(["-H", "127.0.0.1", "-p", &s3_port.to_string()]))?;
     fs::write(pid_file(), format!("{mongo}\n{s3}\n")).map_err(|e| e.to_string())?;
     let ready = wait_for_port(mongo_port).and_then(|()| wait_for_port(s3_port));
     if let Err(e) = ready {
@@ -142,7 +136,9 @@ fn install(s: &Service) -> Result<(), String> {
     eprintln!("installing {} into {}", s.packages.join(" "), venv.display());
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     run(Command::new(&python).args(["-m", "venv"]).arg(&venv))?;
-    run(Command::new(venv.join("bin").join("pip")).args(["install", "--quiet", "--disable-pip-version-check"]).args(s.packages))
+    run(Command::new(venv.join("bin").join("pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(s.packages))
 }
 
 fn spawn(name: &str, cmd: &mut Command) -> Result<u32, String> {

@@ -36,7 +36,8 @@ pub(crate) const VERSIONS: TableDefinition<'static, &'static str, &'static str> 
 pub(crate) const CVS: TableDefinition<'static, &'static str, u64> = TableDefinition::new("cvs");
 pub(crate) const REQUESTS: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("requests");
 /// `<object record id>/<request id>` → "": which requests belong to an object (hard delete).
-pub(crate) const REQUESTS_BY_OBJECT: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("requests_by_object");
+pub(crate) const REQUESTS_BY_OBJECT: TableDefinition<'static, &'static str, &'static str> =
+    TableDefinition::new("requests_by_object");
 pub(crate) const COUNTERS: TableDefinition<'static, &'static str, i64> = TableDefinition::new("counters");
 pub(crate) const JOBS: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("jobs");
 pub(crate) const QUEUE: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("queue");
@@ -72,8 +73,9 @@ impl EmbeddedStore {
     /// Opens (or creates) the store file, creating its parent directory and tables.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::new(ErrorKind::Config, format!("embedded store directory {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::new(ErrorKind::Config, format!("embedded store directory {}: {e}", dir.display()))
+            })?;
         }
         let db = Database::create(path).map_err(|e| {
             Error::new(ErrorKind::Config, format!("opening embedded store {}: {e}", path.display())).with_source(e)

@@ -71,8 +71,8 @@ fn last_ov_where(
     while lo <= hi {
         let mid = lo + (hi - lo) / 2;
         let id = version_record_id(key, Ov::new(mid)?);
-        let rec: VersionRecord =
-            get_json(versions, &id, "version")?.ok_or_else(|| udm_core::Error::internal(format!("missing version {id}")))?;
+        let rec: VersionRecord = get_json(versions, &id, "version")?
+            .ok_or_else(|| udm_core::Error::internal(format!("missing version {id}")))?;
         if pred(&rec) {
             best = Some(rec);
             lo = mid + 1;
@@ -151,6 +151,25 @@ fn shrink_in(tx: &WriteTransaction, prefix: &str, policy: &ShrinkPolicy) -> Resu
     Ok(stats)
 }
 
+impl EmbeddedStore {
+    /// The last version of `key` satisfying `pred` (monotone in OV), or `None`.
+    async fn last_version_where(
+        &self,
+        key: &ObjectKey,
+        pred: impl Fn(&VersionRecord) -> bool + Send + 'static,
+    ) -> Result<Option<VersionRecord>> {
+        let key = key.clone();
+        self.read(move |tx| {
+            let Some(head) = get_json::<Head>(&tx.open_table(HEADS).map_err(db_err)?, &head_record_id(&key), "head")?
+            else {
+                return Ok(None);
+            };
+            last_ov_where(&tx.open_table(VERSIONS).map_err(db_err)?, &key, head.ov, pred)
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl MetaStore for EmbeddedStore {
     async fn commit(&self, commit: Commit) -> Result<Committed> {
@@ -179,25 +198,11 @@ impl MetaStore for EmbeddedStore {
     }
 
     async fn version_at(&self, key: &ObjectKey, at: Timestamp) -> Result<Option<VersionRecord>> {
-        let key = key.clone();
-        self.read(move |tx| {
-            let Some(head) = get_json::<Head>(&tx.open_table(HEADS).map_err(db_err)?, &head_record_id(&key), "head")? else {
-                return Ok(None);
-            };
-            last_ov_where(&tx.open_table(VERSIONS).map_err(db_err)?, &key, head.ov, |v| v.at <= at)
-        })
-        .await
+        self.last_version_where(key, move |v| v.at <= at).await
     }
 
     async fn version_at_cv(&self, key: &ObjectKey, cv: Cv) -> Result<Option<VersionRecord>> {
-        let key = key.clone();
-        self.read(move |tx| {
-            let Some(head) = get_json::<Head>(&tx.open_table(HEADS).map_err(db_err)?, &head_record_id(&key), "head")? else {
-                return Ok(None);
-            };
-            last_ov_where(&tx.open_table(VERSIONS).map_err(db_err)?, &key, head.ov, |v| v.cv <= cv)
-        })
-        .await
+        self.last_version_where(key, move |v| v.cv <= cv).await
     }
 
     async fn history(&self, key: &ObjectKey, q: &HistoryQuery) -> Result<Page<VersionRecord>> {
@@ -214,7 +219,8 @@ impl MetaStore for EmbeddedStore {
                 (_, None) => (first, last),
             };
             let range = t.range(lo.as_str()..=hi.as_str()).map_err(db_err)?;
-            let rows: Box<dyn Iterator<Item = _>> = if q.order == Order::Asc { Box::new(range) } else { Box::new(range.rev()) };
+            let rows: Box<dyn Iterator<Item = _>> =
+                if q.order == Order::Asc { Box::new(range) } else { Box::new(range.rev()) };
             let mut items = Vec::new();
             for row in rows.take(q.limit + 1) {
                 let (_, v) = row.map_err(db_err)?;

@@ -8,10 +8,6 @@ use udm_core::{Error, Result, Timestamp};
 
 use crate::{EmbeddedStore, QUEUE, db_err, decode, encode};
 
-fn claimable(e: &QueueEntry, now: Timestamp) -> bool {
-    e.state == QueueState::Pending && e.next_attempt_at <= now && e.leased_until.is_none_or(|l| l <= now)
-}
-
 fn all(t: &impl ReadableTable<&'static str, &'static str>) -> Result<Vec<QueueEntry>> {
     let mut out = Vec::new();
     for item in t.iter().map_err(db_err)? {
@@ -27,7 +23,11 @@ fn missing(id: &str) -> Error {
 
 impl EmbeddedStore {
     /// Reads entry `id`, lets `f` change it (or fail), and writes it back, atomically.
-    async fn update_entry(&self, id: &str, f: impl FnOnce(&mut QueueEntry) -> Result<()> + Send + 'static) -> Result<()> {
+    async fn update_entry(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut QueueEntry) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
         let id = id.to_owned();
         self.write(move |tx| {
             let mut t = tx.open_table(QUEUE).map_err(db_err)?;
@@ -60,7 +60,7 @@ impl QueueStore for EmbeddedStore {
     async fn claim_due(&self, now: Timestamp, lease_until: Timestamp, limit: usize) -> Result<Vec<QueueEntry>> {
         self.write(move |tx| {
             let mut t = tx.open_table(QUEUE).map_err(db_err)?;
-            let mut due: Vec<QueueEntry> = all(&t)?.into_iter().filter(|e| claimable(e, now)).collect();
+            let mut due: Vec<QueueEntry> = all(&t)?.into_iter().filter(|e| e.is_claimable(now)).collect();
             due.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
             due.truncate(limit);
             for e in &mut due {
@@ -84,33 +84,14 @@ impl QueueStore for EmbeddedStore {
     async fn fail(&self, id: &str, error: &str, next: NextStep) -> Result<()> {
         let error = error.to_owned();
         self.update_entry(id, move |e| {
-            e.attempts += 1;
-            e.last_error = Some(error);
-            e.leased_until = None;
-            match next {
-                NextStep::RetryAt(t) => e.next_attempt_at = t,
-                NextStep::DeadLetter => e.state = QueueState::Dead,
-            }
+            e.record_failure(&error, next);
             Ok(())
         })
         .await
     }
 
     async fn stats(&self, now: Timestamp) -> Result<QueueStats> {
-        self.read(move |tx| {
-            let mut s = QueueStats::default();
-            for e in all(&tx.open_table(QUEUE).map_err(db_err)?)? {
-                match e.state {
-                    QueueState::Dead => s.dead += 1,
-                    QueueState::Pending => {
-                        s.pending += 1;
-                        s.leased += u64::from(e.leased_until.is_some_and(|l| l > now));
-                    }
-                }
-            }
-            Ok(s)
-        })
-        .await
+        self.read(move |tx| Ok(QueueStats::of(&all(&tx.open_table(QUEUE).map_err(db_err)?)?, now))).await
     }
 
     async fn list(&self, state: QueueState, after: Option<&str>, limit: usize) -> Result<Vec<QueueEntry>> {
@@ -140,17 +121,12 @@ impl QueueStore for EmbeddedStore {
     async fn retry_dead(&self, id: &str, now: Timestamp) -> Result<()> {
         let owned = id.to_owned();
         self.update_entry(id, move |e| {
-            if e.state != QueueState::Dead {
-                return Err(Error::not_found(format!("dead letter {owned}")));
-            }
-            e.state = QueueState::Pending;
-            e.attempts = 0;
-            e.next_attempt_at = now;
-            e.leased_until = None;
-            Ok(())
+            if e.revive(now) { Ok(()) } else { Err(Error::not_found(format!("dead letter {owned}"))) }
         })
         .await
-        .map_err(|e| if e.kind() == udm_core::ErrorKind::NotFound { Error::not_found(format!("dead letter {id}")) } else { e })
+        .map_err(|e| {
+            if e.kind() == udm_core::ErrorKind::NotFound { Error::not_found(format!("dead letter {id}")) } else { e }
+        })
     }
 
     async fn cancel(&self, id: &str) -> Result<()> {

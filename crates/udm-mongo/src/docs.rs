@@ -147,7 +147,8 @@ mod tests {
 
     #[test]
     fn pushes_down_only_superset_constructs() {
-        let p = Predicate::parse(&json!({"a": 1, "b": {"$ne": 2}, "$or": [{"c": {"$gt": 3}}, {"d": {"$in": ["x"]}}]})).unwrap();
+        let p = Predicate::parse(&json!({"a": 1, "b": {"$ne": 2}, "$or": [{"c": {"$gt": 3}}, {"d": {"$in": ["x"]}}]}))
+            .unwrap();
         let f = prefilter(&p).unwrap();
         assert_eq!(
             f,

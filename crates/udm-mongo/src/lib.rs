@@ -155,7 +155,10 @@ impl MongoStore {
             IndexModel::builder().keys(keys).options(IndexOptions::builder().unique(unique).build()).build()
         };
         let plan: [(Collection<Document>, Vec<IndexModel>); 5] = [
-            (self.heads(), vec![ix(doc! {"ctx": 1, "oid": 1}, false), ix(doc! {"ctx": 1, "deleted": 1, "oid": 1}, false)]),
+            (
+                self.heads(),
+                vec![ix(doc! {"ctx": 1, "oid": 1}, false), ix(doc! {"ctx": 1, "deleted": 1, "oid": 1}, false)],
+            ),
             (
                 self.versions(),
                 vec![
@@ -172,6 +175,26 @@ impl MongoStore {
             coll.create_indexes(models).await.map_err(|e| classify("creating indexes", e))?;
         }
         Ok(())
+    }
+
+    /// Creates one index per indexed prop of a collection's metadata map (`{ctx, idx.<path>}`),
+    /// so list filters and sorts on those props are index-backed. Idempotent.
+    pub async fn ensure_collection_indexes(&self, map: &udm_core::metamap::MetadataMap) -> Result<()> {
+        let models: Vec<IndexModel> = map
+            .indexed_props
+            .iter()
+            .map(|p| IndexModel::builder().keys(doc! {"ctx": 1, format!("idx.{}", p.path): 1}).build())
+            .collect();
+        if models.is_empty() {
+            return Ok(());
+        }
+        self.heads().create_indexes(models).await.map_err(|e| classify("creating collection indexes", e))?;
+        Ok(())
+    }
+
+    /// Names of the indexes on the heads collection (diagnostics and tests).
+    pub async fn head_index_names(&self) -> Result<Vec<String>> {
+        self.heads().list_index_names().await.map_err(|e| classify("listing indexes", e))
     }
 
     /// Pings the server and returns the round-trip time (health).

@@ -136,9 +136,8 @@ impl QueueStore for MongoStore {
     }
 
     async fn stats(&self, now: Timestamp) -> Result<QueueStats> {
-        let count = async |filter: Document| {
-            self.queue().count_documents(filter).await.map_err(|e| classify("queue stats", e))
-        };
+        let count =
+            async |filter: Document| self.queue().count_documents(filter).await.map_err(|e| classify("queue stats", e));
         Ok(QueueStats {
             pending: count(doc! {"state": PENDING}).await?,
             leased: count(doc! {"state": PENDING, "lease": {"$gt": now.as_millis()}}).await?,
@@ -152,8 +151,13 @@ impl QueueStore for MongoStore {
             filter.insert("_id", doc! {"$gt": a});
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut cursor =
-            self.queue().find(filter).sort(doc! {"_id": 1}).limit(limit).await.map_err(|e| classify("queue list", e))?;
+        let mut cursor = self
+            .queue()
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(limit)
+            .await
+            .map_err(|e| classify("queue list", e))?;
         let mut out = Vec::new();
         while let Some(d) = cursor.try_next().await.map_err(|e| classify("queue list", e))? {
             out.push(from_doc(&d)?);

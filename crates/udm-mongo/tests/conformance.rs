@@ -52,3 +52,23 @@ async fn unreachable_server_is_retryable() {
     assert_eq!(e.kind(), udm_core::ErrorKind::Unavailable, "{e}");
     assert!(e.is_retryable());
 }
+
+/// Each indexed prop of a collection map gets an index on the heads collection.
+#[tokio::test]
+async fn collection_map_indexes() {
+    use udm_core::metamap::{IndexedProp, MetadataMap};
+    let s = store().await;
+    let map = MetadataMap {
+        indexed_props: vec![
+            IndexedProp { path: "email".into(), required: true },
+            IndexedProp { path: "address.city".into(), required: false },
+        ],
+        base64_props: vec![],
+    };
+    s.ensure_collection_indexes(&map).await.unwrap();
+    s.ensure_collection_indexes(&map).await.expect("idempotent");
+    let names = s.head_index_names().await.unwrap();
+    for want in ["ctx_1_idx.email_1", "ctx_1_idx.address.city_1"] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+}

@@ -162,7 +162,13 @@ impl BlobStore for AwsS3Blobs {
 
     async fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
-        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(|e| sdk_error("delete", key, e))?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| sdk_error("delete", key, e))?;
         Ok(())
     }
 
@@ -201,7 +207,12 @@ impl BlobStore for AwsS3Blobs {
     }
 
     async fn health(&self) -> Result<()> {
-        self.client.head_bucket().bucket(&self.bucket).send().await.map_err(|e| sdk_error("head bucket", &self.bucket, e))?;
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| sdk_error("head bucket", &self.bucket, e))?;
         Ok(())
     }
 

@@ -7,4 +7,4 @@ mod queue;
 
 pub use blob::MemoryBlobs;
 pub use meta::MemoryMeta;
-pub use queue::{MemoryQueue, is_claimable};
+pub use queue::MemoryQueue;

@@ -29,11 +29,6 @@ fn missing(id: &str) -> Error {
     Error::not_found(format!("queue entry {id}"))
 }
 
-/// Whether a pending entry may be claimed at `now`.
-pub fn is_claimable(e: &QueueEntry, now: Timestamp) -> bool {
-    e.state == QueueState::Pending && e.next_attempt_at <= now && e.leased_until.is_none_or(|l| l <= now)
-}
-
 #[async_trait]
 impl QueueStore for MemoryQueue {
     async fn enqueue(&self, entry: QueueEntry) -> Result<QueueEntry> {
@@ -43,7 +38,7 @@ impl QueueStore for MemoryQueue {
 
     async fn claim_due(&self, now: Timestamp, lease_until: Timestamp, limit: usize) -> Result<Vec<QueueEntry>> {
         let mut m = self.lock();
-        let mut due: Vec<&mut QueueEntry> = m.values_mut().filter(|e| is_claimable(e, now)).collect();
+        let mut due: Vec<&mut QueueEntry> = m.values_mut().filter(|e| e.is_claimable(now)).collect();
         due.sort_by(|a, b| (a.next_attempt_at, &a.id).cmp(&(b.next_attempt_at, &b.id)));
         Ok(due
             .into_iter()
@@ -61,31 +56,12 @@ impl QueueStore for MemoryQueue {
     }
 
     async fn fail(&self, id: &str, error: &str, next: NextStep) -> Result<()> {
-        let mut m = self.lock();
-        let e = m.get_mut(id).ok_or_else(|| missing(id))?;
-        e.attempts += 1;
-        e.last_error = Some(error.to_owned());
-        e.leased_until = None;
-        match next {
-            NextStep::RetryAt(t) => e.next_attempt_at = t,
-            NextStep::DeadLetter => e.state = QueueState::Dead,
-        }
+        self.lock().get_mut(id).ok_or_else(|| missing(id))?.record_failure(error, next);
         Ok(())
     }
 
     async fn stats(&self, now: Timestamp) -> Result<QueueStats> {
-        let m = self.lock();
-        let mut s = QueueStats::default();
-        for e in m.values() {
-            match e.state {
-                QueueState::Dead => s.dead += 1,
-                QueueState::Pending => {
-                    s.pending += 1;
-                    s.leased += u64::from(e.leased_until.is_some_and(|l| l > now));
-                }
-            }
-        }
-        Ok(s)
+        Ok(QueueStats::of(self.lock().values(), now))
     }
 
     async fn list(&self, state: QueueState, after: Option<&str>, limit: usize) -> Result<Vec<QueueEntry>> {
@@ -98,17 +74,8 @@ impl QueueStore for MemoryQueue {
     }
 
     async fn retry_dead(&self, id: &str, now: Timestamp) -> Result<()> {
-        let mut m = self.lock();
-        match m.get_mut(id) {
-            Some(e) if e.state == QueueState::Dead => {
-                e.state = QueueState::Pending;
-                e.attempts = 0;
-                e.next_attempt_at = now;
-                e.leased_until = None;
-                Ok(())
-            }
-            _ => Err(Error::not_found(format!("dead letter {id}"))),
-        }
+        let revived = self.lock().get_mut(id).is_some_and(|e| e.revive(now));
+        if revived { Ok(()) } else { Err(Error::not_found(format!("dead letter {id}"))) }
     }
 
     async fn cancel(&self, id: &str) -> Result<()> {
