@@ -6,19 +6,23 @@
 //! its tenant's prefix, and every key parses back to the parts it was built from.
 //!
 //! ```text
-//! <t>/<d>/<c>/objects/<id>/versions/<ov:020>.json   snapshot envelope of one version
+//! <t>/<d>/<c>/objects/<id>/versions/<ov:020>.<request id>.json   snapshot envelope
 //! <t>/<d>/<c>/objects/<id>/index/<segment:020>.json  shadow version-index segment
 //! <t>/<d>/<c>/content/<id>/<blake3>                  externalized binary field
 //! <t>/<d>/<c>/cvlog/<cv:020>.json                    commit log entry (CV -> object, OV)
 //! <t>/<d>/<c>/backups/<label>                        backups
 //! ```
 //!
+//! The request id in a snapshot key makes every write attempt's key its own: a snapshot left
+//! behind by a failed commit (an orphan) never blocks a later write of the same OV, and a
+//! retry of the same request finds its own snapshot again.
+//!
 //! Metadata record ids (MongoDB `_id`, embedded keys) use the same `/`-joined form:
 //! `<t>/<d>/<c>/<id>` for heads and `<t>/<d>/<c>/<id>/<ov:020>` for version records.
 
 use crate::canonical::ContentHash;
 use crate::error::Result;
-use crate::id::{Name, ObjectId, ObjectKey, RouteContext};
+use crate::id::{Name, ObjectId, ObjectKey, RequestId, RouteContext};
 use crate::version::{Cv, Ov};
 
 /// Versions per shadow index segment.
@@ -54,9 +58,14 @@ impl Layout {
         format!("{}objects/{}/", self.collection_prefix(&key.ctx), key.id)
     }
 
-    /// The snapshot envelope of version `ov`.
-    pub fn snapshot(&self, key: &ObjectKey, ov: Ov) -> String {
-        format!("{}versions/{:020}.json", self.object_prefix(key), ov.get())
+    /// The snapshot envelope of version `ov`, written by request `request`.
+    pub fn snapshot(&self, key: &ObjectKey, ov: Ov, request: &RequestId) -> String {
+        format!("{}{request}.json", self.snapshot_prefix(key, ov))
+    }
+
+    /// Every snapshot written for version `ov` (committed or orphaned).
+    pub fn snapshot_prefix(&self, key: &ObjectKey, ov: Ov) -> String {
+        format!("{}versions/{:020}.", self.object_prefix(key), ov.get())
     }
 
     /// The shadow index segment holding version `ov`.
@@ -85,22 +94,23 @@ impl Layout {
         format!("{}backups/{label}", self.collection_prefix(ctx))
     }
 
-    /// Parses a snapshot key built by [`Layout::snapshot`] back into its object and OV.
-    pub fn parse_snapshot(&self, key: &str) -> Option<(ObjectKey, Ov)> {
+    /// Parses a snapshot key built by [`Layout::snapshot`] back into its object, OV and request.
+    pub fn parse_snapshot(&self, key: &str) -> Option<(ObjectKey, Ov, RequestId)> {
         let rest = match &self.prefix {
             Some(p) => key.strip_prefix(p.as_str())?.strip_prefix('/')?,
             None => key,
         };
         let parts: Vec<&str> = rest.split('/').collect();
         let [t, d, c, "objects", id, "versions", file] = parts.as_slice() else { return None };
-        let digits = file.strip_suffix(".json")?;
+        let (digits, request) = file.strip_suffix(".json")?.split_once('.')?;
         if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         let ov = Ov::new(digits.parse().ok()?).ok()?;
         let ctx = RouteContext::new(t, d, c).ok()?;
         let id = ObjectId::with_max(*id, crate::id::MAX_STORED_ID_BYTES).ok()?;
-        Some((ObjectKey::new(ctx, id), ov))
+        let request = RequestId::with_max(request, crate::id::MAX_STORED_ID_BYTES).ok()?;
+        Some((ObjectKey::new(ctx, id), ov, request))
     }
 }
 

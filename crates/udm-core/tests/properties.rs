@@ -66,7 +66,8 @@ proptest! {
         let l = Layout::default();
         let tenant = l.tenant_prefix(&ctx.tenant);
         let content = ContentHash::of(b"x");
-        for k in [l.snapshot(&key, ov), l.index_segment(&key, ov), l.content(&key, &content), l.cv_log(&ctx, udm_core::Cv(ov.get()))] {
+        let req = udm_core::RequestId::new("req-1.a").unwrap();
+        for k in [l.snapshot(&key, ov, &req), l.index_segment(&key, ov), l.content(&key, &content), l.cv_log(&ctx, udm_core::Cv(ov.get()))] {
             prop_assert!(k.starts_with(&tenant), "{k} escapes {tenant}");
             prop_assert!(k.split('/').all(|s| !s.is_empty() && s != "." && s != ".."), "{k}");
             prop_assert!(udm_core::ports::check_key(&k).is_ok(), "{k}");
@@ -77,7 +78,7 @@ proptest! {
             prop_assert!(r.starts_with(&tenant_rec));
             prop_assert!(r.split('/').all(|s| !s.is_empty() && s != ".."));
         }
-        prop_assert_eq!(l.parse_snapshot(&l.snapshot(&key, ov)), Some((key, ov)));
+        prop_assert_eq!(l.parse_snapshot(&l.snapshot(&key, ov, &req)), Some((key, ov, req)));
     }
 
     #[test]
@@ -95,7 +96,8 @@ proptest! {
     fn snapshot_keys_sort_by_ov(ctx in route_context(), id in object_id(), a in 1u64..u64::MAX, b in 1u64..u64::MAX) {
         let key = ObjectKey::new(ctx, id);
         let l = Layout::default();
-        let (ka, kb) = (l.snapshot(&key, Ov::new(a).unwrap()), l.snapshot(&key, Ov::new(b).unwrap()));
+        let r = udm_core::RequestId::new("r").unwrap();
+        let (ka, kb) = (l.snapshot(&key, Ov::new(a).unwrap(), &r), l.snapshot(&key, Ov::new(b).unwrap(), &r));
         prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
     }
 

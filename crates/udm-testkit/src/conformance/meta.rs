@@ -277,7 +277,7 @@ pub async fn hard_delete_removes_everything(a: MetaAdapters) {
     let mut keys: Vec<_> = removed.snapshots.iter().map(|s| s.key.clone()).collect();
     keys.sort();
     assert_eq!(keys.len(), 2);
-    assert!(keys[0].ends_with("00000000000000000001.json") && keys[1].ends_with("00000000000000000002.json"));
+    assert!(keys[0].ends_with("00000000000000000001.c.json") && keys[1].ends_with("00000000000000000002.u.json"), "{keys:?}");
     assert!(a.meta.head(&k).await.unwrap().is_none());
     assert!(all_versions(&*a.meta, &k).await.is_empty());
     assert!(a.meta.find_request(&ctx, &rid("c")).await.unwrap().is_none());
