@@ -80,7 +80,10 @@ fn key_layout_is_pinned() {
     let ov = Ov::new(1025).unwrap();
     let plain = Layout::default();
     let r = RequestId::new("01JREQ.retry-2").unwrap();
-    assert_eq!(plain.snapshot(&k, ov, &r), "acme/crm/users/objects/u-42/versions/00000000000000001025.01JREQ.retry-2.json");
+    assert_eq!(
+        plain.snapshot(&k, ov, &r),
+        "acme/crm/users/objects/u-42/versions/00000000000000001025.01JREQ.retry-2.json"
+    );
     assert_eq!(plain.snapshot_prefix(&k, ov), "acme/crm/users/objects/u-42/versions/00000000000000001025.");
     assert_eq!(plain.index_segment(&k, ov), "acme/crm/users/objects/u-42/index/00000000000000000001.json");
     assert_eq!(
@@ -93,7 +96,10 @@ fn key_layout_is_pinned() {
     assert_eq!(plain.cv_log(&k.ctx, Cv(7)), "acme/crm/users/cvlog/00000000000000000007.json");
     assert_eq!(plain.backup(&k.ctx, &Name::new("2026-11-21").unwrap()), "acme/crm/users/backups/2026-11-21");
     let prefixed = Layout::new(Some(Name::new("udm").unwrap()));
-    assert_eq!(prefixed.snapshot(&k, Ov::FIRST, &r), "udm/acme/crm/users/objects/u-42/versions/00000000000000000001.01JREQ.retry-2.json");
+    assert_eq!(
+        prefixed.snapshot(&k, Ov::FIRST, &r),
+        "udm/acme/crm/users/objects/u-42/versions/00000000000000000001.01JREQ.retry-2.json"
+    );
     assert_eq!(prefixed.parse_snapshot(&prefixed.snapshot(&k, ov, &r)), Some((k.clone(), ov, r.clone())));
     assert_eq!(plain.parse_snapshot("acme/crm/users/objects/u-42/versions/1.r.json"), None);
     assert_eq!(plain.parse_snapshot("acme/crm/users/objects/u-42/versions/00000000000000000001.json"), None);

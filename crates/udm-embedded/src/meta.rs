@@ -177,12 +177,12 @@ impl MetaStore for EmbeddedStore {
         self.write(move |tx| commit_in(tx, &commit)).await
     }
 
-    async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<Committed>> {
+    async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<(Committed, Checksum)>> {
         let key = request_key(ctx, request_id);
         self.read(move |tx| {
             let t = tx.open_table(REQUESTS).map_err(db_err)?;
             let r: Option<RequestRecord> = get_json(&t, &key, "request")?;
-            Ok(r.map(|r| Committed { replayed: true, ..r.done }))
+            Ok(r.map(|r| (Committed { replayed: true, ..r.done }, r.fingerprint)))
         })
         .await
     }

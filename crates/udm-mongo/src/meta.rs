@@ -209,10 +209,16 @@ impl MetaStore for MongoStore {
         in_transaction!(self, "commit", |s| self.commit_attempt(s, &commit))
     }
 
-    async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<Committed>> {
-        let found: Option<Committed> =
-            self.find_one_json(self.requests(), doc! {"_id": request_id_of(ctx, request_id)}, None, "request").await?;
-        Ok(found.map(|c| Committed { replayed: true, ..c }))
+    async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<(Committed, Checksum)>> {
+        let found = self
+            .requests()
+            .find_one(doc! {"_id": request_id_of(ctx, request_id)})
+            .await
+            .map_err(|e| classify("request", e))?;
+        let Some(d) = found else { return Ok(None) };
+        let done: Committed = from_json(&d, "request")?;
+        let fp = d.get_str("fp").map_err(|e| corrupt("request", e)).and_then(Checksum::from_hex)?;
+        Ok(Some((Committed { replayed: true, ..done }, fp)))
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<Head>> {

@@ -9,9 +9,11 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
 use udm_core::ports::{
     BlobCapabilities, BlobMeta, BlobPage, BlobStore, MAX_LIST_PAGE, PutMode, PutOptions, check_key, check_prefix,
+    check_presign_ttl,
 };
 use udm_core::{Checksum, Error, ErrorKind, Result};
 
@@ -21,6 +23,8 @@ use crate::error::from_object_store;
 /// A bucket (or directory) through `object_store`.
 pub struct ObjectStoreBlobs {
     store: Arc<dyn ObjectStore>,
+    /// The S3 store again, for presigning (`None` for other backends).
+    signer: Option<Arc<object_store::aws::AmazonS3>>,
     label: String,
     capabilities: BlobCapabilities,
     /// Whether the backend lists in key order (S3, memory) or needs sorting (filesystem).
@@ -38,6 +42,7 @@ impl ObjectStoreBlobs {
     pub fn memory() -> Self {
         Self {
             store: Arc::new(InMemory::new()),
+            signer: None,
             label: "memory".into(),
             capabilities: BlobCapabilities { presign: false, durable: false, content_types: true },
             ordered_listing: true,
@@ -52,6 +57,7 @@ impl ObjectStoreBlobs {
             .map_err(|e| from_object_store("opening", &root.display().to_string(), e))?;
         Ok(Self {
             store: Arc::new(fs),
+            signer: None,
             label: format!("fs:{}", root.display()),
             capabilities: BlobCapabilities { presign: false, durable: true, content_types: false },
             ordered_listing: false,
@@ -70,11 +76,12 @@ impl ObjectStoreBlobs {
         if let Some((id, secret)) = &settings.credentials {
             b = b.with_access_key_id(id.expose()).with_secret_access_key(secret.expose());
         }
-        let store = b.build().map_err(|e| from_object_store("configuring", bucket, e))?;
+        let store = Arc::new(b.build().map_err(|e| from_object_store("configuring", bucket, e))?);
         Ok(Self {
-            store: Arc::new(store),
+            store: store.clone(),
+            signer: Some(store),
             label: format!("s3:{bucket}"),
-            capabilities: BlobCapabilities { presign: false, durable: true, content_types: true },
+            capabilities: BlobCapabilities { presign: true, durable: true, content_types: true },
             ordered_listing: true,
         })
     }
@@ -167,6 +174,19 @@ impl BlobStore for ObjectStoreBlobs {
         keys.truncate(limit);
         let next = if more { keys.last().cloned() } else { None };
         Ok(BlobPage { keys, next })
+    }
+
+    async fn presign_get(&self, key: &str, ttl_secs: u64) -> Result<String> {
+        let p = path(key)?;
+        check_presign_ttl(ttl_secs)?;
+        let Some(signer) = &self.signer else {
+            return Err(Error::new(ErrorKind::Unsupported, format!("{} cannot presign URLs", self.label)));
+        };
+        let url = signer
+            .signed_url(object_store::signer::Method::GET, &p, std::time::Duration::from_secs(ttl_secs))
+            .await
+            .map_err(|e| from_object_store("presign", key, e))?;
+        Ok(url.to_string())
     }
 
     async fn health(&self) -> Result<()> {

@@ -214,8 +214,9 @@ pub trait MetaStore: Send + Sync + fmt::Debug {
     /// commit may or may not have happened — replaying it with the same request id is safe.
     async fn commit(&self, commit: Commit) -> Result<Committed>;
 
-    /// The earlier result of `request_id` in this collection, if it was committed.
-    async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<Committed>>;
+    /// The earlier result of `request_id` in this collection (`replayed = true`) and the
+    /// fingerprint it was committed with, if it was committed.
+    async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<(Committed, Checksum)>>;
 
     /// The head of one object (deleted ones included; check [`Head::is_deleted`]).
     async fn head(&self, key: &ObjectKey) -> Result<Option<Head>>;

@@ -67,8 +67,9 @@ pub async fn create_then_read(a: MetaAdapters) {
     assert_eq!((v.cv, v.op, v.at, v.deleted), (Cv(1), Op::Create, ts(1_000), false));
     assert_eq!(v.provenance, c.version.provenance);
     assert_eq!(a.meta.collection_cv(&ctx).await.unwrap(), Cv(1));
-    let found = a.meta.find_request(&ctx, &rid("r1")).await.unwrap().expect("request recorded");
+    let (found, fp) = a.meta.find_request(&ctx, &rid("r1")).await.unwrap().expect("request recorded");
     assert_eq!((found.ov, found.cv, found.replayed), (Ov::FIRST, Cv(1), true));
+    assert_eq!(fp, c.fingerprint);
     a.meta.ping().await.expect("ping");
 }
 
@@ -277,7 +278,10 @@ pub async fn hard_delete_removes_everything(a: MetaAdapters) {
     let mut keys: Vec<_> = removed.snapshots.iter().map(|s| s.key.clone()).collect();
     keys.sort();
     assert_eq!(keys.len(), 2);
-    assert!(keys[0].ends_with("00000000000000000001.c.json") && keys[1].ends_with("00000000000000000002.u.json"), "{keys:?}");
+    assert!(
+        keys[0].ends_with("00000000000000000001.c.json") && keys[1].ends_with("00000000000000000002.u.json"),
+        "{keys:?}"
+    );
     assert!(a.meta.head(&k).await.unwrap().is_none());
     assert!(all_versions(&*a.meta, &k).await.is_empty());
     assert!(a.meta.find_request(&ctx, &rid("c")).await.unwrap().is_none());

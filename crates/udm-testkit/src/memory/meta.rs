@@ -73,9 +73,11 @@ impl MetaStore for MemoryMeta {
         Ok(done)
     }
 
-    async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<Committed>> {
+    async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<(Committed, Checksum)>> {
         let s = self.lock();
-        Ok(s.requests.get(&(ctx.clone(), request_id.clone())).map(|(c, _)| Committed { replayed: true, ..c.clone() }))
+        Ok(s.requests
+            .get(&(ctx.clone(), request_id.clone()))
+            .map(|(c, fp)| (Committed { replayed: true, ..c.clone() }, *fp)))
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<Head>> {

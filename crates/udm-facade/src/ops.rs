@@ -1,0 +1,317 @@
+//! Context-bound operations: [`Collection`] and its options.
+//!
+//! # Semantics
+//! - **Writes** validate first (nothing is written on bad input), then route the object to its
+//!   pair, externalize base64 props as content objects, put the snapshot envelope create-only,
+//!   and commit the version atomically in the metadata store. A failed commit leaves at most
+//!   an orphan snapshot; a committed version always has its snapshot.
+//! - **Request ids**: every write has one (given, or generated). Replaying a committed request
+//!   id returns the original result (`replayed: true`) and writes nothing; the same id with a
+//!   different payload is [`ErrorKind::Conflict`](udm_core::ErrorKind::Conflict). A create
+//!   without an id uses its request id as the object id, so replays find it.
+//! - **Optimistic locking**: with `expected` OV the write commits only if the head is still
+//!   there, else [`ErrorKind::VersionConflict`](udm_core::ErrorKind::VersionConflict) naming the
+//!   current OV. Without it the write applies to the head it read, still atomically: a lost
+//!   race is retried on the new head (updates, deletes) or re-merged (enrich).
+//! - **Time** comes from the clock, made monotonic per object; `as_of(t)` returns the last
+//!   version at or before `t`.
+//! - **Deleted objects**: delete is a version (`deleted: true`, data kept). `get_latest` and
+//!   `list` hide deleted objects unless asked; versions stay readable. Update/enrich of a
+//!   deleted object is a [`Conflict`](udm_core::ErrorKind::Conflict); restore brings it back.
+//! - **Restore** appends a RESTORE version whose data equals the target version's, with
+//!   `restoredFrom`; restoring to the current state is a no-op reported as
+//!   [`RestoreOutcome::Unchanged`](crate::RestoreOutcome::Unchanged).
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use udm_core::predicate::Predicate;
+use udm_core::query::{HeadQuery, HistoryQuery, Order, Page};
+use udm_core::{Cv, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord};
+
+use crate::Inner;
+use crate::read::Lookup;
+use crate::record::{HardDeleteReport, Record, RestoreOutcome, Written};
+use crate::write::Intent;
+
+/// Who writes, why, with which id and request id.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOpts {
+    /// Object id for creates (generated when absent).
+    pub id: Option<String>,
+    /// Who made the change.
+    pub actor: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Idempotency key (generated when absent).
+    pub request_id: Option<String>,
+}
+
+impl WriteOpts {
+    /// Options with an object id (for creates).
+    pub fn id(id: &str) -> Self {
+        Self { id: Some(id.to_owned()), ..Self::default() }
+    }
+
+    /// Sets the actor.
+    #[must_use]
+    pub fn actor(mut self, actor: &str) -> Self {
+        self.actor = Some(actor.to_owned());
+        self
+    }
+
+    /// Sets the reason.
+    #[must_use]
+    pub fn reason(mut self, reason: &str) -> Self {
+        self.reason = Some(reason.to_owned());
+        self
+    }
+
+    /// Sets the request id.
+    #[must_use]
+    pub fn request_id(mut self, request_id: &str) -> Self {
+        self.request_id = Some(request_id.to_owned());
+        self
+    }
+}
+
+/// Options of an enrichment.
+#[derive(Debug, Clone, Default)]
+pub struct EnrichOpts {
+    /// The enrichment function, recorded once in `_system.functionIds`.
+    pub function_id: Option<String>,
+    /// Optimistic lock.
+    pub expected: Option<Ov>,
+    /// Actor, reason, request id.
+    pub write: WriteOpts,
+}
+
+/// How externalized content appears in read data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ContentMode {
+    /// As stored: `{"$udmContent": {blake3, size, contentType}}`.
+    #[default]
+    Ref,
+    /// The original base64 text (content fetched and verified).
+    Inline,
+    /// The reference plus a presigned `url` valid for this many seconds.
+    Presigned(u64),
+}
+
+/// Options of a read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOpts {
+    /// Return logically deleted objects from `get_latest` instead of not-found.
+    pub include_deleted: bool,
+    /// How externalized content appears.
+    pub content: ContentMode,
+}
+
+/// Which version an object restore targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A specific OV.
+    Ov(Ov),
+    /// The version current at this instant.
+    At(Timestamp),
+}
+
+/// Per-call confirmation of irreversible operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirm {
+    /// Yes, irreversibly.
+    Yes,
+    /// No (the call fails with [`ErrorKind::NotConfirmed`](udm_core::ErrorKind::NotConfirmed)).
+    No,
+}
+
+/// A list query over indexed props.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// Filter (the predicate language of [`udm_core::predicate`]) over indexed props.
+    pub filter: Option<Value>,
+    /// Include logically deleted objects.
+    pub include_deleted: bool,
+    /// Sort by this indexed prop (then id); `None` sorts by id.
+    pub sort_by: Option<String>,
+    /// Direction.
+    pub order: Order,
+    /// Cursor from the previous page.
+    pub after: Option<String>,
+    /// Page size (1–1000).
+    pub limit: usize,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self { filter: None, include_deleted: false, sort_by: None, order: Order::Asc, after: None, limit: 100 }
+    }
+}
+
+impl ListQuery {
+    pub(crate) fn compile(&self) -> Result<HeadQuery> {
+        let filter = self.filter.as_ref().map(Predicate::parse).transpose()?.unwrap_or(Predicate::True);
+        udm_core::query::check_limit(self.limit)?;
+        Ok(HeadQuery {
+            filter,
+            include_deleted: self.include_deleted,
+            sort_by: self.sort_by.clone(),
+            order: self.order,
+            after: self.after.clone(),
+            limit: self.limit,
+        })
+    }
+}
+
+/// Operations on one collection (`udm.with(ctx)`).
+#[derive(Clone)]
+pub struct Collection {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) ctx: RouteContext,
+}
+
+impl std::fmt::Debug for Collection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collection").field("ctx", &self.ctx).finish()
+    }
+}
+
+impl Collection {
+    pub(crate) fn new(inner: Arc<Inner>, ctx: RouteContext) -> Self {
+        Self { inner, ctx }
+    }
+
+    /// The collection's context.
+    pub fn context(&self) -> &RouteContext {
+        &self.ctx
+    }
+
+    pub(crate) fn key(&self, id: &str) -> Result<ObjectKey> {
+        let id = ObjectId::with_max(id, self.inner.config.limits.max_id_bytes)?;
+        Ok(ObjectKey::new(self.ctx.clone(), id))
+    }
+
+    pub(crate) fn request_id(&self, opts: &WriteOpts) -> Result<RequestId> {
+        match &opts.request_id {
+            Some(r) => RequestId::with_max(r.as_str(), self.inner.config.limits.max_id_bytes),
+            None => Ok(self.inner.ids.request_id()),
+        }
+    }
+
+    /// Creates an object (version 1). `opts.id` or a generated id.
+    pub async fn create(&self, data: Value, opts: WriteOpts) -> Result<Written> {
+        let request = self.request_id(&opts)?;
+        let id = match &opts.id {
+            Some(id) => id.clone(),
+            None => request.as_str().to_owned(),
+        };
+        let key = self.key(&id)?;
+        self.write(Intent::create(key, data, request, &opts)).await
+    }
+
+    /// Replaces an object's data (optionally only if it is still at `expected`).
+    pub async fn update(&self, id: &str, data: Value, expected: Option<Ov>, opts: WriteOpts) -> Result<Written> {
+        let key = self.key(id)?;
+        let request = self.request_id(&opts)?;
+        self.write(Intent::update(key, data, expected, request, &opts)).await
+    }
+
+    /// Logically deletes an object (a DELETE version; data kept).
+    pub async fn delete(&self, id: &str, expected: Option<Ov>, opts: WriteOpts) -> Result<Written> {
+        let key = self.key(id)?;
+        let request = self.request_id(&opts)?;
+        self.write(Intent::delete(key, expected, request, &opts)).await
+    }
+
+    /// Deep-merges `patch` into the object (arrays union; provenance recorded).
+    pub async fn enrich(&self, id: &str, patch: Value, opts: EnrichOpts) -> Result<Written> {
+        let key = self.key(id)?;
+        let request = self.request_id(&opts.write)?;
+        self.write(Intent::enrich(key, patch, request, &opts)).await
+    }
+
+    /// Enriches many objects; one result per item, in order (each item is its own atomic write).
+    pub async fn enrich_many(&self, items: Vec<(String, Value)>, opts: EnrichOpts) -> Vec<Result<Written>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (i, (id, patch)) in items.into_iter().enumerate() {
+            let mut item = opts.clone();
+            item.write.request_id = opts.write.request_id.as_ref().map(|r| format!("{r}.{i}"));
+            out.push(self.enrich(&id, patch, item).await);
+        }
+        out
+    }
+
+    /// Restores an object to an earlier version (append-only).
+    pub async fn restore_object(&self, id: &str, target: Target, opts: WriteOpts) -> Result<RestoreOutcome> {
+        let key = self.key(id)?;
+        let request = self.request_id(&opts)?;
+        self.restore_one(key, target, request, &opts).await
+    }
+
+    /// Irreversibly removes an object, its versions, snapshots and content. Requires
+    /// `hard_delete.enabled` in config and [`Confirm::Yes`].
+    pub async fn hard_delete(&self, id: &str, confirm: Confirm) -> Result<HardDeleteReport> {
+        let key = self.key(id)?;
+        self.hard_delete_key(key, confirm).await
+    }
+
+    /// The latest version (deleted objects are not-found unless `opts.include_deleted`).
+    pub async fn get_latest(&self, id: &str, opts: ReadOpts) -> Result<Record> {
+        let key = self.key(id)?;
+        self.read_latest(&key, opts).await
+    }
+
+    /// Version `ov`.
+    pub async fn get_version(&self, id: &str, ov: Ov, opts: ReadOpts) -> Result<Record> {
+        let key = self.key(id)?;
+        let (pair, rec) = self.version_record(&key, Lookup::Ov(ov)).await?;
+        self.read_version(pair, &key, rec, opts).await
+    }
+
+    /// The version current at `at` (inclusive).
+    pub async fn as_of(&self, id: &str, at: Timestamp, opts: ReadOpts) -> Result<Record> {
+        let key = self.key(id)?;
+        let (pair, rec) = self.version_record(&key, Lookup::At(at)).await?;
+        self.read_version(pair, &key, rec, opts).await
+    }
+
+    /// The object's last version with CV ≤ `cv`.
+    pub async fn as_of_cv(&self, id: &str, cv: Cv, opts: ReadOpts) -> Result<Record> {
+        let key = self.key(id)?;
+        let (pair, rec) = self.version_record(&key, Lookup::Cv(cv)).await?;
+        self.read_version(pair, &key, rec, opts).await
+    }
+
+    /// A page of the object's version records (metadata only).
+    pub async fn history(&self, id: &str, query: HistoryQuery) -> Result<Page<VersionRecord>> {
+        let key = self.key(id)?;
+        let pair = self.locate(&key).await?.0;
+        self.inner.pairs[pair].meta.history(&key, &query).await
+    }
+
+    /// A page of the collection's latest records, across every pair.
+    pub async fn list(&self, query: ListQuery, opts: ReadOpts) -> Result<Page<Record>> {
+        self.list_records(query, opts).await
+    }
+
+    /// The collection's current CV on each pair (pair name, CV). Each pair numbers the
+    /// commits of the objects it holds; a collection that lives on one pair (one pair, or a
+    /// routing template without `{id}`) has one CV sequence.
+    pub async fn current_cvs(&self) -> Result<Vec<(String, Cv)>> {
+        let mut out = Vec::new();
+        for p in &self.inner.pairs {
+            out.push((p.name.clone(), p.meta.collection_cv(&self.ctx).await?));
+        }
+        Ok(out)
+    }
+
+    /// The pair this whole collection lives on, if it lives on one (one pair, or a routing
+    /// template without `{id}`).
+    pub fn single_pair(&self) -> Option<usize> {
+        if self.inner.pairs.len() == 1 {
+            return Some(0);
+        }
+        (!self.inner.router.template().uses_id())
+            .then(|| self.inner.router.route(&self.ctx, &ObjectId::new("any").unwrap_or_else(|_| unreachable!())).index)
+    }
+}

@@ -1,0 +1,207 @@
+//! Reads: locate the object's pair, fetch and verify snapshots, shape content.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+use udm_core::metamap::CONTENT_REF_KEY;
+use udm_core::ports::MetaStore;
+use udm_core::query::{Cursor, Order, Page, sort_cmp};
+use udm_core::version::{SnapshotEnvelope, render_system};
+use udm_core::{Checksum, ContentHash, Error, ErrorKind, Head, ObjectKey, Result, VersionRecord};
+
+use crate::ops::{Collection, ContentMode, ListQuery, ReadOpts};
+use crate::record::Record;
+
+/// Which version record to look up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Lookup {
+    Ov(udm_core::Ov),
+    At(udm_core::Timestamp),
+    Cv(udm_core::Cv),
+}
+
+impl Lookup {
+    pub(crate) async fn run(self, meta: &dyn MetaStore, key: &ObjectKey) -> Result<Option<VersionRecord>> {
+        match self {
+            Lookup::Ov(ov) => meta.version(key, ov).await,
+            Lookup::At(t) => meta.version_at(key, t).await,
+            Lookup::Cv(cv) => meta.version_at_cv(key, cv).await,
+        }
+    }
+}
+
+impl Collection {
+    /// The pair holding `key` and its head: the routed pair, or — if the object is found on
+    /// another pair — a route-mismatch error. Not found anywhere → not found.
+    pub(crate) async fn locate(&self, key: &ObjectKey) -> Result<(usize, Head)> {
+        let routed = self.inner.router.route(&key.ctx, &key.id).index;
+        if let Some(h) = self.inner.pairs[routed].meta.head(key).await? {
+            return Ok((routed, h));
+        }
+        for (i, p) in self.inner.pairs.iter().enumerate().filter(|(i, _)| *i != routed) {
+            if p.meta.head(key).await?.is_some() {
+                self.inner.router.check(&key.ctx, &key.id, i)?;
+            }
+        }
+        Err(Error::not_found(format!("object {key}")))
+    }
+
+    /// The data of the head's version (inline copy if kept, else the snapshot), verified.
+    pub(crate) async fn head_data(&self, pair: usize, head: &Head) -> Result<Value> {
+        match &head.inline {
+            Some(data) => {
+                Checksum::of_json(data).verify(&head.snapshot.checksum, "inline copy")?;
+                Ok(data.clone())
+            }
+            None => Ok(self.load_snapshot(pair, &head.snapshot.key, &head.snapshot.checksum).await?.data),
+        }
+    }
+
+    /// Fetches a snapshot envelope and verifies it against the recorded checksum.
+    pub(crate) async fn load_snapshot(&self, pair: usize, key: &str, checksum: &Checksum) -> Result<SnapshotEnvelope> {
+        self.inner.stats.snapshot_reads.inc();
+        let bytes = match self.inner.pairs[pair].json.get(key).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(Error::new(ErrorKind::ChecksumMismatch, format!("committed snapshot {key} is missing")));
+            }
+            other => other?,
+        };
+        SnapshotEnvelope::decode(&bytes, Some(checksum))
+    }
+
+    pub(crate) async fn read_latest(&self, key: &ObjectKey, opts: ReadOpts) -> Result<Record> {
+        let (pair, head) = self.locate(key).await?;
+        if head.is_deleted() && !opts.include_deleted {
+            return Err(Error::not_found(format!("object {key} (deleted)")));
+        }
+        self.inner.stats.reads.inc();
+        let data = self.head_data(pair, &head).await?;
+        let rec = self.inner.pairs[pair].meta.version(key, head.ov).await?;
+        let system = match &rec {
+            Some(r) => render_system(&head.system, r),
+            None => Value::Null,
+        };
+        let data = self.shape(pair, key, &data, opts.content).await?;
+        Ok(Record {
+            id: key.id.clone(),
+            ov: head.ov,
+            cv: head.cv,
+            op: head.op,
+            at: head.at,
+            deleted: head.is_deleted(),
+            system,
+            data,
+        })
+    }
+
+    /// Looks up one version record on the object's pair.
+    pub(crate) async fn version_record(&self, key: &ObjectKey, lookup: Lookup) -> Result<(usize, VersionRecord)> {
+        let (pair, _) = self.locate(key).await?;
+        match lookup.run(&*self.inner.pairs[pair].meta, key).await? {
+            Some(r) => Ok((pair, r)),
+            None => Err(Error::not_found(format!("no such version of {key}"))),
+        }
+    }
+
+    /// Reads a version's snapshot (verified) into a record.
+    pub(crate) async fn read_version(
+        &self,
+        pair: usize,
+        key: &ObjectKey,
+        rec: VersionRecord,
+        opts: ReadOpts,
+    ) -> Result<Record> {
+        self.inner.stats.reads.inc();
+        let env = self.load_snapshot(pair, &rec.snapshot.key, &rec.snapshot.checksum).await?;
+        let data = self.shape(pair, key, &env.data, opts.content).await?;
+        Ok(Record {
+            id: key.id.clone(),
+            ov: rec.ov,
+            cv: rec.cv,
+            op: rec.op,
+            at: rec.at,
+            deleted: rec.deleted,
+            system: render_system(&env.system, &rec),
+            data,
+        })
+    }
+
+    /// Applies the content mode to stored data.
+    async fn shape(&self, pair: usize, key: &ObjectKey, data: &Value, mode: ContentMode) -> Result<Value> {
+        let map = self.inner.collection(&self.ctx).map;
+        let refs = map.references(data);
+        if refs.is_empty() || mode == ContentMode::Ref {
+            return Ok(data.clone());
+        }
+        let content = &self.inner.pairs[pair].content;
+        match mode {
+            ContentMode::Ref => Ok(data.clone()),
+            ContentMode::Inline => {
+                let mut blobs: HashMap<ContentHash, Vec<u8>> = HashMap::new();
+                for (_, r) in &refs {
+                    let bytes = content.get(&self.inner.layout.content(key, &r.blake3)).await?;
+                    blobs.insert(r.blake3, bytes);
+                }
+                map.rehydrate(data, &blobs)
+            }
+            ContentMode::Presigned(ttl) => {
+                let mut urls = HashMap::new();
+                for (_, r) in &refs {
+                    urls.insert(r.blake3, content.presign_get(&self.inner.layout.content(key, &r.blake3), ttl).await?);
+                }
+                map.map_references(data, |_, r| {
+                    let mut inner = match serde_json::to_value(r) {
+                        Ok(Value::Object(m)) => m,
+                        _ => Map::new(),
+                    };
+                    inner.insert("url".into(), urls.get(&r.blake3).cloned().unwrap_or_default().into());
+                    Ok(Value::Object(Map::from_iter([(CONTENT_REF_KEY.to_owned(), Value::Object(inner))])))
+                })
+            }
+        }
+    }
+
+    /// A page of latest records across every pair, merged in the query's order.
+    pub(crate) async fn list_records(&self, query: ListQuery, opts: ReadOpts) -> Result<Page<Record>> {
+        let q = query.compile()?;
+        let mut heads: Vec<(usize, Head)> = Vec::new();
+        let mut any_more = false;
+        for (i, p) in self.inner.pairs.iter().enumerate() {
+            let page = p.meta.list_heads(&self.ctx, &q).await?;
+            any_more |= page.next.is_some();
+            heads.extend(page.items.into_iter().map(|h| (i, h)));
+        }
+        let value = |h: &Head| q.sort_by.as_ref().and_then(|s| h.indexed.get(s)).cloned();
+        heads.sort_by(|(_, a), (_, b)| {
+            let o = sort_cmp(value(a).as_ref(), value(b).as_ref()).then_with(|| a.key.id.cmp(&b.key.id));
+            if q.order == Order::Asc { o } else { o.reverse() }
+        });
+        let more = heads.len() > q.limit || any_more;
+        heads.truncate(q.limit);
+        let next = match heads.last() {
+            Some((_, h)) if more => Some(Cursor { value: value(h), id: h.key.id.clone() }.encode()),
+            _ => None,
+        };
+        let mut items = Vec::with_capacity(heads.len());
+        for (pair, head) in heads {
+            let key = head.key.clone();
+            let data = self.head_data(pair, &head).await?;
+            let data = self.shape(pair, &key, &data, opts.content).await?;
+            let system = match self.inner.pairs[pair].meta.version(&key, head.ov).await? {
+                Some(r) => render_system(&head.system, &r),
+                None => Value::Null,
+            };
+            items.push(Record {
+                id: key.id,
+                ov: head.ov,
+                cv: head.cv,
+                op: head.op,
+                at: head.at,
+                deleted: head.is_deleted(),
+                system,
+                data,
+            });
+        }
+        Ok(Page { items, next })
+    }
+}

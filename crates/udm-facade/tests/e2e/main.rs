@@ -1,0 +1,44 @@
+//! End-to-end tests of the facade: every scenario on (a) two (MongoDB, S3) pairs on the real
+//! test servers and (b) the embedded zero-setup default. The server setup needs
+//! `cargo xtask services up` (or `cargo xtask test`); without servers those tests fail, naming it.
+
+mod scenarios;
+mod setup;
+
+macro_rules! setups {
+    ($($scenario:ident),* $(,)?) => {
+        mod servers {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    crate::scenarios::$scenario(crate::setup::servers().await).await;
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    crate::scenarios::$scenario(crate::setup::embedded().await).await;
+                }
+            )*
+        }
+    };
+}
+
+setups!(
+    crud_and_versions,
+    optimistic_locking_and_idempotency,
+    time_travel,
+    restore_objects,
+    restore_collection_resumes,
+    enrichment,
+    externalized_content,
+    counters,
+    dev_shadows,
+    listing,
+    routing_mismatch,
+    admin,
+    hard_delete,
+    bad_input_changes_nothing,
+);

@@ -1,0 +1,124 @@
+//! The two setups every scenario runs on.
+
+use std::sync::Arc;
+
+use udm_core::config::{BackendPair, BlobBackend, Config, MetaBackend, S3Client, Secret};
+use udm_facade::Udm;
+use udm_testkit::clock::ManualClock;
+
+/// A built `Udm` plus what scenarios need to know about it.
+pub(crate) struct Env {
+    pub(crate) udm: Udm,
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) pairs: usize,
+    pub(crate) presign: bool,
+    /// The same backends as `udm`, one `Udm` per pair alone (for route-mismatch tests).
+    pub(crate) singles: Vec<Udm>,
+}
+
+/// Collections, limits and switches shared by both setups.
+fn shared(mut cfg: Config) -> Config {
+    let extra = Config::from_toml(
+        r#"
+[[backends]]
+name = "placeholder"
+meta = { kind = "memory" }
+blobs = { kind = "memory" }
+
+[[collections]]
+db = "crm"
+collection = "users"
+indexed_props = [{ path = "email" }, { path = "tier" }, { path = "score" }, { path = "address.city" }]
+base64_props = [{ path = "avatar.data", content_type = "image/png" }]
+counter_rules = [
+  { name = "vips", on = ["CREATE", "UPDATE"], when = { "data.tier" = "vip" } },
+  { name = "by_bot", when = { "actor" = "bot" } },
+]
+
+[dev_shadow]
+enabled = true
+ttl_secs = 60
+max_bytes = 2048
+
+[hard_delete]
+enabled = true
+
+[limits]
+max_document_bytes = 65536
+max_depth = 20
+max_id_bytes = 64
+"#,
+    )
+    .expect("shared config");
+    cfg.collections = extra.collections;
+    cfg.dev_shadow = extra.dev_shadow;
+    cfg.hard_delete = extra.hard_delete;
+    cfg.limits = extra.limits;
+    cfg
+}
+
+async fn build(cfg: Config, clock: &Arc<ManualClock>) -> Udm {
+    Udm::builder_from_config(cfg).await.expect("connect").clock(clock.clone()).build().expect("build")
+}
+
+/// Two (MongoDB, S3) pairs on the real test servers: pair-a uses the AWS SDK client, pair-b
+/// object_store; each has its own database and buckets.
+pub(crate) async fn servers() -> Env {
+    let uri = udm_testkit::services::mongo_uri();
+    let endpoint = udm_testkit::services::s3_endpoint();
+    let pair = |name: &str, client: S3Client| BackendPair {
+        name: name.into(),
+        meta: MetaBackend::Mongo {
+            uri: udm_core::config::MongoUri::new(&uri),
+            database: format!("udm_e2e_{}", name.replace('-', "_")),
+            max_pool_size: None,
+            connect_timeout_ms: None,
+            server_selection_timeout_ms: Some(5000),
+        },
+        blobs: BlobBackend::S3 {
+            endpoint: Some(endpoint.clone()),
+            region: "us-east-1".into(),
+            access_key_id: Some(Secret::new("test")),
+            secret_access_key: Some(Secret::new("testsecret")),
+            json_bucket: format!("e2e-{name}-json"),
+            content_bucket: format!("e2e-{name}-content"),
+            backups_bucket: format!("e2e-{name}-backups"),
+            path_style: true,
+            client,
+        },
+    };
+    let pairs = vec![pair("pair-a", S3Client::AwsSdk), pair("pair-b", S3Client::ObjectStore)];
+    let settings = udm_s3::S3Settings::compatible(&endpoint, "us-east-1", "test", "testsecret");
+    for p in &pairs {
+        for suffix in ["json", "content", "backups"] {
+            udm_s3::AwsS3Blobs::new(&settings, &format!("e2e-{}-{suffix}", p.name))
+                .ensure_bucket()
+                .await
+                .expect("bucket");
+        }
+    }
+    let clock = Arc::new(ManualClock::at(1_700_000_000_000));
+    let mut cfg = shared(Config::single(pairs[0].clone()));
+    cfg.backends = pairs.clone();
+    let udm = build(cfg.clone(), &clock).await;
+    let mut singles = Vec::new();
+    for p in &pairs {
+        let mut one = cfg.clone();
+        one.backends = vec![p.clone()];
+        singles.push(build(one, &clock).await);
+    }
+    Env { udm, clock, pairs: 2, presign: true, singles }
+}
+
+/// The zero-setup default: embedded metadata + local-directory blobs in a fresh directory.
+pub(crate) async fn embedded() -> Env {
+    let dir = tempfile::tempdir().expect("temp").keep();
+    let pair = BackendPair {
+        name: "local".into(),
+        meta: MetaBackend::Embedded { path: dir.join("meta.redb").display().to_string() },
+        blobs: BlobBackend::Fs { root: dir.join("blobs").display().to_string() },
+    };
+    let clock = Arc::new(ManualClock::at(1_700_000_000_000));
+    let udm = build(shared(Config::single(pair)), &clock).await;
+    Env { udm, clock, pairs: 1, presign: false, singles: vec![] }
+}
