@@ -12,6 +12,7 @@
 pub mod arbitrary;
 pub mod clock;
 pub mod conformance;
+pub mod faults;
 pub mod fixtures;
 pub mod memory;
 pub mod services;
