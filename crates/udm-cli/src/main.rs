@@ -1,0 +1,143 @@
+//! `udm` — the UDM command line.
+//!
+//! `udm quickstart [--dir DIR]` runs a short tour on the zero-setup default (an embedded
+//! metadata store and local-directory blobs under DIR; a fresh temporary directory by
+//! default): create, update, enrich, read as of an instant, restore, history — printing what
+//! happens. `udm health --dir DIR` checks the stores of a data directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+use udm_core::query::HistoryQuery;
+use udm_core::{Result, RouteContext};
+use udm_facade::{EnrichOpts, ReadOpts, RestoreOutcome, Target, Udm, WriteOpts};
+
+#[derive(Parser)]
+#[command(name = "udm", version, about = "UDM: versioned JSON documents with history, time travel and restore")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A short tour on the embedded default (no servers needed).
+    Quickstart {
+        /// Data directory (default: a new temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Health of the stores in a data directory.
+    Health {
+        /// Data directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Quickstart { dir } => quickstart(dir).await,
+        Command::Health { dir } => health(dir).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("udm: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn data_dir(dir: Option<PathBuf>) -> Result<PathBuf> {
+    match dir {
+        Some(d) => Ok(d),
+        None => {
+            let base = std::env::temp_dir().join(format!("udm-quickstart-{}", std::process::id()));
+            std::fs::create_dir_all(&base)
+                .map_err(|e| udm_core::Error::new(udm_core::ErrorKind::Config, format!("{}: {e}", base.display())))?;
+            Ok(base)
+        }
+    }
+}
+
+fn show(label: &str, v: &Value) {
+    println!("{label:<28} {v}");
+}
+
+async fn quickstart(dir: Option<PathBuf>) -> Result<()> {
+    let dir = data_dir(dir)?;
+    println!("UDM quick start — embedded metadata + local blobs in {}\n", dir.display());
+    let udm = Udm::embedded(&dir).await?;
+    let users = udm.with(RouteContext::new("acme", "crm", "users")?);
+    let id = format!("ada-{}", std::process::id());
+
+    let v1 = users
+        .create(json!({"name": "Ada", "tags": ["math"]}), WriteOpts::id(&id).actor("alice").reason("signup"))
+        .await?;
+    show(&format!("create {id}"), &json!({"ov": v1.ov.get(), "cv": v1.cv.0, "at": v1.at.to_string()}));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+
+    let v2 = users
+        .update(
+            &id,
+            json!({"name": "Ada Lovelace", "tags": ["math"]}),
+            Some(v1.ov),
+            WriteOpts::default().actor("alice"),
+        )
+        .await?;
+    show("update (expected ov 1)", &json!({"ov": v2.ov.get()}));
+    let stale = users.update(&id, json!({"name": "stale"}), Some(v1.ov), WriteOpts::default()).await;
+    if let Err(e) = stale {
+        show(
+            "update (stale ov 1)",
+            &json!({"error": e.kind().as_str(), "current_ov": e.current_ov().map(|o| o.get())}),
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+
+    let enrich = EnrichOpts { function_id: Some("geo-v1".into()), ..EnrichOpts::default() };
+    let v3 = users.enrich(&id, json!({"tags": ["computing", "math"], "geo": {"city": "London"}}), enrich).await?;
+    show("enrich (geo-v1)", &json!({"ov": v3.ov.get()}));
+
+    let latest = users.get_latest(&id, ReadOpts::default()).await?;
+    show("latest", &latest.document());
+    let then = users.as_of(&id, v1.at, ReadOpts::default()).await?;
+    show(&format!("as of {}", v1.at), &then.data);
+
+    match users.restore_object(&id, Target::Ov(v1.ov), WriteOpts::default().reason("undo")).await? {
+        RestoreOutcome::Restored(w) => show("restore to ov 1", &json!({"ov": w.ov.get(), "restoredFrom": 1})),
+        RestoreOutcome::Unchanged { ov } => show("restore to ov 1", &json!({"unchanged": ov.get()})),
+    }
+    show("latest after restore", &users.get_latest(&id, ReadOpts::default()).await?.data);
+
+    println!("\nhistory of {id}:");
+    for v in users.history(&id, HistoryQuery::default()).await?.items {
+        let from = v.restored_from.map(|o| format!(" (from ov {})", o.get())).unwrap_or_default();
+        println!(
+            "  ov {} cv {} {:<8} {} by {}{from}",
+            v.ov.get(),
+            v.cv.0,
+            v.op.as_str(),
+            v.at,
+            v.provenance.actor.as_deref().unwrap_or("-")
+        );
+    }
+    let totals = udm.counters().totals(users.context()).await?;
+    show("\ncounters", &serde_json::to_value(totals).unwrap_or_default());
+    println!("\ndata kept in {}", dir.display());
+    Ok(())
+}
+
+async fn health(dir: PathBuf) -> Result<()> {
+    let udm = Udm::embedded(&dir).await?;
+    let report = udm.admin().health().await;
+    for p in &report.pairs {
+        println!("{}: meta {:?}, json {:?}, content {:?}", p.name, p.meta, p.json, p.content);
+    }
+    if report.is_healthy() { Ok(()) } else { Err(udm_core::Error::unavailable("some backend is unhealthy")) }
+}
