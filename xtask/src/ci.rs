@@ -93,13 +93,13 @@ pub(crate) fn test_with_services() -> Result<(), String> {
     result.and(stopped)
 }
 
-/// Criterion benches of pure code, then the raw baselines against the real servers.
+/// Criterion benches of pure code, then end-to-end latency (raw calls and UDM) on the real servers.
 pub(crate) fn bench() -> Result<(), String> {
     run(cargo().args(["bench", "-p", "udm-benches", "--no-run"]))?;
     run(cargo().args(["bench", "-p", "udm-benches", "--bench", "core"]))?;
     services::up()?;
     let mut raw = cargo();
-    raw.args(["bench", "-p", "udm-benches", "--bench", "raw_baselines"]);
+    raw.args(["bench", "-p", "udm-benches", "--bench", "e2e"]);
     let result = services::apply_env(&mut raw).and_then(|()| run(&mut raw));
     let stopped = services::down();
     result.and(stopped)

@@ -248,6 +248,8 @@ pub struct Head {
     pub at: Timestamp,
     /// Lifecycle header of the current version.
     pub system: SystemHeader,
+    /// Who wrote the current version and why (so reads of the latest need no version lookup).
+    pub provenance: Provenance,
     /// Indexed props copied out of the data for queries.
     pub indexed: Map<String, Value>,
     /// The current version's snapshot.
@@ -266,18 +268,32 @@ impl Head {
 }
 
 /// The `_system` object shown to callers: lifecycle header plus the version's identity.
-pub fn render_system(system: &SystemHeader, record: &VersionRecord) -> Value {
+pub fn render_system(system: &SystemHeader, ov: Ov, cv: Cv, op: Op, provenance: &Provenance) -> Value {
     let mut m = match serde_json::to_value(system) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     };
-    m.insert("ov".into(), record.ov.get().into());
-    m.insert("cv".into(), record.cv.0.into());
-    m.insert("op".into(), record.op.as_str().into());
-    m.insert("actor".into(), record.provenance.actor.clone().into());
-    m.insert("reason".into(), record.provenance.reason.clone().into());
-    m.insert("requestId".into(), record.provenance.request_id.as_str().into());
+    m.insert("ov".into(), ov.get().into());
+    m.insert("cv".into(), cv.0.into());
+    m.insert("op".into(), op.as_str().into());
+    m.insert("actor".into(), provenance.actor.clone().into());
+    m.insert("reason".into(), provenance.reason.clone().into());
+    m.insert("requestId".into(), provenance.request_id.as_str().into());
     Value::Object(m)
+}
+
+impl Head {
+    /// The `_system` object of the head's version.
+    pub fn render_system(&self) -> Value {
+        render_system(&self.system, self.ov, self.cv, self.op, &self.provenance)
+    }
+}
+
+impl VersionRecord {
+    /// The `_system` object of this version, given its lifecycle header (from the snapshot).
+    pub fn render_system(&self, system: &SystemHeader) -> Value {
+        render_system(system, self.ov, self.cv, self.op, &self.provenance)
+    }
 }
 
 /// Format tag of version-1 envelopes.

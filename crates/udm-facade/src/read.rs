@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use udm_core::metamap::CONTENT_REF_KEY;
 use udm_core::ports::MetaStore;
 use udm_core::query::{Cursor, Order, Page, sort_cmp};
-use udm_core::version::{SnapshotEnvelope, render_system};
+use udm_core::version::SnapshotEnvelope;
 use udm_core::{Checksum, ContentHash, Error, ErrorKind, Head, ObjectKey, Result, VersionRecord};
 
 use crate::ops::{Collection, ContentMode, ListQuery, ReadOpts};
@@ -76,26 +76,17 @@ impl Collection {
         }
         self.inner.stats.reads.inc();
         let data = self.head_data(pair, &head).await?;
-        let rec = self.inner.pairs[pair].meta.version(key, head.ov).await?;
-        let system = match &rec {
-            Some(r) => render_system(&head.system, r),
-            None => Value::Null,
-        };
         let data = self.shape(pair, key, &data, opts.content).await?;
-        Ok(Record {
-            id: key.id.clone(),
-            ov: head.ov,
-            cv: head.cv,
-            op: head.op,
-            at: head.at,
-            deleted: head.is_deleted(),
-            system,
-            data,
-        })
+        Ok(head_record(&head, data))
     }
 
-    /// Looks up one version record on the object's pair.
+    /// Looks up one version record: on the routed pair first (one round trip); on a miss,
+    /// [`Collection::locate`] tells a missing object or a route mismatch from a missing version.
     pub(crate) async fn version_record(&self, key: &ObjectKey, lookup: Lookup) -> Result<(usize, VersionRecord)> {
+        let routed = self.inner.router.route(&key.ctx, &key.id).index;
+        if let Some(r) = lookup.run(&*self.inner.pairs[routed].meta, key).await? {
+            return Ok((routed, r));
+        }
         let (pair, _) = self.locate(key).await?;
         match lookup.run(&*self.inner.pairs[pair].meta, key).await? {
             Some(r) => Ok((pair, r)),
@@ -121,7 +112,7 @@ impl Collection {
             op: rec.op,
             at: rec.at,
             deleted: rec.deleted,
-            system: render_system(&env.system, &rec),
+            system: rec.render_system(&env.system),
             data,
         })
     }
@@ -187,21 +178,22 @@ impl Collection {
             let key = head.key.clone();
             let data = self.head_data(pair, &head).await?;
             let data = self.shape(pair, &key, &data, opts.content).await?;
-            let system = match self.inner.pairs[pair].meta.version(&key, head.ov).await? {
-                Some(r) => render_system(&head.system, &r),
-                None => Value::Null,
-            };
-            items.push(Record {
-                id: key.id,
-                ov: head.ov,
-                cv: head.cv,
-                op: head.op,
-                at: head.at,
-                deleted: head.is_deleted(),
-                system,
-                data,
-            });
+            items.push(head_record(&head, data));
         }
         Ok(Page { items, next })
+    }
+}
+
+/// The record of a head's version with `data`.
+fn head_record(head: &Head, data: Value) -> Record {
+    Record {
+        id: head.key.id.clone(),
+        ov: head.ov,
+        cv: head.cv,
+        op: head.op,
+        at: head.at,
+        deleted: head.is_deleted(),
+        system: head.render_system(),
+        data,
     }
 }

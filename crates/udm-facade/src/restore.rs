@@ -144,7 +144,9 @@ impl Collection {
                     };
                     let rec = lookup.run(&*self.inner.pairs[pair].meta, &head.key).await?;
                     let existed = rec.is_some();
-                    match self.restore_to(pair, head.key.clone(), rec, request, &opts).await? {
+                    // A known request id: a resumed run finds it committed and replays.
+                    let object_opts = WriteOpts { request_id: Some(request.to_string()), ..opts.clone() };
+                    match self.restore_to(pair, head.key.clone(), rec, request, &object_opts).await? {
                         RestoreOutcome::Unchanged { .. } => state.progress.unchanged += 1,
                         RestoreOutcome::Restored(_) if existed => state.progress.restored += 1,
                         RestoreOutcome::Restored(_) => state.progress.deleted += 1,

@@ -35,13 +35,16 @@ pub(crate) struct Intent {
     pub(crate) change: Change,
     pub(crate) expected: Option<Ov>,
     pub(crate) request: RequestId,
+    /// Whether the caller chose the request id (a generated one cannot have been used yet).
+    pub(crate) caller_request: bool,
     pub(crate) actor: Option<String>,
     pub(crate) reason: Option<String>,
 }
 
 impl Intent {
     fn new(key: ObjectKey, op: Op, change: Change, expected: Option<Ov>, request: RequestId, o: &WriteOpts) -> Self {
-        Self { key, op, change, expected, request, actor: o.actor.clone(), reason: o.reason.clone() }
+        let caller_request = o.request_id.is_some();
+        Self { key, op, change, expected, request, caller_request, actor: o.actor.clone(), reason: o.reason.clone() }
     }
 
     pub(crate) fn create(key: ObjectKey, data: Value, request: RequestId, o: &WriteOpts) -> Self {
@@ -107,7 +110,9 @@ impl Collection {
         let pair = self.inner.router.route(&self.ctx, &intent.key.id).index;
         let fingerprint = intent.fingerprint();
         let meta = &self.inner.pairs[pair].meta;
-        if let Some((done, recorded)) = meta.find_request(&self.ctx, &intent.request).await? {
+        if intent.caller_request
+            && let Some((done, recorded)) = meta.find_request(&self.ctx, &intent.request).await?
+        {
             self.inner.stats.replays.inc();
             return done.replay(&recorded, &fingerprint).map(Written::from);
         }
@@ -117,7 +122,8 @@ impl Collection {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let head = meta.head(&intent.key).await?;
+            // A create needs no head read: the commit's compare-and-set rejects an existing object.
+            let head = if intent.op == Op::Create { None } else { meta.head(&intent.key).await? };
             match self.attempt(pair, &intent, head.as_ref(), fingerprint).await {
                 Err(e)
                     if e.kind() == ErrorKind::VersionConflict

@@ -105,6 +105,7 @@ impl Commit {
             op: v.op,
             at: v.at,
             system: v.system.clone(),
+            provenance: v.provenance.clone(),
             indexed: v.indexed.clone(),
             snapshot: v.snapshot.clone(),
             inline: v.inline.clone(),

@@ -1,9 +1,9 @@
-//! Raw baselines against the real test servers: the driver/SDK calls one UDM write and read
-//! need, measured alone so later end-to-end benches can report UDM's cost as a ratio.
+//! End-to-end latency against the real test servers, in one run: first the raw driver/SDK
+//! calls a UDM write and read need, then UDM's own operations on one (MongoDB, S3) pair, with
+//! each UDM p50 shown as a ratio to the raw calls it is built from.
 //!
 //! Run: `cargo xtask bench` (starts the servers), or with servers up:
-//! `cargo bench -p udm-benches --bench raw_baselines`. Prints p50/p90/p99 and ops/s, and
-//! writes them to `target/bench/raw_baselines.json`.
+//! `cargo bench -p udm-benches --bench e2e`. Writes `target/bench/e2e.json`.
 
 use std::time::{Duration, Instant};
 
@@ -144,6 +144,82 @@ async fn s3(endpoint: &str) -> Vec<Stats> {
     out
 }
 
+async fn udm(uri: &str, endpoint: &str) -> Vec<Stats> {
+    use udm_core::config::{BackendPair, BlobBackend, Config, MetaBackend, MongoUri, S3Client, Secret};
+    use udm_facade::{ReadOpts, Udm, WriteOpts};
+    let pair = BackendPair {
+        name: "bench".into(),
+        meta: MetaBackend::Mongo {
+            uri: MongoUri::new(uri),
+            database: "udm_bench_e2e".into(),
+            max_pool_size: None,
+            connect_timeout_ms: None,
+            server_selection_timeout_ms: None,
+        },
+        blobs: BlobBackend::S3 {
+            endpoint: Some(endpoint.to_owned()),
+            region: "us-east-1".into(),
+            access_key_id: Some(Secret::new("test")),
+            secret_access_key: Some(Secret::new("testsecret")),
+            json_bucket: "udm-bench-json".into(),
+            content_bucket: "udm-bench-content".into(),
+            backups_bucket: "udm-bench-backups".into(),
+            path_style: true,
+            client: S3Client::AwsSdk,
+        },
+    };
+    let settings = udm_s3::S3Settings::compatible(endpoint, "us-east-1", "test", "testsecret");
+    for b in ["udm-bench-json", "udm-bench-content"] {
+        udm_s3::AwsS3Blobs::new(&settings, b).ensure_bucket().await.expect("bucket");
+    }
+    let mut cfg = Config::single(pair);
+    // Read latest from the snapshot too, so get_latest and get_version cost the same calls.
+    cfg.storage.inline_max_bytes = 0;
+    let udm = Udm::from_config(cfg).await.expect("udm");
+    let run = std::process::id();
+    let c = udm.with(udm_core::RouteContext::new(&format!("bench{run}"), "db", "docs").expect("ctx"));
+    let doc = serde_json::json!({"p": body(1000)});
+    let create = measure("udm create 1KiB", |i| {
+        let (c, d) = (c.clone(), doc.clone());
+        async move {
+            c.create(d, WriteOpts::id(&format!("o{i}"))).await.expect("create");
+        }
+    })
+    .await;
+    let id = |i: usize| format!("o{}", i % (ITERS + WARMUP));
+    let latest = measure("udm get_latest", |i| {
+        let c = c.clone();
+        async move {
+            c.get_latest(&id(i), ReadOpts::default()).await.expect("latest");
+        }
+    })
+    .await;
+    let version = measure("udm get_version", |i| {
+        let c = c.clone();
+        async move {
+            c.get_version(&id(i), udm_core::Ov::FIRST, ReadOpts::default()).await.expect("version");
+        }
+    })
+    .await;
+    let at = udm_core::Timestamp::parse_rfc3339("9999-01-01T00:00:00Z").expect("ts");
+    let as_of = measure("udm as_of", |i| {
+        let c = c.clone();
+        async move {
+            c.as_of(&id(i), at, ReadOpts::default()).await.expect("as_of");
+        }
+    })
+    .await;
+    vec![create, latest, version, as_of]
+}
+
+/// UDM operation → the raw calls it is compared with (their p50s are summed).
+const RATIOS: &[(&str, &[&str])] = &[
+    ("udm create 1KiB", &["s3 put 1KiB", "mongo 2-collection transaction"]),
+    ("udm get_latest", &["mongo find_one by _id", "s3 get 1KiB"]),
+    ("udm get_version", &["mongo find_one by _id", "s3 get 1KiB"]),
+    ("udm as_of", &["mongo find_one by _id", "s3 get 1KiB"]),
+];
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // `cargo bench` passes `--bench`; nothing else to parse.
@@ -151,7 +227,8 @@ async fn main() {
     let endpoint = udm_testkit::services::s3_endpoint();
     let mut all = mongo(&uri).await;
     all.extend(s3(&endpoint).await);
-    println!("\nraw baselines ({ITERS} iterations after {WARMUP} warm-up, sequential, loopback)");
+    all.extend(udm(&uri, &endpoint).await);
+    println!("\nend-to-end latency ({ITERS} iterations after {WARMUP} warm-up, sequential, loopback)");
     println!("{:<34} {:>10} {:>10} {:>10} {:>10}", "operation", "p50 µs", "p90 µs", "p99 µs", "ops/s");
     let mut report = serde_json::Map::new();
     for s in &all {
@@ -165,9 +242,17 @@ async fn main() {
         );
         report.insert(s.name.to_owned(), s.json());
     }
+    println!("\nUDM p50 as a ratio to the raw calls it needs (p50s summed):");
+    let p50 = |name: &str| all.iter().find(|s| s.name == name).map(|s| s.pct(0.5)).unwrap_or(f64::NAN);
+    for (op, raw) in RATIOS {
+        let base: f64 = raw.iter().map(|r| p50(r)).sum();
+        let ratio = p50(op) / base;
+        println!("{op:<20} {:>8.0} µs vs {:>8.0} µs ({}) = {ratio:.2}x", p50(op), base, raw.join(" + "));
+        report.insert(format!("ratio {op}"), json!(ratio));
+    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).expect("bench dir");
-    let path = dir.join("raw_baselines.json");
+    let path = dir.join("e2e.json");
     std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")).expect("write report");
     println!("written to {}", path.display());
 }
