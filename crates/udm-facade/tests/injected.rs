@@ -160,7 +160,7 @@ struct Expected {
 }
 
 async fn run_steps(steps: Vec<Step>) {
-    let r = rig(if steps.len() % 2 == 0 { 0 } else { 16 * 1024 });
+    let r = rig(if steps.len().is_multiple_of(2) { 0 } else { 16 * 1024 });
     let c = coll(&r.udm);
     let mut model: Vec<Expected> = Vec::new();
     let w = c.create(json!({"n": 0, "tags": []}), WriteOpts::id("p")).await.unwrap();
