@@ -18,6 +18,10 @@
 //! - **Deleted objects**: delete is a version (`deleted: true`, data kept). `get_latest` and
 //!   `list` hide deleted objects unless asked; versions stay readable. Update/enrich of a
 //!   deleted object is a [`Conflict`](udm_core::ErrorKind::Conflict); restore brings it back.
+//! - **CVs** are assigned inside each pair's commit, so they order the commits of the objects
+//!   one pair holds. An object lives on one pair: `as_of_cv` of an object is exact. A
+//!   collection that lives on one pair (one pair, or a routing template without `{id}`) can be
+//!   restored to a CV; one spread over pairs is restored by instant (to a CV: `Unsupported`).
 //! - **Restore** appends a RESTORE version whose data equals the target version's, with
 //!   `restoredFrom`; restoring to the current state is a no-op reported as
 //!   [`RestoreOutcome::Unchanged`](crate::RestoreOutcome::Unchanged).
