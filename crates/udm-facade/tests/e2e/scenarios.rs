@@ -186,7 +186,7 @@ pub(crate) async fn restore_collection_resumes(env: Env) {
     let c2 = c.clone();
     let crashed = tokio::spawn(async move {
         c2.restore_collection(CollectionTarget::At(target), WriteOpts::default(), |p| {
-            assert!(p.processed < 5, "simulated crash")
+            assert!(p.processed < 12, "simulated crash")
         })
         .await
     })
