@@ -82,15 +82,36 @@ pub(crate) fn head_doc(h: &Head) -> Result<Document> {
 }
 
 /// The stored form of a version record.
-pub(crate) fn version_doc(v: &VersionRecord) -> Result<Document> {
+/// The stored form of a version record. It is also the record of the request that wrote it:
+/// `req` (unique) is the request's id in its collection and `fp` its payload fingerprint, so a
+/// commit needs no separate request document.
+pub(crate) fn version_doc(v: &VersionRecord, fingerprint: &udm_core::Checksum) -> Result<Document> {
     Ok(doc! {
         "_id": version_record_id(&v.key, v.ov),
         "obj": head_record_id(&v.key),
         "ov": to_i64(v.ov.get(), "ov")?,
         "cv": to_i64(v.cv.0, "cv")?,
         "at": v.at.as_millis(),
+        "req": request_id_of(&v.key.ctx, &v.provenance.request_id),
+        "fp": fingerprint.to_string(),
         "json": json_of(v)?,
     })
+}
+
+/// A request's id within its collection: `<tenant>/<db>/<collection>/<request id>`.
+pub(crate) fn request_id_of(ctx: &udm_core::RouteContext, request: &udm_core::RequestId) -> String {
+    format!("{}{request}", udm_core::layout::collection_record_prefix(ctx))
+}
+
+/// Counter names as field names: identifiers never contain `~`, so `.` ↔ `~` is reversible
+/// and keeps `rule.vips` from becoming a nested path.
+pub(crate) fn counter_field(name: &str) -> String {
+    format!("c.{}", name.replace('.', "~"))
+}
+
+/// The counter name of a stored field name (inside `c`).
+pub(crate) fn counter_name(field: &str) -> String {
+    field.replace('~', ".")
 }
 
 /// `_id` of an object's head, and `obj` of its versions and requests.

@@ -4,14 +4,15 @@
 //! [`QueueStore`](udm_core::ports::QueueStore) and
 //! [`CounterStore`](udm_core::ports::CounterStore) on the official `mongodb` driver. A version
 //! commit is **one multi-document transaction** (request-id check, head compare-and-set, CV
-//! increment, version insert, head replace, request record, counter deltas), retried as the
+//! increment, version insert — which also records the request —, head replace, one counter
+//! `$inc` per collection), retried as the
 //! driver documents on `TransientTransactionError` (including write conflicts between racing
 //! writers) and `UnknownTransactionCommitResult`. Transactions need a replica set (a
 //! single-node one is enough).
 //!
 //! Collections (in the configured database), created with their indexes on connect:
-//! `udm_heads`, `udm_versions`, `udm_cvs`, `udm_requests`, `udm_counters`, `udm_jobs`,
-//! `udm_queue`. Record ids come from [`udm_core::layout`].
+//! `udm_heads`, `udm_versions` (also the request records: unique `req`), `udm_cvs`,
+//! `udm_counters` (one document per collection), `udm_jobs`, `udm_queue`. Record ids come from [`udm_core::layout`].
 //!
 //! ```no_run
 //! # async fn demo() -> udm_core::Result<()> {
@@ -129,10 +130,6 @@ impl MongoStore {
         self.coll("udm_cvs")
     }
 
-    pub(crate) fn requests(&self) -> Collection<Document> {
-        self.coll("udm_requests")
-    }
-
     pub(crate) fn counters(&self) -> Collection<Document> {
         self.coll("udm_counters")
     }
@@ -154,7 +151,7 @@ impl MongoStore {
         let ix = |keys: Document, unique: bool| {
             IndexModel::builder().keys(keys).options(IndexOptions::builder().unique(unique).build()).build()
         };
-        let plan: [(Collection<Document>, Vec<IndexModel>); 5] = [
+        let plan: [(Collection<Document>, Vec<IndexModel>); 3] = [
             (
                 self.heads(),
                 vec![ix(doc! {"ctx": 1, "oid": 1}, false), ix(doc! {"ctx": 1, "deleted": 1, "oid": 1}, false)],
@@ -163,12 +160,11 @@ impl MongoStore {
                 self.versions(),
                 vec![
                     ix(doc! {"obj": 1, "ov": 1}, true),
+                    ix(doc! {"req": 1}, true),
                     ix(doc! {"obj": 1, "at": 1, "ov": 1}, false),
                     ix(doc! {"obj": 1, "cv": 1}, false),
                 ],
             ),
-            (self.requests(), vec![ix(doc! {"obj": 1}, false)]),
-            (self.counters(), vec![ix(doc! {"ctx": 1}, false)]),
             (self.queue(), vec![ix(doc! {"state": 1, "next_at": 1, "_id": 1}, false)]),
         ];
         for (coll, models) in plan {
@@ -206,7 +202,7 @@ impl MongoStore {
 
     /// Drops every UDM collection of this database (tests and dev resets only).
     pub async fn drop_all(&self) -> Result<()> {
-        for name in ["udm_heads", "udm_versions", "udm_cvs", "udm_requests", "udm_counters", "udm_jobs", "udm_queue"] {
+        for name in ["udm_heads", "udm_versions", "udm_cvs", "udm_counters", "udm_jobs", "udm_queue"] {
             self.coll(name).drop().await.map_err(|e| classify("drop", e))?;
         }
         Ok(())

@@ -16,19 +16,13 @@ use udm_core::query::{Cursor, HeadQuery, HistoryQuery, Order, Page, check_limit,
 use udm_core::{Checksum, Cv, Error, Head, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord};
 
 use crate::MongoStore;
-use crate::docs::{from_json, head_doc, json_of, obj_id, prefilter, version_doc};
+use crate::docs::{
+    counter_field, counter_name, from_json, head_doc, json_of, obj_id, prefilter, request_id_of, version_doc,
+};
 use crate::error::{classify, corrupt, retry_transaction, to_i64};
 
 /// Attempts of one commit transaction before giving up with a retryable error.
 const MAX_TRANSACTION_ATTEMPTS: u32 = 100;
-
-fn request_id_of(ctx: &RouteContext, request: &RequestId) -> String {
-    format!("{}{request}", collection_record_prefix(ctx))
-}
-
-fn counter_id(d: &CounterDelta) -> String {
-    format!("{}{}", collection_record_prefix(&d.ctx), d.counter)
-}
 
 /// Runs `$body` (an expression using the session `$s`, yielding
 /// `Result<Step<T>, MongoError>`) in a transaction: commits on [`Step::Commit`], aborts on
@@ -90,7 +84,7 @@ impl MongoStore {
     async fn commit_attempt(&self, s: &mut ClientSession, c: &Commit) -> Result<Step<Committed>, MongoError> {
         let ctx = &c.key.ctx;
         let req_id = request_id_of(ctx, &c.version.provenance.request_id);
-        if let Some(done) = self.requests().find_one(doc! {"_id": &req_id}).session(&mut *s).await? {
+        if let Some(done) = self.versions().find_one(doc! {"req": &req_id}).session(&mut *s).await? {
             let answer = replay_answer(&done, &c.fingerprint);
             return Ok(Step::Abort(answer));
         }
@@ -116,31 +110,28 @@ impl MongoStore {
             None => return Ok(Step::Abort(Err(Error::internal("collection version counter is missing")))),
         };
         let (record, new_head, done) = c.outcome(cv);
-        let docs = (|| Ok::<_, Error>((version_doc(&record)?, head_doc(&new_head)?, json_of(&done)?)))();
-        let (vdoc, hdoc, done_json) = match docs {
+        let docs = (|| Ok::<_, Error>((version_doc(&record, &c.fingerprint)?, head_doc(&new_head)?)))();
+        let (vdoc, hdoc) = match docs {
             Ok(d) => d,
             Err(e) => return Ok(Step::Abort(Err(e))),
         };
         self.versions().insert_one(vdoc).session(&mut *s).await?;
         self.heads().replace_one(doc! {"_id": obj_id(&c.key)}, hdoc).upsert(true).session(&mut *s).await?;
-        self.requests()
-            .insert_one(doc! {"_id": req_id, "obj": obj_id(&c.key), "fp": c.fingerprint.to_string(), "json": done_json})
-            .session(&mut *s)
-            .await?;
         self.apply_counters(s, &c.counters).await?;
         Ok(Step::Commit(done))
     }
 
+    /// One `$inc` per collection touched (one document holds a collection's counters).
     async fn apply_counters(&self, s: &mut ClientSession, deltas: &[CounterDelta]) -> Result<(), MongoError> {
+        let mut by_ctx: BTreeMap<String, Document> = BTreeMap::new();
         for d in deltas {
-            self.counters()
-                .update_one(
-                    doc! {"_id": counter_id(d)},
-                    doc! {"$inc": {"n": d.delta}, "$set": {"ctx": collection_record_prefix(&d.ctx), "name": &d.counter}},
-                )
-                .upsert(true)
-                .session(&mut *s)
-                .await?;
+            let inc = by_ctx.entry(collection_record_prefix(&d.ctx)).or_default();
+            let field = counter_field(&d.counter);
+            let now = inc.get_i64(&field).unwrap_or(0);
+            inc.insert(field, now + d.delta);
+        }
+        for (ctx, inc) in by_ctx {
+            self.counters().update_one(doc! {"_id": ctx}, doc! {"$inc": inc}).upsert(true).session(&mut *s).await?;
         }
         Ok(())
     }
@@ -196,9 +187,15 @@ async fn commit_with_retry(s: &mut ClientSession) -> Result<(), MongoError> {
     }
 }
 
+/// The commit a version document records, and the fingerprint of the request that wrote it.
+fn committed_by(stored: &Document) -> Result<(Committed, Checksum)> {
+    let v: VersionRecord = from_json(stored, "version")?;
+    let fp = stored.get_str("fp").map_err(|e| corrupt("version", e)).and_then(Checksum::from_hex)?;
+    Ok((Committed { key: v.key, ov: v.ov, cv: v.cv, at: v.at, replayed: true }, fp))
+}
+
 fn replay_answer(stored: &Document, fingerprint: &Checksum) -> Result<Committed> {
-    let done: Committed = from_json(stored, "request")?;
-    let recorded = stored.get_str("fp").map_err(|e| corrupt("request", e)).and_then(Checksum::from_hex)?;
+    let (done, recorded) = committed_by(stored)?;
     done.replay(&recorded, fingerprint)
 }
 
@@ -211,14 +208,11 @@ impl MetaStore for MongoStore {
 
     async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<(Committed, Checksum)>> {
         let found = self
-            .requests()
-            .find_one(doc! {"_id": request_id_of(ctx, request_id)})
+            .versions()
+            .find_one(doc! {"req": request_id_of(ctx, request_id)})
             .await
             .map_err(|e| classify("request", e))?;
-        let Some(d) = found else { return Ok(None) };
-        let done: Committed = from_json(&d, "request")?;
-        let fp = d.get_str("fp").map_err(|e| corrupt("request", e)).and_then(Checksum::from_hex)?;
-        Ok(Some((Committed { replayed: true, ..done }, fp)))
+        found.as_ref().map(committed_by).transpose()
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<Head>> {
@@ -365,7 +359,6 @@ impl MongoStore {
             }
         }
         self.versions().delete_many(doc! {"obj": &obj}).session(&mut *s).await?;
-        self.requests().delete_many(doc! {"obj": &obj}).session(&mut *s).await?;
         if head_removed {
             self.apply_counters(s, counters).await?;
         }
@@ -380,25 +373,30 @@ impl CounterStore for MongoStore {
     }
 
     async fn totals(&self, ctx: &RouteContext) -> Result<BTreeMap<String, i64>> {
-        let mut cursor = self
+        let found = self
             .counters()
-            .find(doc! {"ctx": collection_record_prefix(ctx)})
+            .find_one(doc! {"_id": collection_record_prefix(ctx)})
             .await
             .map_err(|e| classify("counters", e))?;
         let mut out = BTreeMap::new();
-        while let Some(d) = cursor.try_next().await.map_err(|e| classify("counters", e))? {
-            let name = d.get_str("name").map_err(|e| corrupt("counter", e))?;
-            out.insert(name.to_owned(), d.get_i64("n").map_err(|e| corrupt("counter", e))?);
+        if let Some(Ok(c)) = found.as_ref().map(|d| d.get_document("c")) {
+            for (field, v) in c {
+                let n = v.as_i64().ok_or_else(|| corrupt("counter", format!("{field} = {v}")))?;
+                out.insert(counter_name(field), n);
+            }
         }
         Ok(out)
     }
 
     async fn reset(&self, ctx: &RouteContext, counters: Option<&[String]>) -> Result<()> {
-        let mut filter = doc! {"ctx": collection_record_prefix(ctx)};
-        if let Some(names) = counters {
-            filter.insert("name", doc! {"$in": names.to_vec()});
-        }
-        self.counters().delete_many(filter).await.map_err(|e| classify("counters reset", e))?;
-        Ok(())
+        let id = collection_record_prefix(ctx);
+        let result = match counters {
+            None => self.counters().delete_one(doc! {"_id": id}).await.map(|_| ()),
+            Some(names) => {
+                let unset: Document = names.iter().map(|n| (counter_field(n), Bson::String(String::new()))).collect();
+                self.counters().update_one(doc! {"_id": id}, doc! {"$unset": unset}).await.map(|_| ())
+            }
+        };
+        result.map_err(|e| classify("counters reset", e))
     }
 }
