@@ -265,7 +265,9 @@ impl Collection {
         self.read_latest(&key, opts).await
     }
 
-    /// Version `ov`.
+    /// Version `ov`. Looked up in the metadata store first; if its record is missing there but
+    /// the object's head says it exists, it is read from the S3 shadow (checksum-verified; CV
+    /// reported as 0 since the shadow does not know it).
     pub async fn get_version(&self, id: &str, ov: Ov, opts: ReadOpts) -> Result<Record> {
         let key = self.key(id)?;
         let (pair, rec) = self.version_record(&key, Lookup::Ov(ov)).await?;

@@ -87,11 +87,53 @@ impl Collection {
         if let Some(r) = lookup.run(&*self.inner.pairs[routed].meta, key).await? {
             return Ok((routed, r));
         }
-        let (pair, _) = self.locate(key).await?;
-        match lookup.run(&*self.inner.pairs[pair].meta, key).await? {
-            Some(r) => Ok((pair, r)),
-            None => Err(Error::not_found(format!("no such version of {key}"))),
+        let (pair, head) = self.locate(key).await?;
+        match (lookup.run(&*self.inner.pairs[pair].meta, key).await?, lookup) {
+            (Some(r), _) => Ok((pair, r)),
+            // The head says the version exists but its record is gone: read the S3 shadow.
+            (None, Lookup::Ov(ov)) if ov <= head.ov => self.version_from_shadow(pair, key, ov, &head).await,
+            (None, _) => Err(Error::not_found(format!("no such version of {key}"))),
         }
+    }
+
+    /// Version `ov` rebuilt from its snapshot envelope alone (the S3 fallback). The envelope
+    /// carries everything but the CV, which is reported as 0 (unknown). The committed snapshot
+    /// is the head's for the head's OV; for older OVs it must be the only snapshot written for
+    /// that OV (a failed commit may have left an orphan beside it: then the lookup is ambiguous
+    /// and fails rather than guess).
+    async fn version_from_shadow(
+        &self,
+        pair: usize,
+        key: &ObjectKey,
+        ov: udm_core::Ov,
+        head: &Head,
+    ) -> Result<(usize, VersionRecord)> {
+        let json = &self.inner.pairs[pair].json;
+        let candidates = if ov == head.ov {
+            vec![head.snapshot.key.clone()]
+        } else {
+            json.list(&self.inner.layout.snapshot_prefix(key, ov), None, 16).await?.keys
+        };
+        let [snapshot_key] = candidates.as_slice() else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{key} {ov}: the version record is missing and the shadow holds {} snapshots for it",
+                    candidates.len()
+                ),
+            ));
+        };
+        let bytes = json.get(snapshot_key).await?;
+        let size = bytes.len() as u64;
+        let env = SnapshotEnvelope::decode(&bytes, None)?;
+        if &env.key != key || env.ov != ov {
+            return Err(Error::new(
+                ErrorKind::ChecksumMismatch,
+                format!("{snapshot_key} holds {} {}", env.key, env.ov),
+            ));
+        }
+        let snapshot = udm_core::version::SnapshotRef { key: snapshot_key.clone(), checksum: env.checksum, size };
+        Ok((pair, env.to_record(udm_core::Cv::ZERO, snapshot)))
     }
 
     /// Reads a version's snapshot (verified) into a record.

@@ -33,7 +33,8 @@ pub struct Record {
     pub id: ObjectId,
     /// This version's OV.
     pub ov: Ov,
-    /// Its CV.
+    /// Its CV (0 when the version was read from the S3 shadow because its metadata record was
+    /// missing: the shadow does not know CVs).
     pub cv: Cv,
     /// What it did.
     pub op: Op,

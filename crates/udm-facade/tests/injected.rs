@@ -101,6 +101,34 @@ async fn tampered_snapshots_are_errors_never_data() {
 }
 
 #[tokio::test]
+async fn version_lookups_fall_back_to_the_s3_shadow() {
+    let r = rig(16 * 1024);
+    let c = coll(&r.udm);
+    c.create(json!({"v": 1}), WriteOpts::id("x").actor("alice")).await.unwrap();
+    r.meta.fail_next(1); // leaves an orphan snapshot for ov 2
+    assert!(c.update("x", json!({"v": "lost"}), None, WriteOpts::default()).await.is_err());
+    c.update("x", json!({"v": 2}), None, WriteOpts::default()).await.unwrap();
+    c.update("x", json!({"v": 3}), None, WriteOpts::default()).await.unwrap();
+    r.meta.hide_versions(true);
+    let v1 = c.get_version("x", Ov::FIRST, ReadOpts::default()).await.unwrap();
+    assert_eq!(
+        (v1.data.clone(), v1.cv.0, v1.system["actor"].as_str()),
+        (json!({"v": 1}), 0, Some("alice")),
+        "from the shadow; CV unknown"
+    );
+    let v3 = c.get_version("x", Ov::new(3).unwrap(), ReadOpts::default()).await.unwrap();
+    assert_eq!(v3.data, json!({"v": 3}), "the head's own snapshot");
+    let e = c.get_version("x", Ov::new(2).unwrap(), ReadOpts::default()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "an orphan beside the committed snapshot makes ov 2 ambiguous: {e}");
+    assert_eq!(
+        c.get_version("x", Ov::new(4).unwrap(), ReadOpts::default()).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    r.meta.hide_versions(false);
+    assert_eq!(c.get_version("x", Ov::new(2).unwrap(), ReadOpts::default()).await.unwrap().data, json!({"v": 2}));
+}
+
+#[tokio::test]
 async fn hard_delete_disabled_changes_nothing() {
     let r = rig(1024);
     let c = coll(&r.udm);

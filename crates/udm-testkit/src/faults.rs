@@ -13,17 +13,25 @@ use udm_core::query::{HeadQuery, HistoryQuery, Page};
 use udm_core::{Checksum, Cv, Error, Head, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord};
 
 /// A [`MetaStore`] + [`CounterStore`] that fails the next N commits with a retryable
-/// `Unavailable` *before* they reach the wrapped store (as a dropped connection would).
+/// `Unavailable` *before* they reach the wrapped store (as a dropped connection would), and
+/// can hide version records (as a metadata store that lost them would).
 #[derive(Debug)]
 pub struct FailingCommits<T> {
     inner: Arc<T>,
     remaining: AtomicU32,
+    hide_versions: std::sync::atomic::AtomicBool,
 }
 
 impl<T> FailingCommits<T> {
     /// Wraps `inner`; no failures until [`FailingCommits::fail_next`].
     pub fn new(inner: Arc<T>) -> Self {
-        Self { inner, remaining: AtomicU32::new(0) }
+        Self { inner, remaining: AtomicU32::new(0), hide_versions: std::sync::atomic::AtomicBool::new(false) }
+    }
+
+    /// Makes version-record lookups by OV answer `None`, as if the metadata store had lost them
+    /// (S3-fallback tests).
+    pub fn hide_versions(&self, hide: bool) {
+        self.hide_versions.store(hide, Ordering::SeqCst);
     }
 
     /// Makes the next `n` commits fail.
@@ -48,6 +56,9 @@ impl<T: MetaStore> MetaStore for FailingCommits<T> {
         self.inner.head(key).await
     }
     async fn version(&self, key: &ObjectKey, ov: Ov) -> Result<Option<VersionRecord>> {
+        if self.hide_versions.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
         self.inner.version(key, ov).await
     }
     async fn version_at(&self, key: &ObjectKey, at: Timestamp) -> Result<Option<VersionRecord>> {
