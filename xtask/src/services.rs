@@ -10,7 +10,6 @@
 //! but 127.0.0.1.
 
 use std::fs;
-use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -193,6 +192,5 @@ pub(crate) fn apply_env(cmd: &mut Command) -> Result<(), String> {
             cmd.env(k, v);
         }
     }
-    let _ = std::io::stderr().flush();
     Ok(())
 }

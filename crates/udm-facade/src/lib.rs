@@ -89,6 +89,8 @@ pub(crate) struct Inner {
     pub(crate) layout: Layout,
     pub(crate) config: Config,
     collections: Vec<CollectionRuntime>,
+    /// What applies to collections without a config entry.
+    no_collection: CollectionRuntime,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) ids: Arc<dyn IdGenerator>,
     pub(crate) stats: admin::StatCounters,
@@ -97,12 +99,10 @@ pub(crate) struct Inner {
 
 impl Inner {
     /// The metadata map and counter rules that apply to `ctx`.
-    pub(crate) fn collection(&self, ctx: &RouteContext) -> CollectionRuntime {
-        let found = self.config.collection(ctx.tenant.as_str(), ctx.db.as_str(), ctx.collection.as_str());
-        found
-            .and_then(|c| self.config.collections.iter().position(|x| std::ptr::eq(x, c)))
-            .map(|i| self.collections[i].clone())
-            .unwrap_or_default()
+    pub(crate) fn collection(&self, ctx: &RouteContext) -> &CollectionRuntime {
+        self.config
+            .collection_index(ctx.tenant.as_str(), ctx.db.as_str(), ctx.collection.as_str())
+            .map_or(&self.no_collection, |i| &self.collections[i])
     }
 
     pub(crate) fn check_open(&self) -> Result<()> {
@@ -213,6 +213,7 @@ impl UdmBuilder {
                 layout: Layout::new(prefix),
                 config,
                 collections,
+                no_collection: CollectionRuntime::default(),
                 clock,
                 ids,
                 stats: admin::StatCounters::default(),

@@ -314,10 +314,6 @@ impl Collection {
     /// The pair this whole collection lives on, if it lives on one (one pair, or a routing
     /// template without `{id}`).
     pub fn single_pair(&self) -> Option<usize> {
-        if self.inner.pairs.len() == 1 {
-            return Some(0);
-        }
-        (!self.inner.router.template().uses_id())
-            .then(|| self.inner.router.route(&self.ctx, &ObjectId::new("any").unwrap_or_else(|_| unreachable!())).index)
+        self.inner.router.collection_route(&self.ctx).map(|r| r.index)
     }
 }

@@ -161,7 +161,7 @@ impl Collection {
 
     /// Applies the content mode to stored data.
     async fn shape(&self, pair: usize, key: &ObjectKey, data: &Value, mode: ContentMode) -> Result<Value> {
-        let map = self.inner.collection(&self.ctx).map;
+        let map = &self.inner.collection(&self.ctx).map;
         let refs = map.references(data);
         if refs.is_empty() || mode == ContentMode::Ref {
             return Ok(data.clone());

@@ -131,6 +131,20 @@ impl Router {
         self.route_key(&self.template.render(ctx, id))
     }
 
+    /// The pair of every object of `ctx`, when the routing key does not depend on the object
+    /// id (a template without `{id}`) or there is only one pair; `None` when a collection
+    /// spreads over pairs.
+    pub fn collection_route(&self, ctx: &RouteContext) -> Option<Route> {
+        if self.pairs.len() == 1 {
+            return Some(Route { index: 0 });
+        }
+        if self.template.uses_id() {
+            return None;
+        }
+        // The id is not part of the key: any valid id renders the same key.
+        ObjectId::new("_").ok().map(|id| self.route(ctx, &id))
+    }
+
     /// Every pair, best first, for one object (fallback order and rebalancing).
     pub fn ranking(&self, ctx: &RouteContext, id: &ObjectId) -> Vec<Route> {
         let h = stable_hash64(self.template.render(ctx, id).as_bytes());
@@ -201,6 +215,19 @@ mod tests {
             let k = format!("k{i}");
             assert_eq!(a.name_of(a.route_key(&k)), b.name_of(b.route_key(&k)));
         }
+    }
+
+    #[test]
+    fn collection_routes_only_without_id() {
+        let ctx = RouteContext::new("t", "d", "c").unwrap();
+        let spread = Router::new(["a", "b"], "{tenant}|{db}|{collection}:{id}").unwrap();
+        assert_eq!(spread.collection_route(&ctx), None);
+        let whole = Router::new(["a", "b"], "{tenant}|{db}|{collection}").unwrap();
+        let r = whole.collection_route(&ctx).unwrap();
+        for i in 0..50 {
+            assert_eq!(whole.route(&ctx, &ObjectId::new(format!("o{i}")).unwrap()), r);
+        }
+        assert_eq!(Router::new(["a"], "{id}").unwrap().collection_route(&ctx), Some(Route { index: 0 }));
     }
 
     #[test]

@@ -389,12 +389,17 @@ impl Config {
     /// The collection config that applies to (`tenant`, `db`, `collection`): an entry naming
     /// the tenant wins over one that applies to every tenant.
     pub fn collection(&self, tenant: &str, db: &str, collection: &str) -> Option<&CollectionConfig> {
-        let matching = |c: &&CollectionConfig| c.db == db && c.collection == collection;
-        self.collections
-            .iter()
-            .filter(matching)
-            .find(|c| c.tenant.as_deref() == Some(tenant))
-            .or_else(|| self.collections.iter().filter(matching).find(|c| c.tenant.is_none()))
+        self.collection_index(tenant, db, collection).map(|i| &self.collections[i])
+    }
+
+    /// The index in `collections` of the entry [`Config::collection`] returns.
+    pub fn collection_index(&self, tenant: &str, db: &str, collection: &str) -> Option<usize> {
+        let matching = |c: &CollectionConfig| c.db == db && c.collection == collection;
+        let entries = || self.collections.iter().enumerate().filter(|(_, c)| matching(c));
+        entries()
+            .find(|(_, c)| c.tenant.as_deref() == Some(tenant))
+            .or_else(|| entries().find(|(_, c)| c.tenant.is_none()))
+            .map(|(i, _)| i)
     }
 }
 
