@@ -10,109 +10,370 @@
 //!
 //! [`Checksum`] is SHA-256 over those bytes; [`ContentHash`] is BLAKE3 over raw bytes
 //! (content addressing of externalized binary fields).
+//!
+//! The encoder is iterative (an explicit stack, never recursion), so any nesting depth is
+//! safe; it writes into one buffer that is hashed in large chunks. [`encode`] produces the
+//! bytes and their checksum in one pass, for writers that need both.
+//!
+//! This module also holds the JSON walk helpers the rest of the crate uses to stay safe on
+//! hostile nesting: [`MAX_JSON_DEPTH`], [`check_depth`] and an iterative deep clone.
 
 use std::fmt;
 use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
 
 const EXACT_FLOAT_INT_LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53
 
+/// Deepest nesting (objects/arrays; `{}` is 1) that recursive walks over caller JSON accept.
+///
+/// [`Limits::default().max_depth`](crate::validate::Limits) is 100; this leaves slack above it
+/// (and equals `serde_json`'s parser recursion limit), so every valid document passes while a
+/// hostile one is rejected with [`ErrorKind::Validation`] instead of overflowing the stack.
+/// Walks that are iterative (canonical encoding, checksums, diff, drift) need no bound.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Bytes buffered between two hasher (or writer) calls.
+const CHUNK: usize = 64 * 1024;
+
+/// Fails with [`ErrorKind::Validation`] at `what` when `value` nests deeper than `max` levels
+/// (a scalar is 0, `{}` or `[]` is 1). Iterative, and stops at the first level past `max`.
+pub fn check_depth(value: &Value, max: usize, what: &str) -> Result<()> {
+    if exceeds_depth(value, max) {
+        Err(Error::validation(what, format!("nests deeper than {max} levels")))
+    } else {
+        Ok(())
+    }
+}
+
+/// The children of one container being walked.
+enum Children<'v> {
+    Array(std::slice::Iter<'v, Value>),
+    Object(serde_json::map::Values<'v>),
+}
+
+impl<'v> Children<'v> {
+    fn of(v: &'v Value) -> Option<Self> {
+        match v {
+            Value::Array(a) => Some(Self::Array(a.iter())),
+            Value::Object(m) => Some(Self::Object(m.values())),
+            _ => None,
+        }
+    }
+
+    fn next(&mut self) -> Option<&'v Value> {
+        match self {
+            Self::Array(it) => it.next(),
+            Self::Object(it) => it.next(),
+        }
+    }
+}
+
+fn exceeds_depth(root: &Value, max: usize) -> bool {
+    let mut stack: Vec<Children<'_>> = Vec::new();
+    let mut next = Some(root);
+    loop {
+        if let Some(children) = next.take().and_then(Children::of) {
+            if stack.len() >= max {
+                return true;
+            }
+            stack.push(children);
+        }
+        match stack.last_mut() {
+            None => return false,
+            Some(top) => match top.next() {
+                Some(child) => next = Some(child),
+                None => {
+                    stack.pop();
+                }
+            },
+        }
+    }
+}
+
+/// A container being rebuilt by [`clone_value`].
+enum Partial<'v> {
+    Array(std::slice::Iter<'v, Value>, Vec<Value>),
+    Object(serde_json::map::Iter<'v>, Map<String, Value>, String),
+}
+
+impl Partial<'_> {
+    fn finish(self) -> Value {
+        match self {
+            Self::Array(_, out) => Value::Array(out),
+            Self::Object(_, out, _) => Value::Object(out),
+        }
+    }
+}
+
+/// A deep copy of `root`, built with an explicit stack (`Value::clone` recurses).
+pub(crate) fn clone_value(root: &Value) -> Value {
+    let mut stack: Vec<Partial<'_>> = Vec::new();
+    let mut next = Some(root);
+    loop {
+        let mut done = match next.take() {
+            Some(Value::Array(a)) => {
+                stack.push(Partial::Array(a.iter(), Vec::with_capacity(a.len())));
+                None
+            }
+            Some(Value::Object(m)) => {
+                stack.push(Partial::Object(m.iter(), Map::with_capacity(m.len()), String::new()));
+                None
+            }
+            Some(scalar) => Some(scalar.clone()),
+            None => None,
+        };
+        loop {
+            let Some(top) = stack.last_mut() else { return done.unwrap_or(Value::Null) };
+            if let Some(v) = done.take() {
+                match top {
+                    Partial::Array(_, out) => out.push(v),
+                    Partial::Object(_, out, key) => {
+                        out.insert(std::mem::take(key), v);
+                    }
+                }
+            }
+            let child = match top {
+                Partial::Array(it, _) => it.next(),
+                Partial::Object(it, _, key) => it.next().map(|(k, v)| {
+                    key.clone_from(k);
+                    v
+                }),
+            };
+            match child {
+                Some(c) => {
+                    next = Some(c);
+                    break;
+                }
+                None => done = stack.pop().map(Partial::finish),
+            }
+        }
+    }
+}
+
+/// Where the encoder hands its bytes.
+trait Sink {
+    /// Takes `bytes`; `Ok(true)` means they may be dropped from the buffer.
+    fn take(&mut self, bytes: &[u8]) -> io::Result<bool>;
+}
+
+/// Keeps everything in the buffer (plain canonical bytes).
+struct Keep;
+
+impl Sink for Keep {
+    fn take(&mut self, _: &[u8]) -> io::Result<bool> {
+        Ok(false)
+    }
+}
+
+/// Hashes bytes; `keep` also leaves them in the buffer (bytes and checksum in one pass).
+struct Hash {
+    hasher: Sha256,
+    keep: bool,
+}
+
+impl Sink for Hash {
+    fn take(&mut self, bytes: &[u8]) -> io::Result<bool> {
+        self.hasher.update(bytes);
+        Ok(!self.keep)
+    }
+}
+
+/// Forwards bytes to an `io::Write`.
+struct ToWriter<'w, W>(&'w mut W);
+
+impl<W: Write> Sink for ToWriter<'_, W> {
+    fn take(&mut self, bytes: &[u8]) -> io::Result<bool> {
+        self.0.write_all(bytes)?;
+        Ok(true)
+    }
+}
+
+/// An open container of the walk: its elements, or its entries (sorted) in `Encoder::entries`.
+enum Frame<'v> {
+    Array(std::slice::Iter<'v, Value>, bool),
+    Object { start: usize, next: usize },
+}
+
+/// The iterative canonical encoder.
+struct Encoder<'v, S> {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already handed to the sink (and kept).
+    taken: usize,
+    sink: S,
+    frames: Vec<Frame<'v>>,
+    /// Sorted entries of every open object, stacked.
+    entries: Vec<(&'v str, &'v Value)>,
+}
+
+impl<'v, S: Sink> Encoder<'v, S> {
+    fn new(sink: S, capacity: usize) -> Self {
+        Self { buf: Vec::with_capacity(capacity), taken: 0, sink, frames: Vec::new(), entries: Vec::new() }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.len() > self.taken {
+            if self.sink.take(&self.buf[self.taken..])? {
+                self.buf.clear();
+            }
+            self.taken = self.buf.len();
+        }
+        Ok(())
+    }
+
+    fn encode(mut self, root: &'v Value) -> io::Result<(Vec<u8>, S)> {
+        let mut next = Some(root);
+        loop {
+            if let Some(v) = next.take() {
+                self.open(v);
+                if self.buf.len() - self.taken >= CHUNK {
+                    self.flush()?;
+                }
+            }
+            next = match self.frames.last_mut() {
+                None => break,
+                Some(Frame::Array(items, first)) => match items.next() {
+                    Some(item) => {
+                        if !std::mem::replace(first, false) {
+                            self.buf.push(b',');
+                        }
+                        Some(item)
+                    }
+                    None => {
+                        self.buf.push(b']');
+                        self.frames.pop();
+                        None
+                    }
+                },
+                Some(Frame::Object { start, next }) => match self.entries.get(*next) {
+                    Some(&(k, v)) => {
+                        if *next > *start {
+                            self.buf.push(b',');
+                        }
+                        *next += 1;
+                        write_string(k, &mut self.buf);
+                        self.buf.push(b':');
+                        Some(v)
+                    }
+                    None => {
+                        let start = *start;
+                        self.buf.push(b'}');
+                        self.entries.truncate(start);
+                        self.frames.pop();
+                        None
+                    }
+                },
+            };
+        }
+        self.flush()?;
+        Ok((self.buf, self.sink))
+    }
+
+    /// Writes a scalar, or opens a container (pushing its frame).
+    fn open(&mut self, v: &'v Value) {
+        match v {
+            Value::Null => self.buf.extend_from_slice(b"null"),
+            Value::Bool(b) => self.buf.extend_from_slice(if *b { b"true" } else { b"false" }),
+            Value::Number(n) => write_number(n, &mut self.buf),
+            Value::String(s) => write_string(s, &mut self.buf),
+            Value::Array(items) => {
+                self.buf.push(b'[');
+                self.frames.push(Frame::Array(items.iter(), true));
+            }
+            Value::Object(map) => {
+                self.buf.push(b'{');
+                let start = self.entries.len();
+                self.entries.extend(map.iter().map(|(k, v)| (k.as_str(), v)));
+                let mine = &mut self.entries[start..];
+                if !mine.is_sorted_by(|a, b| a.0 <= b.0) {
+                    mine.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                }
+                self.frames.push(Frame::Object { start, next: start });
+            }
+        }
+    }
+}
+
 /// Writes the canonical form of `value` to `out`.
 pub fn write_canonical<W: Write>(value: &Value, out: &mut W) -> io::Result<()> {
-    match value {
-        Value::Null => out.write_all(b"null"),
-        Value::Bool(b) => out.write_all(if *b { b"true" } else { b"false" }),
-        Value::Number(n) => write_number(n, out),
-        Value::String(s) => write_string(s, out),
-        Value::Array(items) => {
-            out.write_all(b"[")?;
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.write_all(b",")?;
-                }
-                write_canonical(item, out)?;
-            }
-            out.write_all(b"]")
-        }
-        Value::Object(map) => {
-            out.write_all(b"{")?;
-            if map.keys().is_sorted() {
-                write_entries(map.iter(), out)?;
-            } else {
-                let mut entries: Vec<_> = map.iter().collect();
-                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                write_entries(entries.into_iter(), out)?;
-            }
-            out.write_all(b"}")
-        }
-    }
+    Encoder::new(ToWriter(out), CHUNK + 1024).encode(value).map(|_| ())
 }
 
-fn write_entries<'a, W: Write>(entries: impl Iterator<Item = (&'a String, &'a Value)>, out: &mut W) -> io::Result<()> {
-    for (i, (k, v)) in entries.enumerate() {
-        if i > 0 {
-            out.write_all(b",")?;
-        }
-        write_string(k, out)?;
-        out.write_all(b":")?;
-        write_canonical(v, out)?;
-    }
-    Ok(())
-}
-
-fn write_string<W: Write>(s: &str, out: &mut W) -> io::Result<()> {
+fn write_string(s: &str, out: &mut Vec<u8>) {
     if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.write_all(b"\"")?;
-        out.write_all(s.as_bytes())?;
-        out.write_all(b"\"")
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
     } else {
-        serde_json::to_writer(&mut *out, s).map_err(io::Error::other)
+        // serde_json's own escaping; writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
     }
 }
 
-fn write_number<W: Write>(n: &serde_json::Number, out: &mut W) -> io::Result<()> {
-    if let Some(i) = n.as_i64() {
-        return write!(out, "{i}");
-    }
+fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
     if let Some(u) = n.as_u64() {
-        return write!(out, "{u}");
+        return write_u64(u, false, out);
+    }
+    if let Some(i) = n.as_i64() {
+        return write_u64(i.unsigned_abs(), i < 0, out);
     }
     match n.as_f64() {
         Some(f) if f.fract() == 0.0 && f.abs() < EXACT_FLOAT_INT_LIMIT => {
             // Exact: |f| < 2^53 so the conversion loses nothing.
             #[allow(clippy::cast_possible_truncation)]
             let i = f as i64;
-            write!(out, "{i}")
+            write_u64(i.unsigned_abs(), i < 0, out);
         }
-        // serde_json's Display for a float is its shortest round-trip form.
-        _ => write!(out, "{n}"),
+        // serde_json writes a float in its shortest round-trip form (as its Display does).
+        _ => {
+            let _ = serde_json::to_writer(&mut *out, n);
+        }
     }
+}
+
+/// Decimal digits of `u`, with a leading `-` when `negative` (never for zero).
+fn write_u64(mut u: u64, negative: bool, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        #[allow(clippy::cast_possible_truncation)]
+        let d = (u % 10) as u8;
+        digits[at] = b'0' + d;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    if negative {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The canonical bytes of `value`.
 pub fn canonical_bytes(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
-    // Writing to a Vec cannot fail.
-    let _ = write_canonical(value, &mut out);
-    out
+    // Keeping bytes in a Vec cannot fail.
+    Encoder::new(Keep, 256).encode(value).map(|(bytes, _)| bytes).unwrap_or_default()
 }
 
-/// `io::Write` into a SHA-256 hasher.
-struct HashWriter(Sha256);
-
-impl Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+/// The canonical bytes of `value` and their [`Checksum`], serialized once (for writers that
+/// store the bytes and record the checksum).
+pub fn encode(value: &Value) -> (Vec<u8>, Checksum) {
+    let sink = Hash { hasher: Sha256::new(), keep: true };
+    match Encoder::new(sink, 256).encode(value) {
+        Ok((bytes, sink)) => (bytes, Checksum(sink.hasher.finalize().into())),
+        // Unreachable (hashing cannot fail); recompute plainly rather than panic.
+        Err(_) => {
+            let bytes = canonical_bytes(value);
+            let sum = Checksum::of_bytes(&bytes);
+            (bytes, sum)
+        }
     }
 }
 
@@ -121,15 +382,14 @@ impl Write for HashWriter {
 pub struct Checksum([u8; 32]);
 
 impl Checksum {
-    /// SHA-256 of the canonical form of `value`, streamed without building the bytes.
+    /// SHA-256 of the canonical form of `value`, streamed in chunks without keeping the bytes.
     pub fn of_json(value: &Value) -> Self {
-        // Feed the hasher in blocks: many tiny updates cost more than the hashing itself.
-        let mut buffered = io::BufWriter::with_capacity(8 * 1024, HashWriter(Sha256::new()));
-        // Hashing cannot fail.
-        let _ = write_canonical(value, &mut buffered);
-        let _ = buffered.flush();
-        let (HashWriter(hasher), _) = buffered.into_parts();
-        Self(hasher.finalize().into())
+        let sink = Hash { hasher: Sha256::new(), keep: false };
+        match Encoder::new(sink, CHUNK + 1024).encode(value) {
+            Ok((_, sink)) => Self(sink.hasher.finalize().into()),
+            // Unreachable (hashing cannot fail); recompute plainly rather than panic.
+            Err(_) => Self::of_bytes(&canonical_bytes(value)),
+        }
     }
 
     /// SHA-256 of raw bytes.
@@ -275,6 +535,30 @@ mod tests {
         assert!(Checksum::from_hex(&"A".repeat(64)).is_err());
         let e = c.verify(&Checksum::of_bytes(b"abd"), "snapshot").unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ChecksumMismatch);
+    }
+
+    #[test]
+    fn encode_is_bytes_and_checksum() {
+        let v = json!({"z": [1.5, -2, "a\nb", {"y": null, "x": true}], "a": 18446744073709551615u64});
+        let (bytes, sum) = encode(&v);
+        assert_eq!(bytes, canonical_bytes(&v));
+        assert_eq!(sum, Checksum::of_json(&v));
+        assert_eq!(sum, Checksum::of_bytes(&bytes));
+        let mut written = Vec::new();
+        write_canonical(&v, &mut written).unwrap();
+        assert_eq!(written, bytes);
+    }
+
+    #[test]
+    fn depth_check_and_iterative_clone() {
+        let v = json!({"a": [{"b": []}], "c": 1});
+        assert!(check_depth(&v, 4, "doc").is_ok());
+        let e = check_depth(&v, 3, "doc").unwrap_err();
+        assert_eq!((e.kind(), e.problems()[0].path.as_str()), (ErrorKind::Validation, "doc"));
+        assert!(check_depth(&json!(1), 0, "doc").is_ok());
+        assert!(check_depth(&json!({}), 0, "doc").is_err());
+        assert_eq!(clone_value(&v), v);
+        assert_eq!(clone_value(&json!("s")), json!("s"));
     }
 
     #[test]

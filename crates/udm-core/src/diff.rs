@@ -4,9 +4,16 @@
 //! element 0; `~` and `/` inside keys are written `~0` and `~1`. Objects are compared key by
 //! key; arrays element by element (index-aligned), with trailing elements reported as added or
 //! removed; any other difference (including a type change) is one `Modified` at that path.
+//!
+//! The walk is iterative (an explicit stack) and copies reported values without recursion, so
+//! any nesting depth is safe here (a caller holding a hostile value still has to drop it).
+
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::canonical::clone_value;
 
 /// How a path differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -36,47 +43,75 @@ pub struct Change {
 /// Every difference from `a` to `b`, in path order of a depth-first walk.
 pub fn diff(a: &Value, b: &Value) -> Vec<Change> {
     let mut out = Vec::new();
-    walk(&mut String::new(), a, b, &mut out);
+    let mut path = String::new();
+    // Pending work, last first; `Truncate` restores the path when a container is done.
+    let mut stack = vec![Step::Visit { seg: None, a: Some(a), b: Some(b) }];
+    while let Some(step) = stack.pop() {
+        let (seg, a, b) = match step {
+            Step::Truncate(len) => {
+                path.truncate(len);
+                continue;
+            }
+            Step::Visit { seg, a, b } => (seg, a, b),
+        };
+        let len = path.len();
+        match seg {
+            Some(Seg::Key(k)) if k.contains(['~', '/']) => {
+                path.push('/');
+                path.push_str(&escape_segment(k));
+            }
+            Some(Seg::Key(k)) => {
+                path.push('/');
+                path.push_str(k);
+            }
+            Some(Seg::Index(i)) => {
+                let _ = write!(path, "/{i}");
+            }
+            None => {}
+        }
+        match (a, b) {
+            (Some(Value::Object(ma)), Some(Value::Object(mb))) => {
+                stack.push(Step::Truncate(len));
+                let added = mb.iter().filter(|(k, _)| !ma.contains_key(*k)).map(|(k, vb)| (k, None, Some(vb)));
+                let children: Vec<_> = ma.iter().map(|(k, va)| (k, Some(va), mb.get(k))).chain(added).collect();
+                stack.extend(children.into_iter().rev().map(|(k, a, b)| Step::Visit { seg: Some(Seg::Key(k)), a, b }));
+                continue;
+            }
+            (Some(Value::Array(aa)), Some(Value::Array(ab))) => {
+                stack.push(Step::Truncate(len));
+                stack.extend((0..aa.len().max(ab.len())).rev().map(|i| Step::Visit {
+                    seg: Some(Seg::Index(i)),
+                    a: aa.get(i),
+                    b: ab.get(i),
+                }));
+                continue;
+            }
+            (Some(x), None) => out.push(change(&path, ChangeKind::Removed, Some(x), None)),
+            (None, Some(y)) => out.push(change(&path, ChangeKind::Added, None, Some(y))),
+            (Some(x), Some(y)) if x != y => out.push(change(&path, ChangeKind::Modified, Some(x), Some(y))),
+            _ => {}
+        }
+        path.truncate(len);
+    }
     out
 }
 
-fn walk(path: &mut String, a: &Value, b: &Value, out: &mut Vec<Change>) {
-    match (a, b) {
-        (Value::Object(ma), Value::Object(mb)) => {
-            for (k, va) in ma {
-                with_segment(path, k, |p| match mb.get(k) {
-                    Some(vb) => walk(p, va, vb, out),
-                    None => out.push(change(p, ChangeKind::Removed, Some(va), None)),
-                });
-            }
-            for (k, vb) in mb.iter().filter(|(k, _)| !ma.contains_key(*k)) {
-                with_segment(path, k, |p| out.push(change(p, ChangeKind::Added, None, Some(vb))));
-            }
-        }
-        (Value::Array(aa), Value::Array(ab)) => {
-            for i in 0..aa.len().max(ab.len()) {
-                with_segment(path, &i.to_string(), |p| match (aa.get(i), ab.get(i)) {
-                    (Some(x), Some(y)) => walk(p, x, y, out),
-                    (Some(x), None) => out.push(change(p, ChangeKind::Removed, Some(x), None)),
-                    (None, y) => out.push(change(p, ChangeKind::Added, None, y)),
-                });
-            }
-        }
-        _ if a == b => {}
-        _ => out.push(change(path, ChangeKind::Modified, Some(a), Some(b))),
-    }
+/// One unit of the diff walk.
+enum Step<'v> {
+    /// Compare `a` and `b` (either may be absent) at the current path plus `seg`.
+    Visit { seg: Option<Seg<'v>>, a: Option<&'v Value>, b: Option<&'v Value> },
+    /// Cut the path back to this length.
+    Truncate(usize),
+}
+
+/// One path segment: an object key or an array index.
+enum Seg<'v> {
+    Key(&'v str),
+    Index(usize),
 }
 
 fn change(path: &str, kind: ChangeKind, before: Option<&Value>, after: Option<&Value>) -> Change {
-    Change { path: path.to_owned(), kind, before: before.cloned(), after: after.cloned() }
-}
-
-fn with_segment(path: &mut String, seg: &str, f: impl FnOnce(&mut String)) {
-    let len = path.len();
-    path.push('/');
-    path.push_str(&escape_segment(seg));
-    f(path);
-    path.truncate(len);
+    Change { path: path.to_owned(), kind, before: before.map(clone_value), after: after.map(clone_value) }
 }
 
 /// Escapes one JSON Pointer segment (`~` → `~0`, `/` → `~1`).

@@ -9,13 +9,16 @@
 //!
 //! [`detect_collection_drift`] does the same per object id, with paths prefixed by the id,
 //! and whole objects missing from one side reported once at the object's path.
+//!
+//! Checksums, the diff and the copies of reported values are all iterative, so drift of any
+//! nesting depth cannot overflow the stack.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::canonical::Checksum;
+use crate::canonical::{Checksum, clone_value};
 use crate::diff::{ChangeKind, diff, escape_segment};
 
 /// Which state was compared against desired.
@@ -201,7 +204,13 @@ fn whole(
     expected: Option<&Value>,
     found: Option<&Value>,
 ) -> DriftItem {
-    DriftItem { source, kind, path: path.to_owned(), expected: expected.cloned(), found: found.cloned() }
+    DriftItem {
+        source,
+        kind,
+        path: path.to_owned(),
+        expected: expected.map(clone_value),
+        found: found.map(clone_value),
+    }
 }
 
 #[cfg(test)]

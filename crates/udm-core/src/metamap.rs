@@ -9,6 +9,10 @@
 //!   so externalize → rehydrate is the identity). The content key is always derived from the
 //!   object key and the hash, never read from the document, so a forged reference cannot point
 //!   outside its object's content prefix.
+//!
+//! Path lookups are iterative (one step per segment). Operations that copy the document or a
+//! value out of it first check it nests at most [`MAX_JSON_DEPTH`] levels (iteratively), so a
+//! hostile document is a validation error, never a stack overflow in `Value::clone`.
 
 use std::collections::HashMap;
 
@@ -17,7 +21,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::canonical::ContentHash;
+use crate::canonical::{ContentHash, MAX_JSON_DEPTH, check_depth};
 use crate::error::{Error, ErrorKind, Problem, Result};
 
 const BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -115,9 +119,12 @@ impl MetadataMap {
         let mut problems = Vec::new();
         for p in &self.indexed_props {
             match get_path(doc, &p.path) {
-                Some(v) => {
-                    out.insert(p.path.clone(), v.clone());
-                }
+                Some(v) => match check_depth(v, MAX_JSON_DEPTH, &p.path) {
+                    Ok(()) => {
+                        out.insert(p.path.clone(), v.clone());
+                    }
+                    Err(e) => problems.extend(e.problems().iter().cloned()),
+                },
                 None if p.required => problems.push(Problem::new(p.path.clone(), "required indexed field is missing")),
                 None => {}
             }
@@ -129,6 +136,7 @@ impl MetadataMap {
     /// Returns the new document and the content to store. A present prop that is not a
     /// string of canonical base64 is a validation error (all such props are reported).
     pub fn externalize(&self, doc: &Value) -> Result<(Value, Vec<Content>)> {
+        check_depth(doc, MAX_JSON_DEPTH, "document")?;
         let mut out = doc.clone();
         let mut content = Vec::new();
         let mut problems = Vec::new();
@@ -163,6 +171,7 @@ impl MetadataMap {
 
     /// Replaces each reference at this map's base64 paths with `f(path, reference)`.
     pub fn map_references(&self, doc: &Value, mut f: impl FnMut(&str, &ContentRef) -> Result<Value>) -> Result<Value> {
+        check_depth(doc, MAX_JSON_DEPTH, "document")?;
         let mut out = doc.clone();
         for p in &self.base64_props {
             let Some(slot) = get_path_mut(&mut out, &p.path) else { continue };
@@ -221,7 +230,9 @@ impl ContentRef {
         if m.len() != 1 {
             return None;
         }
-        serde_json::from_value(m.get(CONTENT_REF_KEY)?.clone()).ok()
+        // Deserialize from the borrowed value: no copy, and no recursion into a deep value
+        // (a reference's fields are scalars; anything else fails at once).
+        Self::deserialize(m.get(CONTENT_REF_KEY)?).ok()
     }
 }
 

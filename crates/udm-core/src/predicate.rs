@@ -15,14 +15,29 @@
 //! Numbers compare numerically (`1` equals `1.0`); strings by code point; booleans
 //! `false < true`; values of different types are never ordered (`$gt` etc. are false).
 //! Paths are dotted (`address.city`).
+//!
+//! Logical operators nest at most [`MAX_PREDICATE_DEPTH`] levels and operand values at most
+//! [`MAX_JSON_DEPTH`]; deeper input is a validation error found before the parser recurses
+//! past the bound, so a hostile filter cannot overflow the stack. Evaluation treats a
+//! (hand-built) tree deeper than the bound as not matching rather than recursing further.
 
 use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::canonical::{MAX_JSON_DEPTH, check_depth};
 use crate::error::{Error, ErrorKind, Problem, Result};
 use crate::metamap::get_path;
+
+/// Deepest nesting of predicates: the top level is 1, each `$and`/`$or` element or `$not`
+/// operand one level more.
+pub const MAX_PREDICATE_DEPTH: usize = 32;
+
+/// Deepest tree [`Predicate::eval`] walks. Each parsed level can add two tree levels (the
+/// implicit and of an object's keys, then the operator or a field's implicit and), so a parsed
+/// predicate is at most `2 × MAX_PREDICATE_DEPTH + 1` deep.
+pub const MAX_EVAL_DEPTH: usize = 2 * MAX_PREDICATE_DEPTH + 2;
 
 /// Comparison operator of a field condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,7 +98,7 @@ impl Predicate {
     /// Parses the JSON form; every problem is reported with its location.
     pub fn parse(v: &Value) -> Result<Self> {
         let mut problems = Vec::new();
-        let p = parse_obj(v, "", &mut problems);
+        let p = parse_obj(v, "", 1, &mut problems);
         if problems.is_empty() { Ok(p) } else { Err(Error::invalid(ErrorKind::Validation, problems)) }
     }
 
@@ -98,12 +113,35 @@ impl Predicate {
     }
 
     /// Evaluates with a caller-supplied path resolver.
+    /// If evaluation reaches a node nested deeper than [`MAX_EVAL_DEPTH`] (only possible for a
+    /// tree built by hand: [`parse`](Self::parse) never builds one), it stops there and the
+    /// predicate does not match.
     pub fn eval<'a>(&self, get: &dyn Fn(&str) -> Option<&'a Value>) -> bool {
-        match self {
+        self.eval_at(get, 1).unwrap_or(false)
+    }
+
+    /// [`eval`](Self::eval) of a predicate at nesting `depth`; `None` when too deep.
+    fn eval_at<'a>(&self, get: &dyn Fn(&str) -> Option<&'a Value>, depth: usize) -> Option<bool> {
+        let inner = |p: &Predicate| if depth < MAX_EVAL_DEPTH { p.eval_at(get, depth + 1) } else { None };
+        Some(match self {
             Predicate::True => true,
-            Predicate::And(ps) => ps.iter().all(|p| p.eval(get)),
-            Predicate::Or(ps) => ps.iter().any(|p| p.eval(get)),
-            Predicate::Not(p) => !p.eval(get),
+            Predicate::And(ps) => {
+                for p in ps {
+                    if !inner(p)? {
+                        return Some(false);
+                    }
+                }
+                true
+            }
+            Predicate::Or(ps) => {
+                for p in ps {
+                    if inner(p)? {
+                        return Some(true);
+                    }
+                }
+                false
+            }
+            Predicate::Not(p) => !inner(p)?,
             Predicate::Exists { path, present } => get(path).is_some() == *present,
             Predicate::In { path, values, negated } => {
                 let hit = get(path).is_some_and(|v| values.iter().any(|c| json_eq(v, c)));
@@ -123,11 +161,12 @@ impl Predicate {
                     }),
                 }
             }
-        }
+        })
     }
 }
 
-fn parse_obj(v: &Value, at: &str, problems: &mut Vec<Problem>) -> Predicate {
+/// Parses the predicate `v` at nesting `depth` (at most [`MAX_PREDICATE_DEPTH`]).
+fn parse_obj(v: &Value, at: &str, depth: usize, problems: &mut Vec<Problem>) -> Predicate {
     let Value::Object(m) = v else {
         problems.push(Problem::new(at, "a predicate must be a JSON object"));
         return Predicate::True;
@@ -137,8 +176,11 @@ fn parse_obj(v: &Value, at: &str, problems: &mut Vec<Problem>) -> Predicate {
         .map(|(k, val)| {
             let here = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
             match k.as_str() {
-                "$and" | "$or" => parse_list(k, val, &here, problems),
-                "$not" => Predicate::Not(Box::new(parse_obj(val, &here, problems))),
+                "$and" | "$or" => parse_list(k, val, &here, depth, problems),
+                "$not" => match nested(depth, &here, problems) {
+                    Some(d) => Predicate::Not(Box::new(parse_obj(val, &here, d, problems))),
+                    None => Predicate::True,
+                },
                 op if op.starts_with('$') => {
                     problems.push(Problem::new(&here, format!("unknown operator {op}")));
                     Predicate::True
@@ -154,7 +196,18 @@ fn parse_obj(v: &Value, at: &str, problems: &mut Vec<Problem>) -> Predicate {
     }
 }
 
-fn parse_list(op: &str, v: &Value, at: &str, problems: &mut Vec<Problem>) -> Predicate {
+/// The depth of a predicate nested in one at `depth`, or `None` (and a problem at `at`) when
+/// that would pass [`MAX_PREDICATE_DEPTH`]: checked before recursing, never after.
+fn nested(depth: usize, at: &str, problems: &mut Vec<Problem>) -> Option<usize> {
+    if depth < MAX_PREDICATE_DEPTH {
+        Some(depth + 1)
+    } else {
+        problems.push(Problem::new(at, format!("predicates nest at most {MAX_PREDICATE_DEPTH} levels deep")));
+        None
+    }
+}
+
+fn parse_list(op: &str, v: &Value, at: &str, depth: usize, problems: &mut Vec<Problem>) -> Predicate {
     let items = match v {
         Value::Array(a) if !a.is_empty() => a,
         _ => {
@@ -162,8 +215,21 @@ fn parse_list(op: &str, v: &Value, at: &str, problems: &mut Vec<Problem>) -> Pre
             return Predicate::True;
         }
     };
-    let ps = items.iter().enumerate().map(|(i, p)| parse_obj(p, &format!("{at}[{i}]"), problems)).collect();
+    let Some(depth) = nested(depth, at, problems) else { return Predicate::True };
+    let ps = items.iter().enumerate().map(|(i, p)| parse_obj(p, &format!("{at}[{i}]"), depth, problems)).collect();
     if op == "$and" { Predicate::And(ps) } else { Predicate::Or(ps) }
+}
+
+/// Copies an operand, unless it nests deeper than [`MAX_JSON_DEPTH`] (`Value::clone` and the
+/// comparisons in [`Predicate::eval`] recurse over it).
+fn operand(v: &Value, at: &str, problems: &mut Vec<Problem>) -> Value {
+    match check_depth(v, MAX_JSON_DEPTH, at) {
+        Ok(()) => v.clone(),
+        Err(e) => {
+            problems.extend(e.problems().iter().cloned());
+            Value::Null
+        }
+    }
 }
 
 fn parse_field(path: &str, v: &Value, at: &str, problems: &mut Vec<Problem>) -> Predicate {
@@ -172,31 +238,37 @@ fn parse_field(path: &str, v: &Value, at: &str, problems: &mut Vec<Problem>) -> 
     }
     let ops = match v {
         Value::Object(m) if m.keys().any(|k| k.starts_with('$')) => m,
-        _ => return Predicate::Cmp { path: path.to_owned(), op: CmpOp::Eq, value: v.clone() },
+        _ => return Predicate::Cmp { path: path.to_owned(), op: CmpOp::Eq, value: operand(v, at, problems) },
     };
     let mut conds: Vec<Predicate> =
         ops.iter().map(|(op, operand)| parse_field_op(path, op, operand, &format!("{at}.{op}"), problems)).collect();
     if conds.len() == 1 { conds.remove(0) } else { Predicate::And(conds) }
 }
 
-fn parse_field_op(path: &str, op: &str, operand: &Value, at: &str, problems: &mut Vec<Problem>) -> Predicate {
+fn parse_field_op(path: &str, op: &str, v: &Value, at: &str, problems: &mut Vec<Problem>) -> Predicate {
     let path = path.to_owned();
-    let cmp = |op| Predicate::Cmp { path: path.clone(), op, value: operand.clone() };
+    let cmp_op = match op {
+        "$eq" => Some(CmpOp::Eq),
+        "$ne" => Some(CmpOp::Ne),
+        "$gt" => Some(CmpOp::Gt),
+        "$gte" => Some(CmpOp::Gte),
+        "$lt" => Some(CmpOp::Lt),
+        "$lte" => Some(CmpOp::Lte),
+        _ => None,
+    };
+    if let Some(op) = cmp_op {
+        return Predicate::Cmp { path, op, value: operand(v, at, problems) };
+    }
     match op {
-        "$eq" => cmp(CmpOp::Eq),
-        "$ne" => cmp(CmpOp::Ne),
-        "$gt" => cmp(CmpOp::Gt),
-        "$gte" => cmp(CmpOp::Gte),
-        "$lt" => cmp(CmpOp::Lt),
-        "$lte" => cmp(CmpOp::Lte),
-        "$in" | "$nin" => match operand {
-            Value::Array(values) => Predicate::In { path, values: values.clone(), negated: op == "$nin" },
+        "$in" | "$nin" => match operand(v, at, problems) {
+            Value::Array(values) => Predicate::In { path, values, negated: op == "$nin" },
+            Value::Null if !v.is_null() => Predicate::True, // too deep: reported by `operand`
             _ => {
                 problems.push(Problem::new(at, format!("{op} takes an array")));
                 Predicate::True
             }
         },
-        "$exists" => match operand {
+        "$exists" => match v {
             Value::Bool(present) => Predicate::Exists { path, present: *present },
             _ => {
                 problems.push(Problem::new(at, "$exists takes true or false"));

@@ -24,6 +24,9 @@ use crate::version::{Head, Ov};
 /// Largest page any query returns.
 pub const MAX_PAGE: usize = 1000;
 
+/// Longest `sort_by` path, in bytes.
+pub const MAX_SORT_PATH_BYTES: usize = 256;
+
 /// One page of results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
@@ -99,6 +102,27 @@ pub fn check_limit(limit: usize) -> Result<()> {
     }
 }
 
+/// Checks a sort path: like an indexed prop path ([`check_path`](crate::metamap::check_path):
+/// non-empty segments not starting with `$`, not into `_system`) and at most
+/// [`MAX_SORT_PATH_BYTES`] long. `None` (sort by id) is always fine.
+pub fn check_sort_by(sort_by: Option<&str>) -> Result<()> {
+    let Some(path) = sort_by else { return Ok(()) };
+    if path.len() > MAX_SORT_PATH_BYTES {
+        return Err(Error::validation(
+            "sort_by",
+            format!("must be at most {MAX_SORT_PATH_BYTES} bytes, got {}", path.len()),
+        ));
+    }
+    crate::metamap::check_path(path).map_err(|m| Error::validation("sort_by", m))
+}
+
+/// Checks everything about a head query that does not need the data: page size and sort path.
+/// Stores call it (through [`select_heads`] or directly) before touching their indexes.
+pub fn check_head_query(query: &HeadQuery) -> Result<()> {
+    check_limit(query.limit)?;
+    check_sort_by(query.sort_by.as_deref())
+}
+
 fn type_rank(v: Option<&Value>) -> u8 {
     match v {
         None => 0,
@@ -150,7 +174,7 @@ impl Cursor {
 
 /// Applies `query` to `heads` (any order): filter, deleted, sort, cursor, limit.
 pub fn select_heads(heads: impl IntoIterator<Item = Head>, query: &HeadQuery) -> Result<Page<Head>> {
-    check_limit(query.limit)?;
+    check_head_query(query)?;
     let after = query.after.as_deref().map(Cursor::decode).transpose()?;
     let sort_value = |h: &Head| query.sort_by.as_ref().and_then(|p| h.indexed.get(p)).cloned();
     let mut items: Vec<(Option<Value>, Head)> = heads
@@ -238,6 +262,21 @@ mod tests {
         for w in vals.windows(2) {
             assert_eq!(sort_cmp(w[0].as_ref(), w[1].as_ref()), Ordering::Less, "{w:?}");
         }
+    }
+
+    #[test]
+    fn sort_by_is_checked_like_an_indexed_path() {
+        let long = "a".repeat(10 * 1024);
+        for bad in ["", "$x", "a..b", "a.$b", ".a", "a.", "_system.ov", long.as_str()] {
+            let q = HeadQuery { sort_by: Some(bad.to_owned()), ..HeadQuery::default() };
+            let e = select_heads(Vec::new(), &q).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Validation, "{bad:?}");
+            assert_eq!(e.problems()[0].path, "sort_by", "{bad:?}");
+        }
+        assert!(check_sort_by(Some(&"a".repeat(MAX_SORT_PATH_BYTES))).is_ok());
+        assert!(check_sort_by(Some(&"a".repeat(MAX_SORT_PATH_BYTES + 1))).is_err());
+        assert!(check_sort_by(Some("address.city")).is_ok());
+        assert!(check_sort_by(None).is_ok());
     }
 
     #[test]
