@@ -97,9 +97,13 @@ impl fmt::Display for Problem {
     }
 }
 
-type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// Shared, so cloning an error (a batching layer hands one failure to many waiters) keeps its cause.
+type Source = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The UDM error: a [`kind`](Error::kind), a message, and optional structured detail.
+///
+/// `Clone`: a clone shares the underlying cause.
+#[derive(Clone)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
@@ -181,7 +185,7 @@ impl Error {
     /// Attaches the underlying cause.
     #[must_use]
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        self.source = Some(Box::new(source));
+        self.source = Some(std::sync::Arc::new(source));
         self
     }
 
@@ -257,6 +261,14 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::VersionConflict);
         assert_eq!(e.current_ov(), Some(Ov::new(5).unwrap()));
         assert_eq!(e.to_string(), "version conflict: expected object at ov 2, it is at ov 5");
+    }
+
+    #[test]
+    fn clones_share_the_cause() {
+        let e = Error::unavailable("down").with_source(std::io::Error::other("reset"));
+        let c = e.clone();
+        assert_eq!((c.kind(), c.to_string(), c.is_retryable()), (e.kind(), e.to_string(), true));
+        assert_eq!(std::error::Error::source(&c).map(ToString::to_string).as_deref(), Some("reset"));
     }
 
     #[test]

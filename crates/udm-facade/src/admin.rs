@@ -2,37 +2,23 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use futures_util::future::join_all;
 use serde::Serialize;
 use udm_core::ports::{ShrinkPolicy, ShrinkStats};
 use udm_core::{Result, RouteContext};
 
 use crate::Inner;
+use crate::runtime::Stopwatch;
 
-/// An atomic event counter.
-#[derive(Debug, Default)]
-pub(crate) struct Counter(AtomicU64);
+/// The facade's operation counters: each `inc()` counts for [`Admin::stats`] and goes to the
+/// `metrics` facade (`udm_writes_total`, `udm_reads_total`, … — see `udm_layers::metric`).
+pub(crate) type StatCounters = udm_layers::metric::FacadeCounters;
 
-impl Counter {
-    pub(crate) fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct StatCounters {
-    pub(crate) writes: Counter,
-    pub(crate) reads: Counter,
-    pub(crate) snapshot_reads: Counter,
-    pub(crate) conflicts: Counter,
-    pub(crate) replays: Counter,
-}
+/// How long [`Admin::health`] waits for one backend before reporting it unhealthy.
+pub(crate) const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Operation counts since this `Udm` was built.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -98,9 +84,17 @@ pub struct Admin {
     inner: Arc<Inner>,
 }
 
-async fn timed<F: std::future::Future<Output = Result<()>>>(f: F) -> std::result::Result<Duration, String> {
-    let start = Instant::now();
-    f.await.map(|()| start.elapsed()).map_err(|e| e.to_string())
+/// Runs one health check within `limit`: its latency, its error, or the timeout.
+async fn timed<F: std::future::Future<Output = Result<()>>>(
+    f: F,
+    limit: Duration,
+) -> std::result::Result<Duration, String> {
+    let watch = Stopwatch::start();
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(())) => Ok(watch.elapsed()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("unavailable: no answer within {} ms", limit.as_millis())),
+    }
 }
 
 impl Admin {
@@ -108,18 +102,24 @@ impl Admin {
         Self { inner }
     }
 
-    /// Pings every metadata store and checks every bucket, with latencies.
+    /// Pings every metadata store and checks every bucket, all at once, with latencies; a
+    /// backend that does not answer within 5 seconds is reported unhealthy ("no answer
+    /// within 5000 ms").
     pub async fn health(&self) -> HealthReport {
-        let mut pairs = Vec::new();
-        for p in &self.inner.pairs {
-            pairs.push(PairHealth {
-                name: p.name.clone(),
-                meta: timed(p.meta.ping()).await,
-                json: timed(p.json.health()).await,
-                content: timed(p.content.health()).await,
-            });
-        }
-        HealthReport { pairs }
+        self.health_within(HEALTH_TIMEOUT).await
+    }
+
+    /// [`Admin::health`] with another per-backend time limit.
+    pub async fn health_within(&self, limit: Duration) -> HealthReport {
+        let pairs = self.inner.pairs.iter().map(|p| async move {
+            let (meta, json, content) = tokio::join!(
+                timed(p.meta.ping(), limit),
+                timed(p.json.health(), limit),
+                timed(p.content.health(), limit)
+            );
+            PairHealth { name: p.name.clone(), meta, json, content }
+        });
+        HealthReport { pairs: join_all(pairs).await }
     }
 
     /// The configured pairs (secrets redacted).

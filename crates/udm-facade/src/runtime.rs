@@ -1,9 +1,10 @@
-//! The real clock and entropy source (the only place the facade reads them).
+//! The real clock, a monotonic stopwatch and the entropy source (the only place the facade
+//! reads them).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use udm_core::Timestamp;
 use udm_core::ports::{Clock, Entropy};
@@ -40,5 +41,21 @@ impl Entropy for OsEntropy {
         h.write_u64(self.counter.fetch_add(1, Ordering::Relaxed));
         h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
         h.finish()
+    }
+}
+
+/// Measures elapsed time on the monotonic clock (latencies in health reports).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stopwatch(Instant);
+
+impl Stopwatch {
+    /// Starts now.
+    pub(crate) fn start() -> Self {
+        Self(Instant::now())
+    }
+
+    /// Time since [`Stopwatch::start`].
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.0.elapsed()
     }
 }

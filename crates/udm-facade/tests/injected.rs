@@ -1,47 +1,60 @@
-//! Facade behaviour that needs control over the stores: failed commits (fault injection around
-//! the real in-memory adapters), tampered snapshots, disabled hard delete, and a property test
-//! over random operation sequences.
+//! Facade behaviour that needs control over the stores: failed commits and lost
+//! acknowledgements (the seeded fault layer around the real in-memory adapters), hanging
+//! backends in health, tampered snapshots, disabled hard delete, and a property test over
+//! random operation sequences.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use udm_core::config::Config;
-use udm_core::ports::BlobStore;
+use udm_core::ports::{BlobStore, Layer};
 use udm_core::query::HistoryQuery;
 use udm_core::{ErrorKind, Ov, RouteContext, Timestamp};
 use udm_facade::{Collection, Confirm, ReadOpts, RestoreOutcome, Target, Udm, WriteOpts};
 use udm_testkit::clock::ManualClock;
-use udm_testkit::faults::FailingCommits;
+use udm_testkit::faults::{FaultLayer, FaultRule, Port};
 use udm_testkit::memory::{MemoryBlobs, MemoryMeta};
 
 struct Rig {
     udm: Udm,
-    meta: Arc<FailingCommits<MemoryMeta>>,
+    /// Wraps every store of the pair.
+    faults: FaultLayer,
+    /// The snapshot store under the fault layer, for inspection and tampering.
     json: Arc<MemoryBlobs>,
     clock: Arc<ManualClock>,
 }
 
+/// One in-memory pair, every store wrapped by one fault layer.
+fn faulty_pair(name: &str, faults: &FaultLayer, json: Arc<MemoryBlobs>) -> udm_facade::Pair {
+    let meta = Arc::new(faults.layer(Arc::new(MemoryMeta::new())));
+    udm_facade::Pair {
+        name: name.into(),
+        meta: meta.clone(),
+        counters: meta,
+        json: Arc::new(faults.layer(json)),
+        content: Arc::new(faults.layer(MemoryBlobs::new())),
+        describe: "memory".into(),
+    }
+}
+
 fn rig(inline_max_bytes: usize) -> Rig {
-    let meta = Arc::new(FailingCommits::new(Arc::new(MemoryMeta::new())));
+    let faults = FaultLayer::seeded(7);
     let json = Arc::new(MemoryBlobs::new());
     let clock = Arc::new(ManualClock::at(1_000_000));
     let mut cfg = Config::in_memory();
     cfg.storage.inline_max_bytes = inline_max_bytes;
-    let udm = Udm::builder()
-        .pair(udm_facade::Pair {
-            name: "p".into(),
-            meta: meta.clone(),
-            counters: meta.clone(),
-            json: json.clone(),
-            content: Arc::new(MemoryBlobs::new()),
-            describe: "memory".into(),
-        })
-        .config(cfg)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    Rig { udm, meta, json, clock }
+    let udm =
+        Udm::builder().pair(faulty_pair("p", &faults, json.clone())).config(cfg).clock(clock.clone()).build().unwrap();
+    Rig { udm, faults, json, clock }
+}
+
+impl Rig {
+    /// The next commit fails before it reaches the metadata store (a dropped connection).
+    fn lose_next_commit(&self) {
+        self.faults.add(FaultRule::fail_before().port(Port::Meta).op("commit").next(1));
+    }
 }
 
 fn coll(udm: &Udm) -> Collection {
@@ -52,7 +65,7 @@ fn coll(udm: &Udm) -> Collection {
 async fn failed_commit_leaves_only_an_orphan_and_the_retry_reuses_it() {
     let r = rig(16 * 1024);
     let c = coll(&r.udm);
-    r.meta.fail_next(1);
+    r.lose_next_commit();
     let opts = WriteOpts::id("x").request_id("req-1");
     let e = c.create(json!({"v": 1}), opts.clone()).await.unwrap_err();
     assert!(e.is_retryable(), "{e}");
@@ -66,11 +79,58 @@ async fn failed_commit_leaves_only_an_orphan_and_the_retry_reuses_it() {
     assert_eq!((w.ov.get(), w.replayed), (1, false));
     assert_eq!(r.json.len(), 1, "the retry of the same request reused its snapshot");
     // A different write after a lost commit gets its own snapshot key: orphans never block.
-    r.meta.fail_next(1);
+    r.lose_next_commit();
     assert!(c.update("x", json!({"v": 2}), None, WriteOpts::default()).await.is_err());
     c.update("x", json!({"v": 3}), None, WriteOpts::default()).await.unwrap();
     assert_eq!(r.json.len(), 3, "one committed, one orphan, one committed");
     assert_eq!(c.get_latest("x", ReadOpts::default()).await.unwrap().data["v"], 3);
+}
+
+#[tokio::test]
+async fn a_lost_acknowledgement_is_answered_by_replaying_the_request() {
+    let r = rig(16 * 1024);
+    let c = coll(&r.udm);
+    r.faults.add(FaultRule::fail_after().port(Port::Meta).op("commit").next(1));
+    let opts = WriteOpts::id("x").request_id("req-ack");
+    let e = c.create(json!({"v": 1}), opts.clone()).await.unwrap_err();
+    assert_eq!((e.kind(), e.is_retryable()), (ErrorKind::Unavailable, true), "{e}");
+    assert_eq!(c.get_latest("x", ReadOpts::default()).await.unwrap().data["v"], 1, "the commit was applied");
+    let w = c.create(json!({"v": 1}), opts).await.expect("the retry is a replay");
+    assert_eq!((w.ov.get(), w.replayed), (1, true));
+    assert_eq!(r.json.len(), 1, "no second snapshot");
+    assert_eq!(r.faults.stats().fail_after, 1);
+}
+
+#[tokio::test]
+async fn health_reports_a_hanging_backend_instead_of_waiting() {
+    let r = rig(1024);
+    r.faults.add(FaultRule::latency(Duration::from_secs(60)).port(Port::Meta).op("ping"));
+    let report = tokio::time::timeout(Duration::from_secs(10), r.udm.admin().health_within(Duration::from_millis(100)))
+        .await
+        .expect("health returns within its limit");
+    let p = &report.pairs[0];
+    assert!(!report.is_healthy());
+    assert!(p.meta.as_ref().unwrap_err().contains("no answer within 100 ms"), "{:?}", p.meta);
+    assert!(p.json.is_ok() && p.content.is_ok(), "the other backends answered: {p:?}");
+}
+
+#[tokio::test]
+async fn health_checks_every_pair_at_once() {
+    let faults = FaultLayer::seeded(8);
+    let delay = Duration::from_millis(300);
+    faults.add(FaultRule::latency(delay).op("ping"));
+    faults.add(FaultRule::latency(delay).op("health"));
+    let mut builder = Udm::builder();
+    for name in ["a", "b", "c"] {
+        builder = builder.pair(faulty_pair(name, &faults, Arc::new(MemoryBlobs::new())));
+    }
+    let udm = builder.build().unwrap();
+    let start = Instant::now();
+    let report = udm.admin().health().await;
+    let took = start.elapsed();
+    assert!(report.is_healthy(), "{report:?}");
+    assert_eq!(faults.stats().latency, 9, "3 pairs x 3 backends");
+    assert!(took < delay * 4, "9 checks of {delay:?} ran concurrently, took {took:?}");
 }
 
 #[tokio::test]
@@ -105,11 +165,12 @@ async fn version_lookups_fall_back_to_the_s3_shadow() {
     let r = rig(16 * 1024);
     let c = coll(&r.udm);
     c.create(json!({"v": 1}), WriteOpts::id("x").actor("alice")).await.unwrap();
-    r.meta.fail_next(1); // leaves an orphan snapshot for ov 2
+    r.lose_next_commit(); // leaves an orphan snapshot for ov 2
     assert!(c.update("x", json!({"v": "lost"}), None, WriteOpts::default()).await.is_err());
     c.update("x", json!({"v": 2}), None, WriteOpts::default()).await.unwrap();
     c.update("x", json!({"v": 3}), None, WriteOpts::default()).await.unwrap();
-    r.meta.hide_versions(true);
+    // The metadata store loses its version records (lookups by OV answer "absent").
+    let hide = r.faults.add(FaultRule::absent().port(Port::Meta).op("version"));
     let v1 = c.get_version("x", Ov::FIRST, ReadOpts::default()).await.unwrap();
     assert_eq!(
         (v1.data.clone(), v1.cv.0, v1.system["actor"].as_str()),
@@ -124,7 +185,7 @@ async fn version_lookups_fall_back_to_the_s3_shadow() {
         c.get_version("x", Ov::new(4).unwrap(), ReadOpts::default()).await.unwrap_err().kind(),
         ErrorKind::NotFound
     );
-    r.meta.hide_versions(false);
+    r.faults.remove(hide);
     assert_eq!(c.get_version("x", Ov::new(2).unwrap(), ReadOpts::default()).await.unwrap().data, json!({"v": 2}));
 }
 

@@ -25,32 +25,34 @@ fn sequential_ids_are_readable() {
     assert_eq!(ids.request_id().as_str(), "obj-2");
 }
 
-/// The fault wrapper passes the whole meta conformance suite when it injects nothing, and
+/// The fault layer passes the whole meta conformance suite when it injects nothing, and
 /// fails exactly the commits it was told to.
-mod failing_commits_meta {
+mod fault_layer_meta {
     use std::sync::Arc;
+    use udm_core::ports::Layer;
     use udm_testkit::conformance::MetaAdapters;
-    use udm_testkit::faults::FailingCommits;
+    use udm_testkit::faults::FaultLayer;
     use udm_testkit::memory::MemoryMeta;
     udm_testkit::conformance_tests!(meta, async {
-        MetaAdapters::from_one(Arc::new(FailingCommits::new(Arc::new(MemoryMeta::new()))))
+        MetaAdapters::from_one(Arc::new(FaultLayer::seeded(1).layer(Arc::new(MemoryMeta::new()))))
     });
 }
 
 #[tokio::test]
 async fn failing_commits_fail_then_recover() {
     use serde_json::json;
-    use std::sync::Arc;
-    use udm_core::ports::MetaStore;
-    use udm_testkit::faults::FailingCommits;
+    use udm_core::ports::{Layer, MetaStore};
+    use udm_testkit::faults::{FaultLayer, FaultRule};
     use udm_testkit::fixtures::{commit, key, ts, unique_ctx};
-    let store = FailingCommits::new(Arc::new(udm_testkit::memory::MemoryMeta::new()));
+    let faults = FaultLayer::seeded(1);
+    let store = faults.layer(Arc::new(udm_testkit::memory::MemoryMeta::new()));
     let k = key(&unique_ctx("f"), "x");
-    store.fail_next(2);
+    faults.add(FaultRule::fail_before().op("commit").next(2));
     for _ in 0..2 {
         let e = store.commit(commit(&k, None, udm_core::Op::Create, ts(1), "r", &json!({}))).await.unwrap_err();
         assert!(e.is_retryable());
     }
     assert!(store.head(&k).await.unwrap().is_none(), "nothing committed");
     store.commit(commit(&k, None, udm_core::Op::Create, ts(1), "r", &json!({}))).await.expect("third succeeds");
+    assert_eq!(faults.stats().fail_before, 2);
 }

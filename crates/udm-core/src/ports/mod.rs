@@ -8,12 +8,16 @@
 //! | [`CounterStore`] | in-memory, embedded, MongoDB |
 //! | [`Clock`], [`Entropy`], [`IdGenerator`] | system (facade), manual/seeded (test kit) |
 //!
+//! Decorators (tracing, metrics, fault injection, a user's own) wrap any port, including
+//! `Arc<dyn Port>`, and override only what they change: see [`Layered`] and [`Layer`].
+//!
 //! Every contract stated in these docs is a scenario of the conformance suite in
 //! `udm_testkit::conformance`.
 
 mod blob;
 mod clock;
 mod counter;
+mod layer;
 mod meta;
 mod queue;
 
@@ -23,5 +27,6 @@ pub use blob::{
 };
 pub use clock::{Clock, Entropy, IdGenerator, UlidGenerator};
 pub use counter::CounterStore;
+pub use layer::{Layer, Layered, LayeredBlob, LayeredCounter, LayeredMeta, LayeredQueue};
 pub use meta::{Commit, Committed, HardDeleted, JobRecord, MetaStore, NewVersion, ShrinkPolicy, ShrinkStats};
 pub use queue::{QueueEntry, QueueState, QueueStats, QueueStore};
