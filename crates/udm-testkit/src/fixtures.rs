@@ -65,7 +65,12 @@ pub fn commit(key: &ObjectKey, expected: Option<Ov>, op: Op, at: Timestamp, requ
             op,
             at,
             provenance: Provenance { actor: Some("tester".into()), reason: None, request_id: rid(request) },
-            snapshot: SnapshotRef { key: Layout::default().snapshot(key, ov, &rid(request)), checksum, size: 100 },
+            snapshot: SnapshotRef {
+                key: Layout::default().snapshot(key, ov, &rid(request)),
+                checksum,
+                seal: Checksum::of_bytes(request.as_bytes()),
+                size: 100,
+            },
             restored_from: None,
             system,
             indexed,

@@ -1,6 +1,6 @@
 //! # udm-testkit — what every UDM test builds on
 //!
-//! - [`memory`]: in-memory implementations of every port (the reference implementations);
+//! - [`memory`]: the in-memory implementations of every port (re-exported from `udm-memory`);
 //! - [`conformance`]: the shared conformance suite, one `pub async fn` per contract, run by
 //!   every adapter's tests through [`conformance_tests!`];
 //! - [`clock`]: a manual clock, seeded entropy and sequential ids;
@@ -14,5 +14,8 @@ pub mod clock;
 pub mod conformance;
 pub mod faults;
 pub mod fixtures;
-pub mod memory;
+/// The in-memory adapters (the `udm-memory` crate), re-exported for tests.
+pub mod memory {
+    pub use udm_memory::*;
+}
 pub mod services;
