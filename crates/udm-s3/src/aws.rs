@@ -11,8 +11,9 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Builder, Credentials, Region, retry::RetryConfig, timeout::TimeoutConfig};
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::presigning::PresigningConfig;
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, ByteStreamError};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
+use base64::Engine as _;
 use udm_core::ports::{
     BlobCapabilities, BlobMeta, BlobPage, BlobStore, MAX_LIST_PAGE, PutMode, PutOptions, check_key, check_prefix,
     check_presign_ttl,
@@ -20,13 +21,14 @@ use udm_core::ports::{
 use udm_core::{Checksum, Error, ErrorKind, Result};
 
 use crate::S3Settings;
-use crate::error::kind_of_status;
+use crate::error::{any_cause, kind_of_status, missed_deadline};
 
 /// One bucket through the AWS SDK.
 #[derive(Clone)]
 pub struct AwsS3Blobs {
     client: Client,
     bucket: String,
+    deadlines: Deadlines,
 }
 
 impl fmt::Debug for AwsS3Blobs {
@@ -35,58 +37,98 @@ impl fmt::Debug for AwsS3Blobs {
     }
 }
 
-/// Maps an SDK error to the UDM error, deciding retryability at this boundary.
-fn sdk_error<E>(context: &str, key: &str, e: SdkError<E, HttpResponse>) -> Error
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    let kind = match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => ErrorKind::Unavailable,
-        SdkError::ServiceError(s) => kind_of_status(s.raw().status().as_u16()),
-        _ => ErrorKind::Internal,
-    };
+/// The deadlines of every call, named in timeout errors.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    connect: Duration,
+    read: Duration,
+    attempt: Duration,
+    call: Duration,
+}
+
+impl Deadlines {
+    fn of(settings: &S3Settings) -> Self {
+        Self {
+            connect: settings.connect_timeout,
+            read: settings.effective_read_timeout(),
+            attempt: settings.attempt_timeout(),
+            call: settings.call_timeout,
+        }
+    }
+
+    /// Maps an SDK error to the UDM error, deciding retryability at this boundary.
+    fn sdk_error<E>(&self, context: &str, key: &str, e: SdkError<E, HttpResponse>) -> Error
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let kind = match &e {
+            SdkError::TimeoutError(_) => {
+                // The SDK names the deadline it enforced: "operation attempt timeout (single
+                // attempt)" or "operation timeout (all attempts including retries)".
+                let attempt = any_cause(&e, |c| c.to_string().contains("attempt timeout"));
+                let (within, name) = if attempt { (self.attempt, "attempt") } else { (self.call, "call") };
+                return missed_deadline(context, key, within, name).with_source(e);
+            }
+            SdkError::DispatchFailure(d) if d.is_timeout() => {
+                let message = format!(
+                    "s3 {context} {key}: no response within the connect ({:?}) or read ({:?}) deadline",
+                    self.connect, self.read
+                );
+                return Error::unavailable(message).with_source(e);
+            }
+            SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => ErrorKind::Unavailable,
+            SdkError::ServiceError(s) => kind_of_status(s.raw().status().as_u16()),
+            _ => ErrorKind::Internal,
+        };
+        let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+        Error::new(kind, format!("s3 {context} {key}: {detail}")).with_source(e)
+    }
+}
+
+/// An error while reading a GET body. Only a checksum the SDK found wrong is a
+/// `ChecksumMismatch`; a timeout, reset or short body is a retryable `Unavailable`.
+fn body_error(key: &str, e: ByteStreamError) -> Error {
+    // The SDK's checksum error type is private to an internal crate (aws-smithy-checksums):
+    // recognise it by its message, pinned by the `checksum_mismatch_is_not_retryable` test.
+    let mismatch = any_cause(&e, |c| c.to_string().to_ascii_lowercase().contains("checksum mismatch"));
+    let kind = if mismatch { ErrorKind::ChecksumMismatch } else { ErrorKind::Unavailable };
     let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
-    Error::new(kind, format!("s3 {context} {key}: {detail}")).with_source(e)
+    Error::new(kind, format!("s3 get {key}: reading the body: {detail}")).with_source(e)
 }
 
 fn base64_sha256(sum: &Checksum) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = sum.as_bytes();
-    let mut out = String::with_capacity(44);
-    for chunk in b.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        let sextets = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
-        for (i, s) in sextets.iter().enumerate() {
-            out.push(if i <= chunk.len() { char::from(T[*s as usize]) } else { '=' });
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(sum.as_bytes())
 }
 
 impl AwsS3Blobs {
-    /// A client for one bucket. Timeouts are short and retries few, so outages surface as
-    /// retryable errors instead of long hangs.
+    /// A client for one bucket, with the connect / read / attempt / call deadlines and the
+    /// bounded retries of `settings`, so outages surface as retryable errors instead of hangs.
     pub fn new(settings: &S3Settings, bucket: &str) -> Self {
+        let deadlines = Deadlines::of(settings);
+        let max_backoff = settings.max_backoff();
+        let retry = RetryConfig::standard()
+            .with_max_attempts(settings.attempts())
+            .with_initial_backoff(Duration::from_millis(100).min(max_backoff))
+            .with_max_backoff(max_backoff);
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(deadlines.connect)
+            .read_timeout(deadlines.read)
+            .operation_attempt_timeout(deadlines.attempt)
+            .operation_timeout(deadlines.call)
+            .build();
         let mut b = Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(settings.region.clone()))
             .force_path_style(settings.path_style)
-            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(settings.connect_timeout)
-                    .operation_attempt_timeout(settings.operation_timeout)
-                    .build(),
-            );
+            .retry_config(retry)
+            .timeout_config(timeouts);
         if let Some(endpoint) = &settings.endpoint {
             b = b.endpoint_url(endpoint);
         }
         if let Some((id, secret)) = &settings.credentials {
             b = b.credentials_provider(Credentials::new(id.expose(), secret.expose(), None, None, "udm-config"));
         }
-        Self { client: Client::from_conf(b.build()), bucket: bucket.to_owned() }
+        Self { client: Client::from_conf(b.build()), bucket: bucket.to_owned(), deadlines }
     }
 
     /// Creates the bucket if it does not exist (dev and test setups).
@@ -97,7 +139,7 @@ impl AwsS3Blobs {
         match self.client.create_bucket().bucket(&self.bucket).send().await {
             Ok(_) => Ok(()),
             Err(e) => {
-                let err = sdk_error("create bucket", &self.bucket, e);
+                let err = self.deadlines.sdk_error("create bucket", &self.bucket, e);
                 // Created meanwhile by someone else: fine.
                 if matches!(err.kind(), ErrorKind::AlreadyExists) { Ok(()) } else { Err(err) }
             }
@@ -124,26 +166,28 @@ impl BlobStore for AwsS3Blobs {
         if options.mode == PutMode::Create {
             req = req.if_none_match("*");
         }
-        req.send().await.map_err(|e| sdk_error("put", key, e))?;
+        req.send().await.map_err(|e| self.deadlines.sdk_error("put", key, e))?;
         Ok(sum)
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
         check_key(key)?;
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .checksum_mode(ChecksumMode::Enabled)
-            .send()
-            .await
-            .map_err(|e| sdk_error("get", key, e))?;
-        let body = out.body.collect().await.map_err(|e| {
-            // A checksum the SDK could not verify surfaces here.
-            Error::new(ErrorKind::ChecksumMismatch, format!("s3 get {key}: reading the body: {e}"))
-        })?;
-        Ok(body.into_bytes().to_vec())
+        let call = async {
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await
+                .map_err(|e| self.deadlines.sdk_error("get", key, e))?;
+            // The SDK's deadlines end with the headers: the call deadline covers the body too.
+            let body = out.body.collect().await.map_err(|e| body_error(key, e))?;
+            Ok(body.into_bytes().to_vec())
+        };
+        let within = self.deadlines.call;
+        tokio::time::timeout(within, call).await.map_err(|_| missed_deadline("get", key, within, "call"))?
     }
 
     async fn head(&self, key: &str) -> Result<Option<BlobMeta>> {
@@ -154,7 +198,7 @@ impl BlobStore for AwsS3Blobs {
                 content_type: o.content_type().map(str::to_owned),
             })),
             Err(e) => {
-                let err = sdk_error("head", key, e);
+                let err = self.deadlines.sdk_error("head", key, e);
                 if err.kind() == ErrorKind::NotFound { Ok(None) } else { Err(err) }
             }
         }
@@ -168,7 +212,7 @@ impl BlobStore for AwsS3Blobs {
             .key(key)
             .send()
             .await
-            .map_err(|e| sdk_error("delete", key, e))?;
+            .map_err(|e| self.deadlines.sdk_error("delete", key, e))?;
         Ok(())
     }
 
@@ -184,7 +228,7 @@ impl BlobStore for AwsS3Blobs {
         if let Some(a) = after.filter(|a| *a >= prefix) {
             req = req.start_after(a);
         }
-        let out = req.send().await.map_err(|e| sdk_error("list", prefix, e))?;
+        let out = req.send().await.map_err(|e| self.deadlines.sdk_error("list", prefix, e))?;
         let keys: Vec<String> = out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect();
         let next = if out.is_truncated().unwrap_or(false) { keys.last().cloned() } else { None };
         Ok(BlobPage { keys, next })
@@ -202,7 +246,7 @@ impl BlobStore for AwsS3Blobs {
             .key(key)
             .presigned(cfg)
             .await
-            .map_err(|e| sdk_error("presign", key, e))?;
+            .map_err(|e| self.deadlines.sdk_error("presign", key, e))?;
         Ok(req.uri().to_owned())
     }
 
@@ -212,7 +256,7 @@ impl BlobStore for AwsS3Blobs {
             .bucket(&self.bucket)
             .send()
             .await
-            .map_err(|e| sdk_error("head bucket", &self.bucket, e))?;
+            .map_err(|e| self.deadlines.sdk_error("head bucket", &self.bucket, e))?;
         Ok(())
     }
 

@@ -1,16 +1,24 @@
-//! [`BlobStore`] on the `object_store` crate: S3 (and compatibles), local filesystem, memory.
+//! [`BlobStore`] on the `object_store` crate: S3 (and compatibles) or memory.
+//!
+//! S3 calls have the deadlines of [`S3Settings`]: the client's connect, read and per-attempt
+//! timeouts, retries bounded by the call deadline, and the call deadline itself around each
+//! whole call (listing and body reads included).
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{Attribute, Attributes, GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{
+    Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, PutPayload,
+    RetryConfig,
+};
 use udm_core::ports::{
     BlobCapabilities, BlobMeta, BlobPage, BlobStore, MAX_LIST_PAGE, PutMode, PutOptions, check_key, check_prefix,
     check_presign_ttl,
@@ -18,17 +26,19 @@ use udm_core::ports::{
 use udm_core::{Checksum, Error, ErrorKind, Result};
 
 use crate::S3Settings;
-use crate::error::from_object_store;
+use crate::error::{from_object_store, missed_deadline};
 
-/// A bucket (or directory) through `object_store`.
+/// A bucket (or memory) through `object_store`.
 pub struct ObjectStoreBlobs {
     store: Arc<dyn ObjectStore>,
     /// The S3 store again, for presigning (`None` for other backends).
     signer: Option<Arc<object_store::aws::AmazonS3>>,
     label: String,
     capabilities: BlobCapabilities,
-    /// Whether the backend lists in key order (S3, memory) or needs sorting (filesystem).
-    ordered_listing: bool,
+    /// Deadline of each whole call (`None` in memory).
+    call_timeout: Option<Duration>,
+    /// The client's own deadlines, named in timeout errors.
+    deadlines: String,
 }
 
 impl fmt::Debug for ObjectStoreBlobs {
@@ -45,23 +55,9 @@ impl ObjectStoreBlobs {
             signer: None,
             label: "memory".into(),
             capabilities: BlobCapabilities { presign: false, durable: false, content_types: true },
-            ordered_listing: true,
+            call_timeout: None,
+            deadlines: String::new(),
         }
-    }
-
-    /// A local directory (created if missing). Content types are not recorded.
-    pub fn local(root: &std::path::Path) -> Result<Self> {
-        std::fs::create_dir_all(root)
-            .map_err(|e| Error::new(ErrorKind::Config, format!("blob directory {}: {e}", root.display())))?;
-        let fs = LocalFileSystem::new_with_prefix(root)
-            .map_err(|e| from_object_store("opening", &root.display().to_string(), e))?;
-        Ok(Self {
-            store: Arc::new(fs),
-            signer: None,
-            label: format!("fs:{}", root.display()),
-            capabilities: BlobCapabilities { presign: false, durable: true, content_types: false },
-            ordered_listing: false,
-        })
     }
 
     /// One bucket of an S3 (or S3-compatible) service.
@@ -69,21 +65,60 @@ impl ObjectStoreBlobs {
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(bucket)
             .with_region(&settings.region)
-            .with_virtual_hosted_style_request(!settings.path_style);
+            .with_virtual_hosted_style_request(!settings.path_style)
+            .with_client_options(client_options(settings))
+            .with_retry(retry_config(settings));
         if let Some(endpoint) = &settings.endpoint {
             b = b.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
         }
         if let Some((id, secret)) = &settings.credentials {
             b = b.with_access_key_id(id.expose()).with_secret_access_key(secret.expose());
         }
-        let store = Arc::new(b.build().map_err(|e| from_object_store("configuring", bucket, e))?);
+        let store = Arc::new(b.build().map_err(|e| from_object_store("configuring", bucket, e, ""))?);
         Ok(Self {
             store: store.clone(),
             signer: Some(store),
             label: format!("s3:{bucket}"),
             capabilities: BlobCapabilities { presign: true, durable: true, content_types: true },
-            ordered_listing: true,
+            call_timeout: Some(settings.call_timeout),
+            deadlines: format!(
+                "connect ({:?}), read ({:?}) or attempt ({:?})",
+                settings.connect_timeout,
+                settings.effective_read_timeout(),
+                settings.attempt_timeout()
+            ),
         })
+    }
+
+    /// Runs one whole call under the call deadline, classifying its errors.
+    async fn call<T>(&self, context: &str, key: &str, f: impl Future<Output = object_store::Result<T>>) -> Result<T> {
+        let out = match self.call_timeout {
+            Some(d) => tokio::time::timeout(d, f).await.map_err(|_| missed_deadline(context, key, d, "call"))?,
+            None => f.await,
+        };
+        out.map_err(|e| self.error(context, key, e))
+    }
+
+    fn error(&self, context: &str, key: &str, e: object_store::Error) -> Error {
+        from_object_store(context, key, e, &self.deadlines)
+    }
+}
+
+/// The HTTP client's deadlines: connect, read, and one attempt.
+fn client_options(settings: &S3Settings) -> ClientOptions {
+    ClientOptions::new()
+        .with_connect_timeout(settings.connect_timeout)
+        .with_read_timeout(settings.effective_read_timeout())
+        .with_timeout(settings.attempt_timeout())
+}
+
+/// Retries: at most `max_attempts` attempts, none started after the call deadline.
+fn retry_config(settings: &S3Settings) -> RetryConfig {
+    let max_backoff = settings.max_backoff();
+    RetryConfig {
+        backoff: BackoffConfig { init_backoff: Duration::from_millis(100).min(max_backoff), max_backoff, base: 2.0 },
+        max_retries: settings.attempts() as usize - 1,
+        retry_timeout: settings.call_timeout,
     }
 }
 
@@ -108,68 +143,75 @@ impl BlobStore for ObjectStoreBlobs {
             PutMode::Overwrite => object_store::PutMode::Overwrite,
         };
         let opts = object_store::PutOptions { mode, attributes, ..Default::default() };
-        self.store.put_opts(&p, PutPayload::from(bytes), opts).await.map_err(|e| from_object_store("put", key, e))?;
+        self.call("put", key, self.store.put_opts(&p, PutPayload::from(bytes), opts)).await?;
         Ok(sum)
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
         let p = path(key)?;
-        let r = self.store.get(&p).await.map_err(|e| from_object_store("get", key, e))?;
-        let bytes = r.bytes().await.map_err(|e| from_object_store("get", key, e))?;
+        let bytes = self.call("get", key, async { self.store.get(&p).await?.bytes().await }).await?;
         Ok(bytes.to_vec())
     }
 
     async fn head(&self, key: &str) -> Result<Option<BlobMeta>> {
         let p = path(key)?;
         let opts = GetOptions { head: true, ..Default::default() };
-        match self.store.get_opts(&p, opts).await {
-            Ok(r) => Ok(Some(BlobMeta {
-                size: r.meta.size,
-                content_type: r.attributes.get(&Attribute::ContentType).map(|v| v.to_string()),
-            })),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(from_object_store("head", key, e)),
-        }
+        let found = self
+            .call("head", key, async {
+                match self.store.get_opts(&p, opts).await {
+                    Ok(r) => Ok(Some(r)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        Ok(found.map(|r| BlobMeta {
+            size: r.meta.size,
+            content_type: r.attributes.get(&Attribute::ContentType).map(|v| v.to_string()),
+        }))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
         let p = path(key)?;
-        match self.store.delete(&p).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(from_object_store("delete", key, e)),
-        }
+        self.call("delete", key, async {
+            match self.store.delete(&p).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
     async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<BlobPage> {
         check_prefix(prefix)?;
         let limit = limit.clamp(1, MAX_LIST_PAGE);
         // object_store prefixes match whole segments: list the enclosing directory and
-        // filter by the string prefix.
+        // filter by the string prefix. S3 and memory both list in key order.
         let dir = prefix.rfind('/').map(|i| &prefix[..i]).filter(|d| !d.is_empty());
         let dir = dir.map(path).transpose()?;
         let offset = match after {
             Some(a) if a >= prefix => Some(Path::parse(a).map_err(|e| Error::validation("after", e.to_string()))?),
             _ => None,
         };
-        let mut stream = match &offset {
-            Some(o) => self.store.list_with_offset(dir.as_ref(), o),
-            None => self.store.list(dir.as_ref()),
-        };
-        let mut keys = Vec::new();
-        while let Some(meta) = stream.next().await {
-            let meta = meta.map_err(|e| from_object_store("list", prefix, e))?;
-            let k = meta.location.to_string();
-            if !k.starts_with(prefix) || after.is_some_and(|a| k.as_str() <= a) {
-                continue;
-            }
-            keys.push(k);
-            if self.ordered_listing && keys.len() > limit {
-                break;
-            }
-        }
-        if !self.ordered_listing {
-            keys.sort();
-        }
+        let mut keys = self
+            .call("list", prefix, async {
+                let mut stream = match &offset {
+                    Some(o) => self.store.list_with_offset(dir.as_ref(), o),
+                    None => self.store.list(dir.as_ref()),
+                };
+                let mut keys = Vec::new();
+                while let Some(meta) = stream.next().await {
+                    let k = meta?.location.to_string();
+                    if k.starts_with(prefix) && after.is_none_or(|a| k.as_str() > a) {
+                        keys.push(k);
+                    }
+                    if keys.len() > limit {
+                        break;
+                    }
+                }
+                Ok(keys)
+            })
+            .await?;
         let more = keys.len() > limit;
         keys.truncate(limit);
         let next = if more { keys.last().cloned() } else { None };
@@ -182,19 +224,24 @@ impl BlobStore for ObjectStoreBlobs {
         let Some(signer) = &self.signer else {
             return Err(Error::new(ErrorKind::Unsupported, format!("{} cannot presign URLs", self.label)));
         };
-        let url = signer
-            .signed_url(object_store::signer::Method::GET, &p, std::time::Duration::from_secs(ttl_secs))
-            .await
-            .map_err(|e| from_object_store("presign", key, e))?;
+        let url = self
+            .call(
+                "presign",
+                key,
+                signer.signed_url(object_store::signer::Method::GET, &p, Duration::from_secs(ttl_secs)),
+            )
+            .await?;
         Ok(url.to_string())
     }
 
     async fn health(&self) -> Result<()> {
-        let mut stream = self.store.list(None);
-        match stream.next().await {
-            None | Some(Ok(_)) => Ok(()),
-            Some(Err(e)) => Err(from_object_store("health", &self.label, e)),
-        }
+        self.call("health", &self.label, async {
+            match self.store.list(None).next().await {
+                None | Some(Ok(_)) => Ok(()),
+                Some(Err(e)) => Err(e),
+            }
+        })
+        .await
     }
 
     fn capabilities(&self) -> BlobCapabilities {

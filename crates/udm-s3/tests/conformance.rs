@@ -1,56 +1,74 @@
-//! The blob conformance suite on every blob store: `object_store` and the AWS SDK against the
-//! real S3-compatible test server (moto, started by `cargo xtask services up`), `object_store`
-//! on a local directory and in memory. Without the server the S3 tests fail, naming the command.
+//! The blob conformance suite on every blob store of the enabled features: `object_store` and
+//! the AWS SDK against the real S3-compatible test server (moto, started by
+//! `cargo xtask services up`), `object_store` in memory, and [`LocalBlobs`](udm_s3::LocalBlobs)
+//! on a local directory. Without the server the S3 tests fail, naming the command.
+
+#![cfg(any(feature = "fs", feature = "object-store", feature = "aws-sdk"))]
 
 use std::sync::Arc;
 
 use udm_core::ports::BlobStore;
-use udm_s3::{AwsS3Blobs, ObjectStoreBlobs, S3Settings};
-use udm_testkit::services::s3_endpoint;
+#[cfg(feature = "object-store")]
+use udm_s3::ObjectStoreBlobs;
+#[cfg(feature = "aws-sdk")]
+use {
+    udm_s3::{AwsS3Blobs, S3Settings},
+    udm_testkit::services::s3_endpoint,
+};
 
+#[cfg(feature = "aws-sdk")]
 const BUCKET: &str = "udm-conformance";
 
+#[cfg(feature = "aws-sdk")]
 fn settings() -> S3Settings {
     S3Settings::compatible(&s3_endpoint(), "us-east-1", "test", "testsecret")
 }
 
+#[cfg(feature = "aws-sdk")]
 async fn aws() -> Arc<dyn BlobStore> {
     let b = AwsS3Blobs::new(&settings(), BUCKET);
     b.ensure_bucket().await.unwrap_or_else(|e| panic!("creating bucket on {}: {e}", s3_endpoint()));
     Arc::new(b)
 }
 
+#[cfg(all(feature = "aws-sdk", feature = "object-store"))]
 async fn objstore_s3() -> Arc<dyn BlobStore> {
     AwsS3Blobs::new(&settings(), BUCKET).ensure_bucket().await.expect("bucket");
     Arc::new(ObjectStoreBlobs::s3(&settings(), BUCKET).expect("object_store s3"))
 }
 
+#[cfg(feature = "fs")]
 async fn local() -> Arc<dyn BlobStore> {
     let dir = tempfile::tempdir().expect("temp dir").keep();
-    Arc::new(ObjectStoreBlobs::local(&dir).expect("local"))
+    Arc::new(udm_s3::LocalBlobs::open(&dir).expect("local"))
 }
 
+#[cfg(feature = "aws-sdk")]
 mod aws_sdk_s3_blob {
     use super::*;
     udm_testkit::conformance_tests!(blob, aws());
 }
 
+#[cfg(all(feature = "aws-sdk", feature = "object-store"))]
 mod object_store_s3_blob {
     use super::*;
     udm_testkit::conformance_tests!(blob, objstore_s3());
 }
 
-mod object_store_local_blob {
+#[cfg(feature = "fs")]
+mod local_blob {
     use super::*;
     udm_testkit::conformance_tests!(blob, local());
 }
 
+#[cfg(feature = "object-store")]
 mod object_store_memory_blob {
     use super::*;
     udm_testkit::conformance_tests!(blob, async { Arc::new(ObjectStoreBlobs::memory()) as Arc<dyn BlobStore> });
 }
 
 /// A presigned URL really serves the object over plain HTTP, without credentials.
+#[cfg(feature = "aws-sdk")]
 #[tokio::test]
 async fn presigned_url_serves_the_object() {
     use udm_core::ports::PutOptions;
@@ -63,14 +81,15 @@ async fn presigned_url_serves_the_object() {
 }
 
 /// Bucket health: reachable bucket ok; missing bucket not found; dead endpoint retryable.
+#[cfg(all(feature = "aws-sdk", feature = "object-store"))]
 #[tokio::test]
 async fn bucket_health() {
     aws().await.health().await.expect("healthy");
     let missing = AwsS3Blobs::new(&settings(), "udm-no-such-bucket");
     assert_eq!(missing.health().await.unwrap_err().kind(), udm_core::ErrorKind::NotFound);
-    let mut dead = S3Settings::compatible("http://127.0.0.1:9", "us-east-1", "a", "b");
-    dead.max_attempts = 1;
-    dead.connect_timeout = std::time::Duration::from_millis(300);
+    let dead = S3Settings::compatible("http://127.0.0.1:9", "us-east-1", "a", "b")
+        .with_max_attempts(1)
+        .with_timeouts(std::time::Duration::from_millis(300), std::time::Duration::from_secs(5));
     let e = AwsS3Blobs::new(&dead, BUCKET).health().await.unwrap_err();
     assert!(e.is_retryable() && e.kind() == udm_core::ErrorKind::Unavailable, "{e}");
     let e = ObjectStoreBlobs::s3(&dead, BUCKET).unwrap().get("a/b").await.unwrap_err();
@@ -78,6 +97,7 @@ async fn bucket_health() {
 }
 
 /// Minimal HTTP/1.1 GET over loopback (the URL comes from our own test server).
+#[cfg(feature = "aws-sdk")]
 async fn http_get(url: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").expect("http url");
