@@ -4,6 +4,10 @@
 //! `json` field holding the full record as UDM's own JSON. The JSON copy keeps every record
 //! exact (u64 numbers, keys with `.` or `$` in user data) whatever BSON can express; the query
 //! fields are derived from it and never read back as data.
+//!
+//! Heads keep their indexed props twice: nested under `idx` (what list filters push down to)
+//! and flat under `sk`, one **sort key** per prop (see [`sort_keys`]), which list sorts and
+//! equality filters use and the per-prop indexes cover.
 
 use bson::{Bson, Document, doc};
 use serde::Serialize;
@@ -51,6 +55,36 @@ pub(crate) fn nested_index(indexed: &Map<String, Value>) -> Document {
     root
 }
 
+/// Sort keys of a head's indexed props, flat: one field per prop path (named by
+/// [`sort_key_name`], so `a.b` is one field, never a nested path) holding the value when it is
+/// a scalar (null, boolean, number, string — exactly as [`to_bson`] stores it) and `MaxKey`
+/// for an array or object. So a prop is absent from `sk` exactly when the head does not have
+/// it, and the BSON type of its sort key tells its UDM sort class.
+pub(crate) fn sort_keys(indexed: &Map<String, Value>) -> Document {
+    indexed
+        .iter()
+        .filter_map(|(path, v)| {
+            let key = match v {
+                Value::Array(_) | Value::Object(_) => Bson::MaxKey,
+                scalar => to_bson(scalar),
+            };
+            sort_key_name(path).map(|name| (name, key))
+        })
+        .collect()
+}
+
+/// The field name of a prop's sort key inside `sk`: the path with `~` written `~t` and `.`
+/// written `~d` (reversible, no dots). `None` for a string that is not a valid prop path.
+pub(crate) fn sort_key_name(path: &str) -> Option<String> {
+    udm_core::metamap::check_path(path).ok()?;
+    Some(path.replace('~', "~t").replace('.', "~d"))
+}
+
+/// The full field path of a prop's sort key (`sk.<name>`).
+pub(crate) fn sort_key_field(path: &str) -> Option<String> {
+    sort_key_name(path).map(|n| format!("sk.{n}"))
+}
+
 /// The record serialized as UDM JSON text.
 pub(crate) fn json_of<T: Serialize>(record: &T) -> Result<String> {
     serde_json::to_string(record).map_err(|e| Error::internal(format!("serializing a record: {e}")))
@@ -75,6 +109,7 @@ pub(crate) fn head_doc(h: &Head) -> Result<Document> {
         "ov": to_i64(h.ov.get(), "ov")?,
         "deleted": h.is_deleted(),
         "idx": nested_index(&h.indexed),
+        "sk": sort_keys(&h.indexed),
         "shadow_at": shadow_at,
         "shadow_bytes": shadow_bytes,
         "json": json_of(h)?,
@@ -155,6 +190,59 @@ pub(crate) fn prefilter(p: &Predicate) -> Option<Document> {
     }
 }
 
+/// Largest magnitude below which every integer is exact as an `f64` (2^53). Numbers strictly
+/// inside `(-2^53, 2^53)` compare the same in UDM (which compares mixed integers and floats as
+/// `f64`) and in BSON (which compares them exactly); outside it they may not.
+pub(crate) const EXACT_NUMBERS: i64 = 1 << 53;
+
+/// Whether a scalar compares and matches the same way as a sort key in BSON as in UDM:
+/// null, booleans, strings, and numbers strictly inside `(-2^53, 2^53)`.
+pub(crate) fn exact_scalar(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => i.unsigned_abs() < EXACT_NUMBERS.unsigned_abs(),
+            (None, Some(f)) => f.abs() < EXACT_NUMBERS as f64,
+            (None, None) => false,
+        },
+        Value::Array(_) | Value::Object(_) => false,
+    }
+}
+
+/// Constraints on sort keys (`sk.*`) that every head matching `p` satisfies: the top-level
+/// conjuncts of `p` that compare a prop with an [`exact_scalar`] (`=`, `<`, `<=`, `>`, `>=`,
+/// `$in`). They add nothing to the answer (the exact predicate still decides); they let the
+/// server use the per-prop index `{ctx, deleted, sk.<prop>, oid}` for the filter.
+pub(crate) fn sort_key_prefilter(p: &Predicate) -> Vec<Document> {
+    let mut out = Vec::new();
+    let mut stack = vec![p];
+    while let Some(p) = stack.pop() {
+        match p {
+            Predicate::And(ps) => stack.extend(ps.iter()),
+            Predicate::Cmp { path, op, value } if exact_scalar(value) => {
+                let op = match op {
+                    CmpOp::Eq => "$eq",
+                    CmpOp::Gt => "$gt",
+                    CmpOp::Gte => "$gte",
+                    CmpOp::Lt => "$lt",
+                    CmpOp::Lte => "$lte",
+                    CmpOp::Ne => continue,
+                };
+                if let Some(field) = sort_key_field(path) {
+                    out.push(doc! { field: { op: to_bson(value) } });
+                }
+            }
+            Predicate::In { path, values, negated: false } if values.iter().all(exact_scalar) => {
+                if let Some(field) = sort_key_field(path) {
+                    out.push(doc! { field: { "$in": values.iter().map(to_bson).collect::<Vec<_>>() } });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +266,34 @@ mod tests {
         let not = Predicate::parse(&json!({"$or": [{"a": 1}, {"$not": {"b": 2}}]})).unwrap();
         assert_eq!(prefilter(&not), None, "an or with an unpushable branch pushes nothing");
         assert_eq!(to_bson(&json!(u64::MAX)), Bson::Double(u64::MAX as f64));
+    }
+
+    #[test]
+    fn sort_keys_are_flat_and_typed() {
+        let m = json!({"a.b": 1, "a~x": "s", "o": {"k": 1}, "l": [1], "n": null}).as_object().cloned().unwrap();
+        assert_eq!(
+            sort_keys(&m),
+            doc! {"a~db": 1_i64, "a~tx": "s", "o": Bson::MaxKey, "l": Bson::MaxKey, "n": Bson::Null}
+        );
+        assert_eq!(sort_key_field("a.b").as_deref(), Some("sk.a~db"));
+        assert_eq!(sort_key_field("$x"), None);
+        assert_eq!(sort_key_field(""), None);
+    }
+
+    #[test]
+    fn sort_key_prefilter_keeps_only_implied_exact_constraints() {
+        let p = Predicate::parse(&json!({
+            "a": "x", "b": {"$gte": 3, "$ne": 4}, "c": {"$in": [1, 2]}, "big": 9007199254740993_u64,
+            "$or": [{"d": 1}], "e": {"$in": [[1]]}
+        }))
+        .unwrap();
+        let mut got = sort_key_prefilter(&p);
+        got.sort_by_key(|d| d.to_string());
+        let mut want =
+            vec![doc! {"sk.a": {"$eq": "x"}}, doc! {"sk.b": {"$gte": 3_i64}}, doc! {"sk.c": {"$in": [1_i64, 2_i64]}}];
+        want.sort_by_key(|d| d.to_string());
+        assert_eq!(got, want);
+        assert!(!exact_scalar(&json!(9007199254740992_i64)) && exact_scalar(&json!(9007199254740991_i64)));
+        assert!(!exact_scalar(&json!(-9.1e15)) && exact_scalar(&json!(1.5)));
     }
 }

@@ -1,7 +1,6 @@
 //! [`MetaStore`] and [`CounterStore`] on MongoDB.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bson::{Bson, Document, doc};
@@ -12,61 +11,82 @@ use mongodb::options::ReturnDocument;
 use udm_core::counters::CounterDelta;
 use udm_core::layout::collection_record_prefix;
 use udm_core::ports::{Commit, Committed, CounterStore, HardDeleted, JobRecord, MetaStore, ShrinkPolicy, ShrinkStats};
-use udm_core::query::{Cursor, HeadQuery, HistoryQuery, Order, Page, check_limit, history_cursor, select_heads};
+use udm_core::query::{
+    Cursor, HeadQuery, HistoryQuery, Order, Page, check_head_query, check_limit, history_cursor, select_heads,
+};
 use udm_core::{Checksum, Cv, Error, Head, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord};
 
-use crate::MongoStore;
 use crate::docs::{
-    counter_field, counter_name, from_json, head_doc, json_of, obj_id, prefilter, request_id_of, version_doc,
+    counter_field, counter_name, from_json, head_doc, json_of, obj_id, prefilter, request_id_of, sort_key_prefilter,
+    version_doc,
 };
 use crate::error::{classify, corrupt, retry_transaction, to_i64};
-
-/// Attempts of one commit transaction before giving up with a retryable error.
-const MAX_TRANSACTION_ATTEMPTS: u32 = 100;
+use crate::list::SortedList;
+use crate::runtime::{Backoff, Deadline, jitter_seed, secs};
+use crate::{MongoStore, transaction_options};
 
 /// Runs `$body` (an expression using the session `$s`, yielding
-/// `Result<Step<T>, MongoError>`) in a transaction: commits on [`Step::Commit`], aborts on
-/// [`Step::Abort`], and retries the whole transaction on transient failures (including write
-/// conflicts with racing writers) and unknown commit results, as the driver documents.
+/// `Result<Step<T>, MongoError>`) in a transaction ([`transaction_options`]: snapshot reads,
+/// majority + journaled commit): commits on [`Step::Commit`], aborts on [`Step::Abort`], and
+/// retries the whole transaction on transient failures (including write conflicts with
+/// racing writers) and the commit on unknown commit results, as the driver documents — but
+/// only within the store's commit retry budget, with capped exponential backoff and jitter
+/// between attempts. When the budget is spent the answer is a retryable `Unavailable`
+/// ([`budget_exhausted`]). A transaction whose commit result stayed unknown is never run
+/// again (it may have committed; a counter add would apply twice).
 /// A macro rather than a closure-taking fn: async closures borrowing the session are not
 /// `Send` for all lifetimes inside `async_trait` methods.
 macro_rules! in_transaction {
     ($store:expr, $what:expr, |$s:ident| $body:expr) => {{
         let what: &str = $what;
+        let deadline = Deadline::after($store.commit_retry_budget());
+        let mut backoff = Backoff::new(jitter_seed());
         let mut session = $store.start().await?;
-        let mut result = Err(Error::unavailable(format!("{what}: gave up retrying the transaction")));
-        for attempt in 0..MAX_TRANSACTION_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(u64::from(attempt.min(20)))).await;
+        let mut attempts: u32 = 0;
+        loop {
+            if attempts > 0 {
+                tokio::time::sleep(backoff.delay(attempts).min(deadline.remaining())).await;
             }
-            session.start_transaction().await.map_err(|e| classify("starting a transaction", e))?;
+            attempts += 1;
+            session
+                .start_transaction()
+                .with_options(transaction_options())
+                .await
+                .map_err(|e| classify("starting a transaction", e))?;
             let $s = &mut session;
             let failed = match $body.await {
                 Ok(Step::Abort(answer)) => {
                     let _ = session.abort_transaction().await;
-                    result = answer;
-                    break;
+                    break answer;
                 }
-                Ok(Step::Commit(value)) => match commit_with_retry(&mut session).await {
-                    Ok(()) => {
-                        result = Ok(value);
-                        break;
+                Ok(Step::Commit(value)) => {
+                    match commit_with_retry(&mut session, &deadline, &mut backoff, &mut attempts).await {
+                        Ok(()) => break Ok(value),
+                        Err(e) => e,
                     }
-                    Err(e) => e,
-                },
+                }
                 Err(e) => {
                     let _ = session.abort_transaction().await;
                     e
                 }
             };
-            if !retry_transaction(&failed) {
-                result = Err(classify(what, failed));
-                break;
+            let unknown = failed.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT);
+            if unknown || (retry_transaction(&failed) && deadline.expired()) {
+                break Err(budget_exhausted(what, &deadline, attempts, &classify(what, failed)));
             }
-            result = Err(classify(what, failed));
+            if !retry_transaction(&failed) {
+                break Err(classify(what, failed));
+            }
         }
-        result
     }};
+}
+
+/// The answer when a transaction's retry budget ran out: retryable `Unavailable`.
+fn budget_exhausted(what: &str, deadline: &Deadline, attempts: u32, last: &Error) -> Error {
+    Error::unavailable(format!(
+        "{what}: commit retry budget of {} exhausted after {attempts} attempts: {last}",
+        secs(deadline.budget())
+    ))
 }
 
 /// What one transaction attempt decided: commit with this result, or abort and answer.
@@ -166,22 +186,73 @@ impl MongoStore {
         Ok(out)
     }
 
+    /// What every list query of `q` carries: the collection, `deleted: false` unless deleted
+    /// heads are wanted, the nested-index prefilter and the implied sort-key constraints
+    /// (all supersets of the exact predicate, which decides afterwards).
     fn heads_filter(ctx: &RouteContext, q: &HeadQuery) -> Document {
         let mut f = doc! {"ctx": collection_record_prefix(ctx)};
         if !q.include_deleted {
             f.insert("deleted", false);
         }
-        if let Some(pre) = prefilter(&q.filter) {
-            f.insert("$and", vec![Bson::Document(pre)]);
+        let mut and: Vec<Bson> = prefilter(&q.filter).into_iter().map(Bson::Document).collect();
+        and.extend(sort_key_prefilter(&q.filter).into_iter().map(Bson::Document));
+        if !and.is_empty() {
+            f.insert("$and", and);
         }
         f
     }
+
+    /// A list page by a full scan of the collection's matching heads (the fallback).
+    async fn list_scan(&self, filter: Document, q: &HeadQuery) -> Result<Page<Head>> {
+        let mut cursor = self.heads().find(filter).await.map_err(|e| classify("list", e))?;
+        let mut heads = Vec::new();
+        while let Some(d) = cursor.try_next().await.map_err(|e| classify("list", e))? {
+            let h: Head = from_json(&d, "head")?;
+            if q.filter.matches_flat(&h.indexed) {
+                heads.push(h);
+            }
+        }
+        select_heads(heads, q)
+    }
 }
 
-async fn commit_with_retry(s: &mut ClientSession) -> Result<(), MongoError> {
+/// One `commitTransaction`, abstracted so the retry loop can be tested without a server.
+pub(crate) trait CommitOnce: Send {
+    /// The error of one commit.
+    type Error: Send;
+    /// Whether the outcome of a failed commit is unknown (retry the commit itself).
+    fn unknown_result(e: &Self::Error) -> bool;
+    /// Sends the commit.
+    fn commit_once(&mut self) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send;
+}
+
+impl CommitOnce for ClientSession {
+    type Error = MongoError;
+
+    fn unknown_result(e: &MongoError) -> bool {
+        e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+    }
+
+    async fn commit_once(&mut self) -> Result<(), MongoError> {
+        self.commit_transaction().await
+    }
+}
+
+/// Commits, retrying the commit while its result is unknown — with backoff, and only while
+/// `deadline` has time left (then the last unknown-result error is returned). Each retry
+/// counts in `attempts`.
+pub(crate) async fn commit_with_retry<S: CommitOnce>(
+    s: &mut S,
+    deadline: &Deadline,
+    backoff: &mut Backoff,
+    attempts: &mut u32,
+) -> Result<(), S::Error> {
     loop {
-        match s.commit_transaction().await {
-            Err(e) if e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT) => continue,
+        match s.commit_once().await {
+            Err(e) if S::unknown_result(&e) && !deadline.expired() => {
+                *attempts += 1;
+                tokio::time::sleep(backoff.delay(*attempts).min(deadline.remaining())).await;
+            }
             other => return other,
         }
     }
@@ -202,138 +273,180 @@ fn replay_answer(stored: &Document, fingerprint: &Checksum) -> Result<Committed>
 #[async_trait]
 impl MetaStore for MongoStore {
     async fn commit(&self, commit: Commit) -> Result<Committed> {
-        commit.check()?;
-        in_transaction!(self, "commit", |s| self.commit_attempt(s, &commit))
+        self.bounded_txn("commit", async {
+            commit.check()?;
+            in_transaction!(self, "commit", |s| self.commit_attempt(s, &commit))
+        })
+        .await
     }
 
     async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<(Committed, Checksum)>> {
-        let found = self
-            .versions()
-            .find_one(doc! {"req": request_id_of(ctx, request_id)})
-            .await
-            .map_err(|e| classify("request", e))?;
-        found.as_ref().map(committed_by).transpose()
+        self.bounded("request", async {
+            let found = self
+                .versions()
+                .find_one(doc! {"req": request_id_of(ctx, request_id)})
+                .await
+                .map_err(|e| classify("request", e))?;
+            found.as_ref().map(committed_by).transpose()
+        })
+        .await
     }
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<Head>> {
-        self.find_one_json(self.heads(), doc! {"_id": obj_id(key)}, None, "head").await
+        self.bounded("head", async { self.find_one_json(self.heads(), doc! {"_id": obj_id(key)}, None, "head").await })
+            .await
     }
 
     async fn version(&self, key: &ObjectKey, ov: Ov) -> Result<Option<VersionRecord>> {
-        let filter = doc! {"obj": obj_id(key), "ov": to_i64(ov.get(), "ov")?};
-        self.find_one_json(self.versions(), filter, None, "version").await
+        self.bounded("version", async {
+            let filter = doc! {"obj": obj_id(key), "ov": to_i64(ov.get(), "ov")?};
+            self.find_one_json(self.versions(), filter, None, "version").await
+        })
+        .await
     }
 
     async fn version_at(&self, key: &ObjectKey, at: Timestamp) -> Result<Option<VersionRecord>> {
-        // `$lt: t + 1` rather than `$lte: t` (the same set for integer millis): SecantusDB, our
-        // test server, drops rows equal to a `$lte` bound on a non-last field of a compound
-        // index ({obj, at, ov}); found by the as-of conformance scenario.
-        let filter = doc! {"obj": obj_id(key), "at": {"$lt": at.as_millis().saturating_add(1)}};
-        self.find_one_json(self.versions(), filter, Some(doc! {"at": -1, "ov": -1}), "version").await
+        self.bounded("version", async {
+            // `$lt: t + 1` rather than `$lte: t` (the same set for integer millis): SecantusDB, our
+            // test server, drops rows equal to a `$lte` bound on a non-last field of a compound
+            // index ({obj, at, ov}); found by the as-of conformance scenario.
+            let filter = doc! {"obj": obj_id(key), "at": {"$lt": at.as_millis().saturating_add(1)}};
+            self.find_one_json(self.versions(), filter, Some(doc! {"at": -1, "ov": -1}), "version").await
+        })
+        .await
     }
 
     async fn version_at_cv(&self, key: &ObjectKey, cv: Cv) -> Result<Option<VersionRecord>> {
-        let filter = doc! {"obj": obj_id(key), "cv": {"$lt": to_i64(cv.0, "cv")?.saturating_add(1)}};
-        self.find_one_json(self.versions(), filter, Some(doc! {"cv": -1}), "version").await
+        self.bounded("version", async {
+            let filter = doc! {"obj": obj_id(key), "cv": {"$lt": to_i64(cv.0, "cv")?.saturating_add(1)}};
+            self.find_one_json(self.versions(), filter, Some(doc! {"cv": -1}), "version").await
+        })
+        .await
     }
 
     async fn history(&self, key: &ObjectKey, q: &HistoryQuery) -> Result<Page<VersionRecord>> {
-        check_limit(q.limit)?;
-        let (cmp, dir) = if q.order == Order::Asc { ("$gt", 1) } else { ("$lt", -1) };
-        let mut filter = doc! {"obj": obj_id(key)};
-        if let Some(after) = q.after {
-            filter.insert("ov", doc! {cmp: to_i64(after.get(), "ov")?});
-        }
-        let limit = i64::try_from(q.limit + 1).unwrap_or(i64::MAX);
-        let versions = self.versions();
-        let find = versions.find(filter).sort(doc! {"ov": dir}).limit(limit);
-        let mut items: Vec<VersionRecord> = self.collect_json(find, "version").await?;
-        let more = items.len() > q.limit;
-        items.truncate(q.limit);
-        let next = if more { items.last().map(|r| history_cursor(r.ov)) } else { None };
-        Ok(Page { items, next })
+        self.bounded("history", async {
+            check_limit(q.limit)?;
+            let (cmp, dir) = if q.order == Order::Asc { ("$gt", 1) } else { ("$lt", -1) };
+            let mut filter = doc! {"obj": obj_id(key)};
+            if let Some(after) = q.after {
+                filter.insert("ov", doc! {cmp: to_i64(after.get(), "ov")?});
+            }
+            let limit = i64::try_from(q.limit + 1).unwrap_or(i64::MAX);
+            let versions = self.versions();
+            let find = versions.find(filter).sort(doc! {"ov": dir}).limit(limit);
+            let mut items: Vec<VersionRecord> = self.collect_json(find, "version").await?;
+            let more = items.len() > q.limit;
+            items.truncate(q.limit);
+            let next = if more { items.last().map(|r| history_cursor(r.ov)) } else { None };
+            Ok(Page { items, next })
+        })
+        .await
     }
 
     async fn list_heads(&self, ctx: &RouteContext, q: &HeadQuery) -> Result<Page<Head>> {
-        check_limit(q.limit)?;
-        let after = q.after.as_deref().map(Cursor::decode).transpose()?;
-        let mut filter = Self::heads_filter(ctx, q);
-        let heads = self.heads();
-        let find = if q.sort_by.is_none() {
+        check_head_query(q)?;
+        self.bounded("list", async {
+            let after = q.after.as_deref().map(Cursor::decode).transpose()?;
+            let mut filter = Self::heads_filter(ctx, q);
+            if let Some(prop) = &q.sort_by {
+                let list = SortedList { q, prop, base: filter.clone() };
+                if let Some(page) = self.list_sorted(&list).await? {
+                    return Ok(page);
+                }
+                return self.list_scan(filter, q).await;
+            }
             // Sorted by id: push the cursor and the order down, read only what one page needs.
             let (cmp, dir) = if q.order == Order::Asc { ("$gt", 1) } else { ("$lt", -1) };
             if let Some(c) = &after {
                 filter.insert("oid", doc! {cmp: c.id.as_str()});
             }
-            heads.find(filter).sort(doc! {"oid": dir})
-        } else {
-            heads.find(filter)
-        };
-        let mut cursor = find.await.map_err(|e| classify("list", e))?;
-        let mut heads = Vec::new();
-        while let Some(d) = cursor.try_next().await.map_err(|e| classify("list", e))? {
-            let h: Head = from_json(&d, "head")?;
-            if q.filter.matches_flat(&h.indexed) {
-                heads.push(h);
-                if q.sort_by.is_none() && heads.len() > q.limit {
-                    break;
+            let batch = u32::try_from(q.limit + 1).unwrap_or(u32::MAX);
+            let heads_coll = self.heads();
+            let mut cursor = heads_coll
+                .find(filter)
+                .sort(doc! {"oid": dir})
+                .batch_size(batch)
+                .await
+                .map_err(|e| classify("list", e))?;
+            let mut heads = Vec::new();
+            while let Some(d) = cursor.try_next().await.map_err(|e| classify("list", e))? {
+                let h: Head = from_json(&d, "head")?;
+                if q.filter.matches_flat(&h.indexed) {
+                    heads.push(h);
+                    if heads.len() > q.limit {
+                        break;
+                    }
                 }
             }
-        }
-        // The reference semantics decide the page (exact filter, sort, cursor, next).
-        select_heads(heads, q)
+            // The reference semantics decide the page (exact filter, sort, cursor, next).
+            select_heads(heads, q)
+        })
+        .await
     }
 
     async fn collection_cv(&self, ctx: &RouteContext) -> Result<Cv> {
-        let found = self
-            .cvs()
-            .find_one(doc! {"_id": collection_record_prefix(ctx)})
-            .await
-            .map_err(|e| classify("collection cv", e))?;
-        let n = found.and_then(|d| d.get_i64("cv").ok()).unwrap_or(0);
-        Ok(Cv(u64::try_from(n).map_err(|_| corrupt("cv", n))?))
+        self.bounded("collection cv", async {
+            let found = self
+                .cvs()
+                .find_one(doc! {"_id": collection_record_prefix(ctx)})
+                .await
+                .map_err(|e| classify("collection cv", e))?;
+            let n = found.and_then(|d| d.get_i64("cv").ok()).unwrap_or(0);
+            Ok(Cv(u64::try_from(n).map_err(|_| corrupt("cv", n))?))
+        })
+        .await
     }
 
     async fn shrink_dev_shadows(&self, ctx: Option<&RouteContext>, policy: &ShrinkPolicy) -> Result<ShrinkStats> {
-        let mut filter = doc! {"shadow_at": {"$ne": Bson::Null}};
-        if let Some(ctx) = ctx {
-            filter.insert("ctx", collection_record_prefix(ctx));
-        }
-        let coll = self.heads();
-        let heads: Vec<Head> = self.collect_json(coll.find(filter), "head").await?;
-        let mut stats = ShrinkStats::default();
-        for mut h in heads {
-            let Some(shadow) = h.dev_shadow.take() else { continue };
-            stats.scanned += 1;
-            if shadow.written_at >= policy.expired_before && shadow.bytes <= policy.max_bytes {
-                continue;
+        self.bounded("shrink", async {
+            let mut filter = doc! {"shadow_at": {"$ne": Bson::Null}};
+            if let Some(ctx) = ctx {
+                filter.insert("ctx", collection_record_prefix(ctx));
             }
-            stats.removed += 1;
-            stats.bytes_freed += shadow.bytes;
-            if !policy.dry_run {
-                // Only if the head did not move meanwhile (a newer head keeps its own shadow).
-                let filter = doc! {"_id": obj_id(&h.key), "ov": to_i64(h.ov.get(), "ov")?};
-                self.heads().replace_one(filter, head_doc(&h)?).await.map_err(|e| classify("shrink", e))?;
+            let coll = self.heads();
+            let heads: Vec<Head> = self.collect_json(coll.find(filter), "head").await?;
+            let mut stats = ShrinkStats::default();
+            for mut h in heads {
+                let Some(shadow) = h.dev_shadow.take() else { continue };
+                stats.scanned += 1;
+                if shadow.written_at >= policy.expired_before && shadow.bytes <= policy.max_bytes {
+                    continue;
+                }
+                stats.removed += 1;
+                stats.bytes_freed += shadow.bytes;
+                if !policy.dry_run {
+                    // Only if the head did not move meanwhile (a newer head keeps its own shadow).
+                    let filter = doc! {"_id": obj_id(&h.key), "ov": to_i64(h.ov.get(), "ov")?};
+                    self.heads().replace_one(filter, head_doc(&h)?).await.map_err(|e| classify("shrink", e))?;
+                }
             }
-        }
-        Ok(stats)
+            Ok(stats)
+        })
+        .await
     }
 
     async fn hard_delete(&self, key: &ObjectKey, counters: Vec<CounterDelta>) -> Result<HardDeleted> {
-        in_transaction!(self, "hard delete", |s| self.hard_delete_attempt(s, key, &counters))
+        self.bounded_txn("hard delete", async {
+            in_transaction!(self, "hard delete", |s| self.hard_delete_attempt(s, key, &counters))
+        })
+        .await
     }
 
     async fn save_job(&self, job: &JobRecord) -> Result<()> {
-        self.jobs()
-            .replace_one(doc! {"_id": &job.id}, doc! {"_id": &job.id, "json": json_of(job)?})
-            .upsert(true)
-            .await
-            .map_err(|e| classify("save job", e))?;
-        Ok(())
+        self.bounded("save job", async {
+            self.jobs()
+                .replace_one(doc! {"_id": &job.id}, doc! {"_id": &job.id, "json": json_of(job)?})
+                .upsert(true)
+                .await
+                .map_err(|e| classify("save job", e))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn load_job(&self, id: &str) -> Result<Option<JobRecord>> {
-        self.find_one_json(self.jobs(), doc! {"_id": id}, None, "job").await
+        self.bounded("load job", async { self.find_one_json(self.jobs(), doc! {"_id": id}, None, "job").await }).await
     }
 
     async fn ping(&self) -> Result<()> {
@@ -369,34 +482,94 @@ impl MongoStore {
 #[async_trait]
 impl CounterStore for MongoStore {
     async fn add(&self, deltas: &[CounterDelta]) -> Result<()> {
-        in_transaction!(self, "counters", |s| async { self.apply_counters(s, deltas).await.map(Step::Commit) })
+        self.bounded_txn("counters", async {
+            in_transaction!(self, "counters", |s| async { self.apply_counters(s, deltas).await.map(Step::Commit) })
+        })
+        .await
     }
 
     async fn totals(&self, ctx: &RouteContext) -> Result<BTreeMap<String, i64>> {
-        let found = self
-            .counters()
-            .find_one(doc! {"_id": collection_record_prefix(ctx)})
-            .await
-            .map_err(|e| classify("counters", e))?;
-        let mut out = BTreeMap::new();
-        if let Some(Ok(c)) = found.as_ref().map(|d| d.get_document("c")) {
-            for (field, v) in c {
-                let n = v.as_i64().ok_or_else(|| corrupt("counter", format!("{field} = {v}")))?;
-                out.insert(counter_name(field), n);
+        self.bounded("counters", async {
+            let found = self
+                .counters()
+                .find_one(doc! {"_id": collection_record_prefix(ctx)})
+                .await
+                .map_err(|e| classify("counters", e))?;
+            let mut out = BTreeMap::new();
+            if let Some(Ok(c)) = found.as_ref().map(|d| d.get_document("c")) {
+                for (field, v) in c {
+                    let n = v.as_i64().ok_or_else(|| corrupt("counter", format!("{field} = {v}")))?;
+                    out.insert(counter_name(field), n);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     async fn reset(&self, ctx: &RouteContext, counters: Option<&[String]>) -> Result<()> {
-        let id = collection_record_prefix(ctx);
-        let result = match counters {
-            None => self.counters().delete_one(doc! {"_id": id}).await.map(|_| ()),
-            Some(names) => {
-                let unset: Document = names.iter().map(|n| (counter_field(n), Bson::String(String::new()))).collect();
-                self.counters().update_one(doc! {"_id": id}, doc! {"$unset": unset}).await.map(|_| ())
-            }
-        };
-        result.map_err(|e| classify("counters reset", e))
+        self.bounded("counters reset", async {
+            let id = collection_record_prefix(ctx);
+            let result = match counters {
+                None => self.counters().delete_one(doc! {"_id": id}).await.map(|_| ()),
+                Some(names) => {
+                    let unset: Document =
+                        names.iter().map(|n| (counter_field(n), Bson::String(String::new()))).collect();
+                    self.counters().update_one(doc! {"_id": id}, doc! {"$unset": unset}).await.map(|_| ())
+                }
+            };
+            result.map_err(|e| classify("counters reset", e))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A commit whose outcome is always unknown (the server never answers the commit's
+    /// acknowledgement): the old loop retried it forever.
+    struct NeverKnown {
+        calls: u32,
+    }
+
+    impl CommitOnce for NeverKnown {
+        type Error = &'static str;
+
+        fn unknown_result(e: &&'static str) -> bool {
+            *e == "unknown"
+        }
+
+        async fn commit_once(&mut self) -> Result<(), &'static str> {
+            self.calls += 1;
+            Err("unknown")
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_commit_results_are_retried_only_within_the_budget() {
+        let deadline = Deadline::after(Duration::from_millis(50));
+        let mut attempts = 1;
+        let mut s = NeverKnown { calls: 0 };
+        let mut backoff = Backoff::new(3);
+        let run = commit_with_retry(&mut s, &deadline, &mut backoff, &mut attempts);
+        let answer =
+            tokio::time::timeout(Duration::from_secs(10), run).await.expect("the commit retry loop is bounded");
+        assert_eq!(answer, Err("unknown"));
+        assert!(s.calls > 1, "retried at least once: {}", s.calls);
+        assert_eq!(attempts, s.calls, "every retry counted");
+    }
+
+    #[test]
+    fn exhausted_budget_message() {
+        let deadline = Deadline::after(Duration::from_secs(30));
+        let e = budget_exhausted("commit", &deadline, 7, &Error::unavailable("write conflict"));
+        assert_eq!(e.kind(), udm_core::ErrorKind::Unavailable);
+        assert!(e.is_retryable());
+        assert!(e.message().starts_with("commit: commit retry budget of 30s exhausted after 7 attempts: "), "{e}");
+        assert!(e.message().contains("write conflict"), "{e}");
     }
 }

@@ -81,104 +81,129 @@ fn missing(id: &str) -> Error {
 #[async_trait]
 impl QueueStore for MongoStore {
     async fn enqueue(&self, entry: QueueEntry) -> Result<QueueEntry> {
-        // Insert-if-absent, atomically: $setOnInsert never touches an existing entry.
-        let found = self
-            .queue()
-            .find_one_and_update(doc! {"_id": &entry.id}, doc! {"$setOnInsert": to_doc(&entry)?})
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(|e| classify("enqueue", e))?;
-        found.as_ref().map(from_doc).unwrap_or(Ok(entry))
+        self.bounded("enqueue", async {
+            // Insert-if-absent, atomically: $setOnInsert never touches an existing entry.
+            let found = self
+                .queue()
+                .find_one_and_update(doc! {"_id": &entry.id}, doc! {"$setOnInsert": to_doc(&entry)?})
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .await
+                .map_err(|e| classify("enqueue", e))?;
+            found.as_ref().map(from_doc).unwrap_or(Ok(entry))
+        })
+        .await
     }
 
     async fn claim_due(&self, now: Timestamp, lease_until: Timestamp, limit: usize) -> Result<Vec<QueueEntry>> {
-        let now_ms = now.as_millis();
-        let filter = doc! {
-            "state": PENDING,
-            "next_at": {"$lte": now_ms},
-            "$or": [{"lease": Bson::Null}, {"lease": {"$lte": now_ms}}],
-        };
-        let mut out = Vec::new();
-        while out.len() < limit {
-            let claimed = self
-                .queue()
-                .find_one_and_update(filter.clone(), doc! {"$set": {"lease": lease_until.as_millis()}})
-                .sort(doc! {"next_at": 1, "_id": 1})
-                .return_document(ReturnDocument::After)
-                .await
-                .map_err(|e| classify("claim", e))?;
-            match claimed {
-                Some(d) => out.push(from_doc(&d)?),
-                None => break,
+        self.bounded("claim", async {
+            let now_ms = now.as_millis();
+            let filter = doc! {
+                "state": PENDING,
+                "next_at": {"$lte": now_ms},
+                "$or": [{"lease": Bson::Null}, {"lease": {"$lte": now_ms}}],
+            };
+            let mut out = Vec::new();
+            while out.len() < limit {
+                let claimed = self
+                    .queue()
+                    .find_one_and_update(filter.clone(), doc! {"$set": {"lease": lease_until.as_millis()}})
+                    .sort(doc! {"next_at": 1, "_id": 1})
+                    .return_document(ReturnDocument::After)
+                    .await
+                    .map_err(|e| classify("claim", e))?;
+                match claimed {
+                    Some(d) => out.push(from_doc(&d)?),
+                    None => break,
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     async fn complete(&self, id: &str) -> Result<()> {
-        self.queue().delete_one(doc! {"_id": id}).await.map_err(|e| classify("complete", e))?;
-        Ok(())
+        self.bounded("complete", async {
+            self.queue().delete_one(doc! {"_id": id}).await.map_err(|e| classify("complete", e))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn fail(&self, id: &str, error: &str, next: NextStep) -> Result<()> {
-        let mut set = doc! {"last_error": error, "lease": Bson::Null};
-        match next {
-            NextStep::RetryAt(t) => set.insert("next_at", t.as_millis()),
-            NextStep::DeadLetter => set.insert("state", DEAD),
-        };
-        let r = self
-            .queue()
-            .update_one(doc! {"_id": id}, doc! {"$set": set, "$inc": {"attempts": 1_i64}})
-            .await
-            .map_err(|e| classify("fail", e))?;
-        if r.matched_count == 0 { Err(missing(id)) } else { Ok(()) }
+        self.bounded("fail", async {
+            let mut set = doc! {"last_error": error, "lease": Bson::Null};
+            match next {
+                NextStep::RetryAt(t) => set.insert("next_at", t.as_millis()),
+                NextStep::DeadLetter => set.insert("state", DEAD),
+            };
+            let r = self
+                .queue()
+                .update_one(doc! {"_id": id}, doc! {"$set": set, "$inc": {"attempts": 1_i64}})
+                .await
+                .map_err(|e| classify("fail", e))?;
+            if r.matched_count == 0 { Err(missing(id)) } else { Ok(()) }
+        })
+        .await
     }
 
     async fn stats(&self, now: Timestamp) -> Result<QueueStats> {
-        let count =
-            async |filter: Document| self.queue().count_documents(filter).await.map_err(|e| classify("queue stats", e));
-        Ok(QueueStats {
-            pending: count(doc! {"state": PENDING}).await?,
-            leased: count(doc! {"state": PENDING, "lease": {"$gt": now.as_millis()}}).await?,
-            dead: count(doc! {"state": DEAD}).await?,
+        self.bounded("queue stats", async {
+            let count = async |filter: Document| {
+                self.queue().count_documents(filter).await.map_err(|e| classify("queue stats", e))
+            };
+            Ok(QueueStats {
+                pending: count(doc! {"state": PENDING}).await?,
+                leased: count(doc! {"state": PENDING, "lease": {"$gt": now.as_millis()}}).await?,
+                dead: count(doc! {"state": DEAD}).await?,
+            })
         })
+        .await
     }
 
     async fn list(&self, state: QueueState, after: Option<&str>, limit: usize) -> Result<Vec<QueueEntry>> {
-        let mut filter = doc! {"state": state_name(state)};
-        if let Some(a) = after {
-            filter.insert("_id", doc! {"$gt": a});
-        }
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut cursor = self
-            .queue()
-            .find(filter)
-            .sort(doc! {"_id": 1})
-            .limit(limit)
-            .await
-            .map_err(|e| classify("queue list", e))?;
-        let mut out = Vec::new();
-        while let Some(d) = cursor.try_next().await.map_err(|e| classify("queue list", e))? {
-            out.push(from_doc(&d)?);
-        }
-        Ok(out)
+        self.bounded("queue list", async {
+            let mut filter = doc! {"state": state_name(state)};
+            if let Some(a) = after {
+                filter.insert("_id", doc! {"$gt": a});
+            }
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let mut cursor = self
+                .queue()
+                .find(filter)
+                .sort(doc! {"_id": 1})
+                .limit(limit)
+                .await
+                .map_err(|e| classify("queue list", e))?;
+            let mut out = Vec::new();
+            while let Some(d) = cursor.try_next().await.map_err(|e| classify("queue list", e))? {
+                out.push(from_doc(&d)?);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn retry_dead(&self, id: &str, now: Timestamp) -> Result<()> {
-        let r = self
-            .queue()
-            .update_one(
-                doc! {"_id": id, "state": DEAD},
-                doc! {"$set": {"state": PENDING, "attempts": 0_i64, "next_at": now.as_millis(), "lease": Bson::Null}},
-            )
-            .await
-            .map_err(|e| classify("retry dead letter", e))?;
-        if r.matched_count == 0 { Err(Error::not_found(format!("dead letter {id}"))) } else { Ok(()) }
+        self.bounded("retry dead letter", async {
+            let r = self
+                .queue()
+                .update_one(
+                    doc! {"_id": id, "state": DEAD},
+                    doc! {"$set": {"state": PENDING, "attempts": 0_i64, "next_at": now.as_millis(), "lease": Bson::Null}},
+                )
+                .await
+                .map_err(|e| classify("retry dead letter", e))?;
+            if r.matched_count == 0 { Err(Error::not_found(format!("dead letter {id}"))) } else { Ok(()) }
+        })
+        .await
     }
 
     async fn cancel(&self, id: &str) -> Result<()> {
-        let r = self.queue().delete_one(doc! {"_id": id}).await.map_err(|e| classify("cancel", e))?;
-        if r.deleted_count == 0 { Err(missing(id)) } else { Ok(()) }
+        self.bounded("cancel", async {
+            let r = self.queue().delete_one(doc! {"_id": id}).await.map_err(|e| classify("cancel", e))?;
+            if r.deleted_count == 0 { Err(missing(id)) } else { Ok(()) }
+        })
+        .await
     }
 }

@@ -53,7 +53,8 @@ async fn unreachable_server_is_retryable() {
     assert!(e.is_retryable());
 }
 
-/// Each indexed prop of a collection map gets an index on the heads collection.
+/// Each indexed prop of a collection map gets the index its sorted and equality lists use:
+/// `{ctx, deleted, sk.<prop>, oid}` (a dotted path is one sort-key field, `.` written `~d`).
 #[tokio::test]
 async fn collection_map_indexes() {
     use udm_core::metamap::{IndexedProp, MetadataMap};
@@ -68,7 +69,7 @@ async fn collection_map_indexes() {
     s.ensure_collection_indexes(&map).await.unwrap();
     s.ensure_collection_indexes(&map).await.expect("idempotent");
     let names = s.head_index_names().await.unwrap();
-    for want in ["ctx_1_idx.email_1", "ctx_1_idx.address.city_1"] {
+    for want in ["ctx_1_deleted_1_sk.email_1_oid_1", "ctx_1_deleted_1_sk.address~dcity_1_oid_1"] {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
 }
