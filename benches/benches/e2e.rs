@@ -163,7 +163,7 @@ async fn udm(uri: &str, endpoint: &str) -> Vec<Stats> {
             secret_access_key: Some(Secret::new("testsecret")),
             json_bucket: "udm-bench-json".into(),
             content_bucket: "udm-bench-content".into(),
-            backups_bucket: "udm-bench-backups".into(),
+            backups_bucket: None,
             path_style: true,
             client: S3Client::AwsSdk,
         },

@@ -34,8 +34,10 @@ type Step = (&'static str, fn() -> Result<(), String>);
 pub(crate) fn all() -> Result<(), String> {
     let steps: &[Step] = &[
         ("fmt", fmt),
+        ("tidy", crate::tidy::check),
         ("clippy", clippy),
         ("purity", purity),
+        ("lean", lean),
         ("tests", test_with_services),
         ("deny", deny),
         ("docs", docs),
@@ -62,8 +64,44 @@ fn fmt() -> Result<(), String> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))
 }
 
+/// The crates whose cargo features choose backends: each feature set is linted and tested.
+const FEATURED: &[&str] = &["-p", "udm-facade", "-p", "udm-s3"];
+
 fn clippy() -> Result<(), String> {
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]))
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]))?;
+    // No features and default features of the crates with backend features (the workspace
+    // run above unifies every feature, so those branches are never compiled there).
+    for set in [&["--no-default-features"][..], &[]] {
+        run(cargo().args(["clippy", "--all-targets"]).args(FEATURED).args(set).args(["--", "-D", "warnings"]))?;
+    }
+    Ok(())
+}
+
+/// Crates a production build with default features must not pull.
+const NOT_IN_DEFAULT_BUILD: &[&str] = &["proptest", "udm-testkit", "aws-sdk-s3", "mongodb", "object_store", "reqwest"];
+
+/// The facade's default build (the zero-setup default) pulls no test kit, no cloud SDK and no
+/// database driver; the tests of the featured crates pass with no and with default features.
+fn lean() -> Result<(), String> {
+    let tree =
+        output(cargo().args(["tree", "-p", "udm-facade", "-e", "normal", "--prefix", "none", "--format", "{p}"]))?;
+    let found: Vec<&str> = tree
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| NOT_IN_DEFAULT_BUILD.contains(name))
+        .collect();
+    if !found.is_empty() {
+        return Err(format!("udm-facade's default build pulls {found:?}"));
+    }
+    let cli = output(cargo().args(["tree", "-p", "udm-cli", "-e", "normal", "--prefix", "none", "--format", "{p}"]))?;
+    let mut crates: Vec<&str> = cli.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    crates.sort_unstable();
+    crates.dedup();
+    eprintln!("udm-facade (default features) pulls none of {NOT_IN_DEFAULT_BUILD:?}; udm-cli: {} crates", crates.len());
+    for set in [&["--no-default-features"][..], &[]] {
+        run(cargo().args(["test", "--lib", "--tests"]).args(FEATURED).args(set))?;
+    }
+    Ok(())
 }
 
 /// udm-core's normal dependency tree contains none of [`FORBIDDEN_IN_CORE`].

@@ -9,14 +9,17 @@
 //!   bench against the real servers, services down.
 //! - `cargo xtask services up|down|status`: the real MongoDB- and S3-compatible servers.
 //! - `cargo xtask purity`: only the udm-core dependency check.
+//! - `cargo xtask tidy`: module docs, file length, clock/random reads only in runtime modules,
+//!   every crate named in ARCHITECTURE.md (also run as a test).
 
 mod ci;
 mod cmd;
 mod services;
+mod tidy;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: cargo xtask <ci | test | bench | services up|down|status | purity>";
+const USAGE: &str = "usage: cargo xtask <ci | test | bench | services up|down|status | purity | tidy>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
         Some("bench") => ci::bench(),
         Some("services") => services::main(&args[1..]),
         Some("purity") => ci::purity(),
+        Some("tidy") => tidy::check(),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(())

@@ -42,6 +42,13 @@ pub fn parse_document(text: &str, limits: &Limits) -> Result<Value> {
 
 /// Checks a caller document: an object, no `_system`, within depth and size limits.
 pub fn validate_document(doc: &Value, limits: &Limits) -> Result<()> {
+    validate_shape(doc, limits)?;
+    check_size(doc, limits)
+}
+
+/// Checks a caller document's shape — an object, no `_system`, within the depth limit —
+/// without serializing it (a write checks the size on the bytes it serializes anyway).
+pub fn validate_shape(doc: &Value, limits: &Limits) -> Result<()> {
     let Value::Object(map) = doc else {
         return Err(Error::validation("document", format!("must be a JSON object, got {}", type_name(doc))));
     };
@@ -55,12 +62,16 @@ pub fn validate_document(doc: &Value, limits: &Limits) -> Result<()> {
             format!("nests {depth} levels deep, at most {} allowed", limits.max_depth),
         ));
     }
-    check_size(doc, limits)
+    Ok(())
 }
 
 /// Checks only the size limit (used after externalization shrank the document).
 pub fn check_size(doc: &Value, limits: &Limits) -> Result<()> {
-    let size = canonical_bytes(doc).len();
+    check_size_of(canonical_bytes(doc).len(), limits)
+}
+
+/// Checks the size limit given the document's canonical size in bytes.
+pub fn check_size_of(size: usize, limits: &Limits) -> Result<()> {
     if size > limits.max_document_bytes {
         return Err(Error::validation(
             "document",

@@ -180,6 +180,9 @@ pub struct SnapshotRef {
     pub key: String,
     /// SHA-256 of the canonical JSON of the version's data.
     pub checksum: Checksum,
+    /// SHA-256 of the envelope's header (see [`SnapshotEnvelope`]): pins every field of the
+    /// envelope besides the data, which the header pins through `checksum`.
+    pub seal: Checksum,
     /// Size of the envelope blob in bytes.
     pub size: u64,
 }
@@ -296,12 +299,25 @@ impl VersionRecord {
     }
 }
 
-/// Format tag of version-1 envelopes.
-pub const ENVELOPE_FORMAT: &str = "udm.snapshot.v1";
+/// Format tag of the envelopes this version writes and reads.
+pub const ENVELOPE_FORMAT: &str = "udm.snapshot.v2";
 
-/// The JSON object stored (create-only) in S3 for every version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// One version as stored (create-only) in S3: the data and everything needed to rebuild
+/// the head and the version record without the metadata store (except the CV).
+///
+/// **Format v2** (pinned by a golden test). The blob is exactly
+///
+/// ```text
+/// {"data":D,"header":H,"seal":"<sha256(H) as hex>"}
+/// ```
+///
+/// where `D` is the canonical JSON of the data and `H` the canonical JSON of every other
+/// field (`format`, `key`, `ov`, `op`, `at`, `provenance`, `restoredFrom`, `system`,
+/// `indexed`, and `checksum` = SHA-256 of `D`). The seal covers the header and the header
+/// covers the data, so every byte a read returns or a rebuild uses is verified, each byte is
+/// hashed once, and verification works on the stored bytes without re-serializing. The
+/// metadata record pins both digests ([`SnapshotRef::checksum`], [`SnapshotRef::seal`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct SnapshotEnvelope {
     /// Always [`ENVELOPE_FORMAT`].
     pub format: String,
@@ -327,31 +343,145 @@ pub struct SnapshotEnvelope {
     pub data: Value,
 }
 
+/// The header as written (borrowed).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HeaderOut<'a> {
+    format: &'a str,
+    key: &'a ObjectKey,
+    ov: Ov,
+    op: Op,
+    at: Timestamp,
+    provenance: &'a Provenance,
+    restored_from: Option<Ov>,
+    system: &'a SystemHeader,
+    indexed: &'a Map<String, Value>,
+    checksum: Checksum,
+}
+
+/// The header as read.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HeaderIn {
+    format: String,
+    key: ObjectKey,
+    ov: Ov,
+    op: Op,
+    at: Timestamp,
+    provenance: Provenance,
+    restored_from: Option<Ov>,
+    system: SystemHeader,
+    indexed: Map<String, Value>,
+    checksum: Checksum,
+}
+
+/// The three parts of a stored envelope, borrowed from its bytes.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Parts<'a> {
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+    #[serde(borrow)]
+    header: &'a serde_json::value::RawValue,
+    seal: Checksum,
+}
+
+/// An encoded envelope: its bytes and the digests the metadata record pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEnvelope {
+    /// The blob.
+    pub bytes: Vec<u8>,
+    /// SHA-256 of the data's canonical JSON.
+    pub checksum: Checksum,
+    /// SHA-256 of the header.
+    pub seal: Checksum,
+}
+
+fn corrupt(what: impl fmt::Display) -> Error {
+    Error::new(ErrorKind::ChecksumMismatch, format!("snapshot is not a valid {ENVELOPE_FORMAT} envelope: {what}"))
+}
+
 impl SnapshotEnvelope {
-    /// The envelope's bytes: canonical JSON, so equal envelopes are equal bytes.
+    /// The envelope's bytes (see the type's docs for the format).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let v = serde_json::to_value(self).map_err(|e| Error::internal(format!("envelope serialization: {e}")))?;
-        Ok(canonical_bytes(&v))
+        Ok(self.encode(&canonical_bytes(&self.data))?.bytes)
     }
 
-    /// Parses envelope bytes and verifies the data's checksum against the envelope's own
-    /// and, when given, the `expected` one recorded in the metadata store. A mismatch is
-    /// [`ErrorKind::ChecksumMismatch`]; the data is never returned then.
-    pub fn decode(bytes: &[u8], expected: Option<&Checksum>) -> Result<Self> {
-        let env: SnapshotEnvelope = serde_json::from_slice(bytes)
-            .map_err(|e| Error::new(ErrorKind::ChecksumMismatch, format!("snapshot is not a valid envelope: {e}")))?;
-        if env.format != ENVELOPE_FORMAT {
+    /// Encodes the envelope given the canonical bytes of its data (computed once by the
+    /// caller, who also hashed them into `checksum`).
+    pub fn encode(&self, data_bytes: &[u8]) -> Result<EncodedEnvelope> {
+        let header = HeaderOut {
+            format: &self.format,
+            key: &self.key,
+            ov: self.ov,
+            op: self.op,
+            at: self.at,
+            provenance: &self.provenance,
+            restored_from: self.restored_from,
+            system: &self.system,
+            indexed: &self.indexed,
+            checksum: self.checksum,
+        };
+        let header = serde_json::to_value(&header).map_err(|e| Error::internal(format!("envelope header: {e}")))?;
+        let header = canonical_bytes(&header);
+        let seal = Checksum::of_bytes(&header);
+        let mut bytes = Vec::with_capacity(data_bytes.len() + header.len() + 96);
+        bytes.extend_from_slice(b"{\"data\":");
+        bytes.extend_from_slice(data_bytes);
+        bytes.extend_from_slice(b",\"header\":");
+        bytes.extend_from_slice(&header);
+        bytes.extend_from_slice(b",\"seal\":\"");
+        bytes.extend_from_slice(seal.to_string().as_bytes());
+        bytes.extend_from_slice(b"\"}");
+        Ok(EncodedEnvelope { bytes, checksum: self.checksum, seal })
+    }
+
+    /// Parses envelope bytes and verifies them: the seal against the header, the header's
+    /// checksum against the data and, when given, both digests against the `expected`
+    /// metadata record. Any mismatch — or bytes that are not an envelope — is
+    /// [`ErrorKind::ChecksumMismatch`] and the data is never returned. A well-sealed envelope
+    /// of another format version is [`ErrorKind::Unsupported`].
+    pub fn decode(bytes: &[u8], expected: Option<&SnapshotRef>) -> Result<Self> {
+        let parts: Parts<'_> = serde_json::from_slice(bytes).map_err(corrupt)?;
+        let header_bytes = parts.header.get().as_bytes();
+        parts.seal.verify(&Checksum::of_bytes(header_bytes), "snapshot header seal")?;
+        if let Some(exp) = expected {
+            exp.seal.verify(&parts.seal, "snapshot header vs metadata")?;
+        }
+        let format = serde_json::from_slice::<Value>(header_bytes)
+            .ok()
+            .and_then(|h| h.get("format").and_then(Value::as_str).map(str::to_owned))
+            .ok_or_else(|| corrupt("header has no format"))?;
+        if format != ENVELOPE_FORMAT {
             return Err(Error::new(
                 ErrorKind::Unsupported,
-                format!("snapshot format {:?} is not {ENVELOPE_FORMAT}", env.format),
+                format!("snapshot format {format:?} is not {ENVELOPE_FORMAT}"),
             ));
         }
-        let actual = Checksum::of_json(&env.data);
-        env.checksum.verify(&actual, "snapshot data")?;
+        let h: HeaderIn = serde_json::from_slice(header_bytes).map_err(corrupt)?;
+        h.checksum.verify(&Checksum::of_bytes(parts.data.get().as_bytes()), "snapshot data")?;
         if let Some(exp) = expected {
-            exp.verify(&env.checksum, "snapshot vs metadata")?;
+            exp.checksum.verify(&h.checksum, "snapshot vs metadata")?;
         }
-        Ok(env)
+        let data: Value = serde_json::from_str(parts.data.get()).map_err(corrupt)?;
+        Ok(Self {
+            format: h.format,
+            key: h.key,
+            ov: h.ov,
+            op: h.op,
+            at: h.at,
+            provenance: h.provenance,
+            restored_from: h.restored_from,
+            system: h.system,
+            indexed: h.indexed,
+            checksum: h.checksum,
+            data,
+        })
+    }
+
+    /// The digests a metadata record must pin for this envelope.
+    pub fn seal(&self) -> Result<Checksum> {
+        Ok(self.encode(&[])?.seal)
     }
 
     /// The version record this envelope describes, given the CV it was committed at.

@@ -7,7 +7,7 @@ const GOOD: &str = r#"
 [[backends]]
 name = "pair-a"
 meta = { kind = "mongo", uri = "mongodb://app:s3cret@127.0.0.1:27017/?authSource=admin", database = "udm", max_pool_size = 20 }
-blobs = { kind = "s3", endpoint = "http://127.0.0.1:9000", region = "us-east-1", access_key_id = "AKIA", secret_access_key = "topsecret", json_bucket = "udm-json", content_bucket = "udm-content", backups_bucket = "udm-backups", path_style = true, client = "aws_sdk" }
+blobs = { kind = "s3", endpoint = "http://127.0.0.1:9000", region = "us-east-1", access_key_id = "AKIA", secret_access_key = "topsecret", json_bucket = "udm-json", content_bucket = "udm-content", path_style = true, client = "aws_sdk" }
 
 [[backends]]
 name = "local"
@@ -16,10 +16,6 @@ blobs = { kind = "fs", root = "/var/lib/udm/blobs" }
 
 [routing]
 key_template = "{tenant}|{db}|{collection}:{id}"
-
-[retention]
-days = 90
-max_versions_per_item = 1000
 
 [[collections]]
 db = "crm"
@@ -36,8 +32,9 @@ max_bytes = 65536
 [hard_delete]
 enabled = true
 
-[fallback_queue]
-retry = { base_delay_ms = 100, max_delay_ms = 60000, max_attempts = 8 }
+[deadlines]
+connect_ms = 2000
+call_ms = 10000
 "#;
 
 fn problems_of(text: &str) -> Vec<String> {
@@ -54,7 +51,8 @@ fn full_config_parses_and_validates() {
     assert_eq!(cfg.backends.len(), 2);
     assert!(matches!(&cfg.backends[0].blobs, BlobBackend::S3 { client: S3Client::AwsSdk, path_style: true, .. }));
     assert!(matches!(&cfg.backends[1].meta, MetaBackend::Embedded { .. }));
-    assert_eq!(cfg.retention.days, Some(90));
+    assert_eq!(cfg.deadlines.call_ms, 10_000);
+    assert_eq!(cfg.deadlines.write_budget_ms, 60_000);
     let users = cfg.collection("any-tenant", "crm", "users").unwrap();
     assert_eq!(users.metadata_map().indexed_props.len(), 2);
     assert!(cfg.collection("t", "crm", "other").is_none());
@@ -104,7 +102,7 @@ fn unknown_keys_are_errors() {
 fn syntax_and_type_errors_name_a_line() {
     let e = Config::from_toml("[[backends]\n").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config);
-    let e = Config::from_toml(&GOOD.replace("days = 90", "days = \"ninety\"")).unwrap_err();
+    let e = Config::from_toml(&GOOD.replace("call_ms = 10000", "call_ms = \"ten\"")).unwrap_err();
     assert!(e.problems()[0].path.starts_with("line "), "{e:?}");
     assert!(Config::from_json("{").is_err());
 }
@@ -122,7 +120,8 @@ fn every_problem_is_reported_with_its_path() {
         .replace("name = \"local\"", "name = \"pair-a\"")
         .replace("path = \"/var/lib/udm/meta.redb\"", "path = \" \"")
         .replace("{tenant}|{db}|{collection}:{id}", "{tenant}|{shard}")
-        .replace("days = 90", "days = 0")
+        .replace("[deadlines]", "[retention]\ndays = 0\n[fallback_queue]\nretry = { base_delay_ms = 100, max_delay_ms = 60000, max_attempts = 0 }\n[deadlines]")
+        .replace("call_ms = 10000", "call_ms = 0")
         .replace("collection = \"users\"", "collection = \"us/ers\"")
         .replace("path = \"email\"", "path = \"$email\"")
         .replace("\"data.tier\" = \"vip\"", "\"data.tier\" = { \"$regex\" = \"v\" }")
@@ -146,6 +145,7 @@ fn every_problem_is_reported_with_its_path() {
         "collections[0].counter_rules[0].when.data.tier.$regex",
         "dev_shadow",
         "fallback_queue.retry.max_attempts",
+        "deadlines",
     ] {
         assert!(paths.iter().any(|p| p == expected), "missing {expected} in {paths:?}");
     }
@@ -203,4 +203,37 @@ fn tenant_specific_collection_config_wins() {
     cfg.validate().unwrap();
     assert_eq!(cfg.collection("acme", "crm", "users").unwrap().indexed_props[0].path, "x");
     assert_eq!(cfg.collection("other", "crm", "users").unwrap().indexed_props[0].path, "email");
+}
+
+/// Settings of features that do not exist yet are refused, never silently ignored.
+#[test]
+fn settings_that_would_do_nothing_are_refused() {
+    let cases = [
+        ("[retention]\ndays = 90\n", "retention"),
+        ("[fallback_queue]\nenabled = true\n", "fallback_queue"),
+        (
+            "[fallback_queue]\nretry = { base_delay_ms = 100, max_delay_ms = 60000, max_attempts = 8 }\n",
+            "fallback_queue",
+        ),
+        ("[write_optimization]\nenabled = true\n", "write_optimization"),
+        ("[write_optimization]\ncounter_debounce_ms = 50\n", "write_optimization"),
+        ("[counters]\nmongo_uri = \"mongodb://127.0.0.1:1\"\ndatabase = \"c\"\n", "counters"),
+    ];
+    for (section, path) in cases {
+        let cfg = Config::from_toml(&format!("{GOOD}\n{section}")).unwrap();
+        let e = cfg.validate().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{section}: {e}");
+        assert_eq!(e.problems()[0].path, path, "{e:?}");
+    }
+    let with_backups = GOOD.replace(
+        "content_bucket = \"udm-content\"",
+        "content_bucket = \"udm-content\", backups_bucket = \"udm-backups\"",
+    );
+    let e = Config::from_toml(&with_backups).unwrap().validate().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert_eq!(e.problems()[0].path, "backends[0].blobs.backups_bucket");
+    // Defaults (and the one write-optimization knob that works) are accepted.
+    let ok =
+        format!("{GOOD}\n[write_optimization]\nskip_dev_shadow_over_bytes = 1024\n[fallback_queue]\nenabled = false\n");
+    Config::from_toml(&ok).unwrap().validate().unwrap();
 }

@@ -37,41 +37,80 @@ fn envelope() -> SnapshotEnvelope {
     }
 }
 
-const ENVELOPE_BYTES: &str = concat!(
-    r#"{"at":"2026-11-21T19:57:25.123Z","checksum":"CHECKSUM","data":{"address":{"city":"Oslo"},"name":"Ada","score":1.5,"tags":["x","y"]},"#,
-    r#""format":"udm.snapshot.v1","indexed":{"address.city":"Oslo"},"key":{"ctx":{"collection":"users","db":"crm","tenant":"acme"},"id":"u-42"},"#,
+const HEADER: &str = concat!(
+    r#"{"at":"2026-11-21T19:57:25.123Z","checksum":"CHECKSUM","#,
+    r#""format":"udm.snapshot.v2","indexed":{"address.city":"Oslo"},"key":{"ctx":{"collection":"users","db":"crm","tenant":"acme"},"id":"u-42"},"#,
     r#""op":"ENRICH","ov":3,"provenance":{"actor":"svc-geo","reason":"nightly","requestId":"01JREQ"},"restoredFrom":null,"#,
     r#""system":{"deleted":false,"deletedAt":null,"functionIds":["geo-v1"],"insertedAt":"2026-11-20T08:00:00.000Z","updatedAt":"2026-11-21T19:57:25.123Z"}}"#
 );
 
+const DATA: &str = r#"{"address":{"city":"Oslo"},"name":"Ada","score":1.5,"tags":["x","y"]}"#;
+
 const DATA_CHECKSUM: &str = "76228c90a9dca4ce582ce1242f196430445402ea461b516bfd6f47539edfee0a";
+
+const SEAL: &str = "5bcdec2a0faf14b3529e4bfc5523e50d8b9db5eec80b71492605bb346fcae00c";
+
+fn pinned_bytes() -> String {
+    let header = HEADER.replace("CHECKSUM", DATA_CHECKSUM);
+    format!(r#"{{"data":{DATA},"header":{header},"seal":"{SEAL}"}}"#)
+}
+
+fn pinned_ref(env: &SnapshotEnvelope, len: usize) -> SnapshotRef {
+    SnapshotRef { key: "k".into(), checksum: env.checksum, seal: env.seal().unwrap(), size: len as u64 }
+}
 
 #[test]
 fn envelope_bytes_are_pinned() {
     let env = envelope();
     let bytes = String::from_utf8(env.to_bytes().unwrap()).unwrap();
     assert_eq!(env.checksum.to_string(), DATA_CHECKSUM);
-    assert_eq!(bytes, ENVELOPE_BYTES.replace("CHECKSUM", DATA_CHECKSUM));
-    // And it decodes back to the same envelope, verified.
-    let back = SnapshotEnvelope::decode(bytes.as_bytes(), Some(&env.checksum)).unwrap();
+    assert_eq!(env.seal().unwrap().to_string(), SEAL);
+    assert_eq!(Checksum::of_bytes(HEADER.replace("CHECKSUM", DATA_CHECKSUM).as_bytes()).to_string(), SEAL);
+    assert_eq!(bytes, pinned_bytes());
+    // And it decodes back to the same envelope, verified against its metadata record.
+    let r = pinned_ref(&env, bytes.len());
+    let back = SnapshotEnvelope::decode(bytes.as_bytes(), Some(&r)).unwrap();
     assert_eq!(back, env);
-    let rec = back.to_record(Cv(17), SnapshotRef { key: "k".into(), checksum: env.checksum, size: bytes.len() as u64 });
+    let rec = back.to_record(Cv(17), r);
     assert_eq!((rec.ov.get(), rec.cv, rec.op, rec.deleted), (3, Cv(17), Op::Enrich, false));
 }
 
+/// Every field of the envelope is covered: the data by its checksum, the rest by the seal.
 #[test]
 fn tampered_envelopes_are_rejected() {
+    use udm_core::ErrorKind::{ChecksumMismatch, Unsupported};
     let env = envelope();
     let bytes = String::from_utf8(env.to_bytes().unwrap()).unwrap();
-    let tampered = bytes.replace("\"Ada\"", "\"Eve\"");
-    let e = SnapshotEnvelope::decode(tampered.as_bytes(), None).unwrap_err();
-    assert_eq!(e.kind(), udm_core::ErrorKind::ChecksumMismatch);
-    let other = Checksum::of_bytes(b"metadata says something else");
-    let e = SnapshotEnvelope::decode(bytes.as_bytes(), Some(&other)).unwrap_err();
-    assert_eq!(e.kind(), udm_core::ErrorKind::ChecksumMismatch);
-    assert_eq!(SnapshotEnvelope::decode(b"not json", None).unwrap_err().kind(), udm_core::ErrorKind::ChecksumMismatch);
-    let future = bytes.replace("udm.snapshot.v1", "udm.snapshot.v9");
-    assert_eq!(SnapshotEnvelope::decode(future.as_bytes(), None).unwrap_err().kind(), udm_core::ErrorKind::Unsupported);
+    let kind = |b: &str, r: Option<&SnapshotRef>| SnapshotEnvelope::decode(b.as_bytes(), r).unwrap_err().kind();
+    for (from, to) in [
+        ("\"Ada\"", "\"Eve\""),
+        ("\"insertedAt\":\"2026-11-20T08:00:00.000Z\"", "\"insertedAt\":\"2020-01-01T00:00:00.000Z\""),
+        ("\"functionIds\":[\"geo-v1\"]", "\"functionIds\":[]"),
+        ("\"actor\":\"svc-geo\"", "\"actor\":\"mallory\""),
+        ("\"format\":\"udm.snapshot.v2\"", "\"format\":\"udm.snapshot.v3\""),
+        ("\"format\":\"udm.snapshot.v2\"", "\"format\":\"udm.snapshot.w2\""),
+        ("\"ov\":3", "\"ov\":4"),
+    ] {
+        let tampered = bytes.replace(from, to);
+        assert_ne!(tampered, bytes, "{from}");
+        assert_eq!(kind(&tampered, None), ChecksumMismatch, "{from} -> {to}");
+    }
+    // A rewrite that recomputes the seal is still caught by the metadata record's pin.
+    let r = pinned_ref(&env, bytes.len());
+    let mut forged = env.clone();
+    forged.system.function_ids.clear();
+    let forged = String::from_utf8(forged.to_bytes().unwrap()).unwrap();
+    SnapshotEnvelope::decode(forged.as_bytes(), None).unwrap();
+    assert_eq!(kind(&forged, Some(&r)), ChecksumMismatch);
+    let other = SnapshotRef { checksum: Checksum::of_bytes(b"metadata says something else"), ..r.clone() };
+    assert_eq!(kind(&bytes, Some(&other)), ChecksumMismatch);
+    assert_eq!(kind("not json", None), ChecksumMismatch);
+    assert_eq!(kind(&format!("{}x", &bytes[..bytes.len() - 1]), None), ChecksumMismatch);
+    // A correctly sealed envelope of another format version is Unsupported, not corrupt.
+    let mut future = env.clone();
+    future.format = "udm.snapshot.v9".into();
+    let future = String::from_utf8(future.to_bytes().unwrap()).unwrap();
+    assert_eq!(kind(&future, None), Unsupported);
 }
 
 #[test]

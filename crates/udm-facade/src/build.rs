@@ -2,16 +2,15 @@
 
 use std::sync::Arc;
 
-use udm_core::Result;
-use udm_core::config::{BlobBackend, Config, MetaBackend};
+use udm_core::config::{BlobBackend, Config, DeadlineConfig, MetaBackend, S3Client};
 use udm_core::ports::{BlobStore, CounterStore, MetaStore};
-#[cfg(not(all(feature = "embedded", feature = "mongo", feature = "s3")))]
-use udm_core::{Error, ErrorKind};
-use udm_testkit::memory::{MemoryBlobs, MemoryMeta};
+use udm_core::{Error, ErrorKind, Result};
+use udm_memory::{MemoryBlobs, MemoryMeta};
 
 use crate::{Pair, Udm};
 
-#[cfg(not(all(feature = "embedded", feature = "mongo", feature = "s3")))]
+/// The error for a configured backend whose cargo feature is off.
+#[allow(dead_code, reason = "unused when every backend feature is on")]
 fn missing_feature(what: &str, feature: &str) -> Error {
     Error::new(ErrorKind::Unsupported, format!("{what} needs udm-facade's `{feature}` feature"))
 }
@@ -29,7 +28,11 @@ pub(crate) fn in_memory_pair(name: &str) -> Result<Pair> {
     })
 }
 
-async fn meta_store(m: &MetaBackend) -> Result<(Arc<dyn MetaStore>, Arc<dyn CounterStore>, String)> {
+type MetaPorts = (Arc<dyn MetaStore>, Arc<dyn CounterStore>, String);
+
+#[cfg_attr(not(feature = "mongo"), allow(clippy::unused_async, reason = "awaits only with the mongo feature"))]
+async fn meta_store(m: &MetaBackend, config: &Config) -> Result<MetaPorts> {
+    let _ = config;
     match m {
         MetaBackend::Memory => {
             let s = Arc::new(MemoryMeta::new());
@@ -44,8 +47,15 @@ async fn meta_store(m: &MetaBackend) -> Result<(Arc<dyn MetaStore>, Arc<dyn Coun
         MetaBackend::Embedded { .. } => Err(missing_feature("an embedded metadata store", "embedded")),
         #[cfg(feature = "mongo")]
         MetaBackend::Mongo { uri, database, .. } => {
-            let cfg = udm_mongo::MongoConfig::from_backend(m)?;
+            let d = &config.deadlines;
+            let cfg = udm_mongo::MongoConfig::from_backend(m)?
+                .with_call_timeout(std::time::Duration::from_millis(d.call_ms))
+                .with_ping_timeout(std::time::Duration::from_millis(d.health_ms));
             let s = Arc::new(udm_mongo::MongoStore::connect(&cfg).await?);
+            // Indexes that serve exactly the list queries the adapter issues, at startup.
+            let props: Vec<String> =
+                config.collections.iter().flat_map(|c| c.indexed_props.iter().map(|p| p.path.clone())).collect();
+            s.ensure_indexes(&props).await?;
             Ok((s.clone(), s, format!("mongo:{}/{database}", uri.redacted())))
         }
         #[cfg(not(feature = "mongo"))]
@@ -53,35 +63,56 @@ async fn meta_store(m: &MetaBackend) -> Result<(Arc<dyn MetaStore>, Arc<dyn Coun
     }
 }
 
-async fn blob_stores(b: &BlobBackend) -> Result<(Arc<dyn BlobStore>, Arc<dyn BlobStore>, String)> {
+type BlobPorts = (Arc<dyn BlobStore>, Arc<dyn BlobStore>, String);
+
+fn blob_stores(b: &BlobBackend, deadlines: &DeadlineConfig) -> Result<BlobPorts> {
+    let _ = deadlines;
     match b {
         BlobBackend::Memory => Ok((Arc::new(MemoryBlobs::new()), Arc::new(MemoryBlobs::new()), "memory".into())),
-        #[cfg(feature = "s3")]
+        #[cfg(feature = "fs")]
         BlobBackend::Fs { root } => {
             let root = std::path::Path::new(root);
-            let json = udm_s3::ObjectStoreBlobs::local(&root.join("json"))?;
-            let content = udm_s3::ObjectStoreBlobs::local(&root.join("content"))?;
+            let json = udm_s3::LocalBlobs::open(&root.join("json"))?;
+            let content = udm_s3::LocalBlobs::open(&root.join("content"))?;
             Ok((Arc::new(json), Arc::new(content), format!("fs:{}", root.display())))
         }
-        #[cfg(feature = "s3")]
+        #[cfg(not(feature = "fs"))]
+        BlobBackend::Fs { .. } => Err(missing_feature("a local-directory blob store", "fs")),
         BlobBackend::S3 { json_bucket, content_bucket, client, endpoint, .. } => {
-            let s = udm_s3::S3Settings::from_backend(b)?;
             let describe = format!("s3:{}:{json_bucket},{content_bucket}", endpoint.as_deref().unwrap_or("aws"));
-            match client {
-                udm_core::config::S3Client::AwsSdk => Ok((
-                    Arc::new(udm_s3::AwsS3Blobs::new(&s, json_bucket)),
-                    Arc::new(udm_s3::AwsS3Blobs::new(&s, content_bucket)),
-                    describe,
-                )),
-                udm_core::config::S3Client::ObjectStore => Ok((
-                    Arc::new(udm_s3::ObjectStoreBlobs::s3(&s, json_bucket)?),
-                    Arc::new(udm_s3::ObjectStoreBlobs::s3(&s, content_bucket)?),
-                    describe,
-                )),
-            }
+            s3_stores(b, *client, json_bucket, content_bucket, deadlines).map(|(j, c)| (j, c, describe))
         }
+    }
+}
+
+#[allow(unused_variables, reason = "which arguments are used depends on the S3 features")]
+fn s3_stores(
+    b: &BlobBackend,
+    client: S3Client,
+    json_bucket: &str,
+    content_bucket: &str,
+    deadlines: &DeadlineConfig,
+) -> Result<(Arc<dyn BlobStore>, Arc<dyn BlobStore>)> {
+    #[cfg(any(feature = "s3", feature = "aws-sdk"))]
+    let s = udm_s3::S3Settings::from_backend(b)?.with_timeouts(
+        std::time::Duration::from_millis(deadlines.connect_ms),
+        std::time::Duration::from_millis(deadlines.call_ms),
+    );
+    match client {
+        #[cfg(feature = "aws-sdk")]
+        S3Client::AwsSdk => Ok((
+            Arc::new(udm_s3::AwsS3Blobs::new(&s, json_bucket)),
+            Arc::new(udm_s3::AwsS3Blobs::new(&s, content_bucket)),
+        )),
+        #[cfg(not(feature = "aws-sdk"))]
+        S3Client::AwsSdk => Err(missing_feature("an S3 blob store on the AWS SDK", "aws-sdk")),
+        #[cfg(feature = "s3")]
+        S3Client::ObjectStore => Ok((
+            Arc::new(udm_s3::ObjectStoreBlobs::s3(&s, json_bucket)?),
+            Arc::new(udm_s3::ObjectStoreBlobs::s3(&s, content_bucket)?),
+        )),
         #[cfg(not(feature = "s3"))]
-        BlobBackend::Fs { .. } | BlobBackend::S3 { .. } => Err(missing_feature("an fs or s3 blob store", "s3")),
+        S3Client::ObjectStore => Err(missing_feature("an S3 blob store on object_store", "s3")),
     }
 }
 
@@ -97,8 +128,8 @@ impl Udm {
         config.validate()?;
         let mut builder = Udm::builder();
         for b in &config.backends {
-            let (meta, counters, m) = meta_store(&b.meta).await?;
-            let (json, content, j) = blob_stores(&b.blobs).await?;
+            let (meta, counters, m) = meta_store(&b.meta, &config).await?;
+            let (json, content, j) = blob_stores(&b.blobs, &config.deadlines)?;
             builder = builder.pair(Pair {
                 name: b.name.clone(),
                 meta,
@@ -113,7 +144,7 @@ impl Udm {
 
     /// The zero-setup default: an embedded metadata store and local-directory blobs under
     /// `dir` (`dir/meta.redb`, `dir/blobs/`).
-    #[cfg(all(feature = "embedded", feature = "s3"))]
+    #[cfg(all(feature = "embedded", feature = "fs"))]
     pub async fn embedded(dir: &std::path::Path) -> Result<Self> {
         let pair = udm_core::config::BackendPair {
             name: "local".into(),

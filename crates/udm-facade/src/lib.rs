@@ -34,6 +34,7 @@
 
 mod admin;
 mod build;
+mod observe;
 mod ops;
 mod read;
 mod record;
@@ -54,7 +55,8 @@ use udm_router::Router;
 
 pub use admin::{Admin, BackendInfo, Counters, HealthReport, PairHealth, Stats};
 pub use ops::{Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, Target, WriteOpts};
-pub use record::{HardDeleteReport, Record, RestoreOutcome, Written};
+pub use read::LIST_FETCH_CONCURRENCY;
+pub use record::{FailedItem, HardDeleteReport, ListPage, Record, RestoreOutcome, Written};
 pub use restore::{CollectionRestoreReport, CollectionTarget, RestoreProgress};
 pub use runtime::{OsEntropy, SystemClock};
 
@@ -188,7 +190,8 @@ impl UdmBuilder {
         self
     }
 
-    /// Validates and builds.
+    /// Validates and builds. Every port of every pair is wrapped in the tracing and metrics
+    /// layers (`udm-layers`): a span and a latency/error record per port call.
     pub fn build(self) -> Result<Udm> {
         let mut config = self.config.unwrap_or_else(Config::in_memory);
         config.backends = self
@@ -206,9 +209,10 @@ impl UdmBuilder {
         let prefix = config.storage.key_prefix.as_deref().map(Name::new).transpose()?;
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let ids = self.ids.unwrap_or_else(|| Arc::new(UlidGenerator::new(clock.clone(), OsEntropy::default())));
+        let pairs = self.pairs.into_iter().map(observed).collect();
         Ok(Udm {
             inner: Arc::new(Inner {
-                pairs: self.pairs,
+                pairs,
                 router,
                 layout: Layout::new(prefix),
                 config,
@@ -220,6 +224,19 @@ impl UdmBuilder {
                 closed: AtomicBool::new(false),
             }),
         })
+    }
+}
+
+/// The pair with every port wrapped in the tracing and metrics layers.
+fn observed(p: Pair) -> Pair {
+    use udm_core::ports::Layer;
+    use udm_layers::{MetricsLayer, TracingLayer};
+    Pair {
+        meta: Arc::new(MetricsLayer.layer(TracingLayer.layer(p.meta))),
+        counters: Arc::new(MetricsLayer.layer(TracingLayer.layer(p.counters))),
+        json: Arc::new(MetricsLayer.layer(TracingLayer.layer(p.json))),
+        content: Arc::new(MetricsLayer.layer(TracingLayer.layer(p.content))),
+        ..p
     }
 }
 

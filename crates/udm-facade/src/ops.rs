@@ -34,8 +34,9 @@ use udm_core::query::{HeadQuery, HistoryQuery, Order, Page};
 use udm_core::{Cv, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord};
 
 use crate::Inner;
+use crate::observe::observe;
 use crate::read::Lookup;
-use crate::record::{HardDeleteReport, Record, RestoreOutcome, Written};
+use crate::record::{HardDeleteReport, ListPage, Record, RestoreOutcome, Written};
 use crate::write::Intent;
 
 /// Who writes, why, with which id and request id.
@@ -112,7 +113,7 @@ pub struct ReadOpts {
 }
 
 /// Which version an object restore targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Target {
     /// A specific OV.
     Ov(Ov),
@@ -190,6 +191,11 @@ impl Collection {
         &self.ctx
     }
 
+    /// The span of a read-style operation on one object.
+    fn span(&self, op: &'static str, id: &str) -> tracing::Span {
+        tracing::debug_span!("udm.op", op, ctx = %self.ctx, object = id)
+    }
+
     pub(crate) fn key(&self, id: &str) -> Result<ObjectKey> {
         let id = ObjectId::with_max(id, self.inner.config.limits.max_id_bytes)?;
         Ok(ObjectKey::new(self.ctx.clone(), id))
@@ -249,20 +255,21 @@ impl Collection {
     pub async fn restore_object(&self, id: &str, target: Target, opts: WriteOpts) -> Result<RestoreOutcome> {
         let key = self.key(id)?;
         let request = self.request_id(&opts)?;
-        self.restore_one(key, target, request, &opts).await
+        let span = tracing::debug_span!("udm.restore_object", ctx = %self.ctx, object = id, request_id = %request);
+        observe("restore_object", span, self.restore_one(key, target, request.clone(), &opts)).await
     }
 
     /// Irreversibly removes an object, its versions, snapshots and content. Requires
     /// `hard_delete.enabled` in config and [`Confirm::Yes`].
     pub async fn hard_delete(&self, id: &str, confirm: Confirm) -> Result<HardDeleteReport> {
         let key = self.key(id)?;
-        self.hard_delete_key(key, confirm).await
+        observe("hard_delete", self.span("hard_delete", id), self.hard_delete_key(key, confirm)).await
     }
 
     /// The latest version (deleted objects are not-found unless `opts.include_deleted`).
     pub async fn get_latest(&self, id: &str, opts: ReadOpts) -> Result<Record> {
         let key = self.key(id)?;
-        self.read_latest(&key, opts).await
+        observe("get_latest", self.span("get_latest", id), self.read_latest(&key, opts)).await
     }
 
     /// Version `ov`. Looked up in the metadata store first; if its record is missing there but
@@ -270,22 +277,31 @@ impl Collection {
     /// reported as 0 since the shadow does not know it).
     pub async fn get_version(&self, id: &str, ov: Ov, opts: ReadOpts) -> Result<Record> {
         let key = self.key(id)?;
-        let (pair, rec) = self.version_record(&key, Lookup::Ov(ov)).await?;
-        self.read_version(pair, &key, rec, opts).await
+        let read = async {
+            let (pair, rec) = self.version_record(&key, Lookup::Ov(ov)).await?;
+            self.read_version(pair, &key, rec, opts).await
+        };
+        observe("get_version", self.span("get_version", id), read).await
     }
 
     /// The version current at `at` (inclusive).
     pub async fn as_of(&self, id: &str, at: Timestamp, opts: ReadOpts) -> Result<Record> {
         let key = self.key(id)?;
-        let (pair, rec) = self.version_record(&key, Lookup::At(at)).await?;
-        self.read_version(pair, &key, rec, opts).await
+        let read = async {
+            let (pair, rec) = self.version_record(&key, Lookup::At(at)).await?;
+            self.read_version(pair, &key, rec, opts).await
+        };
+        observe("as_of", self.span("as_of", id), read).await
     }
 
     /// The object's last version with CV ≤ `cv`.
     pub async fn as_of_cv(&self, id: &str, cv: Cv, opts: ReadOpts) -> Result<Record> {
         let key = self.key(id)?;
-        let (pair, rec) = self.version_record(&key, Lookup::Cv(cv)).await?;
-        self.read_version(pair, &key, rec, opts).await
+        let read = async {
+            let (pair, rec) = self.version_record(&key, Lookup::Cv(cv)).await?;
+            self.read_version(pair, &key, rec, opts).await
+        };
+        observe("as_of_cv", self.span("as_of_cv", id), read).await
     }
 
     /// A page of the object's version records (metadata only).
@@ -296,8 +312,12 @@ impl Collection {
     }
 
     /// A page of the collection's latest records, across every pair.
-    pub async fn list(&self, query: ListQuery, opts: ReadOpts) -> Result<Page<Record>> {
-        self.list_records(query, opts).await
+    ///
+    /// An object whose stored data fails verification does not fail the page: it is
+    /// reported in [`ListPage::failed`] with its error, and its data is never returned.
+    pub async fn list(&self, query: ListQuery, opts: ReadOpts) -> Result<ListPage> {
+        let span = tracing::debug_span!("udm.list", ctx = %self.ctx);
+        observe("list", span, self.list_records(query, opts)).await
     }
 
     /// The collection's current CV on each pair (pair name, CV). Each pair numbers the

@@ -2,15 +2,17 @@
 
 use std::collections::HashMap;
 
+use futures_util::StreamExt;
+
 use serde_json::{Map, Value};
 use udm_core::metamap::CONTENT_REF_KEY;
 use udm_core::ports::MetaStore;
-use udm_core::query::{Cursor, Order, Page, sort_cmp};
-use udm_core::version::SnapshotEnvelope;
+use udm_core::query::{Cursor, Order, sort_cmp};
+use udm_core::version::{SnapshotEnvelope, SnapshotRef};
 use udm_core::{Checksum, ContentHash, Error, ErrorKind, Head, ObjectKey, Result, VersionRecord};
 
 use crate::ops::{Collection, ContentMode, ListQuery, ReadOpts};
-use crate::record::Record;
+use crate::record::{FailedItem, ListPage, Record};
 
 /// Which version record to look up.
 #[derive(Debug, Clone, Copy)]
@@ -38,8 +40,11 @@ impl Collection {
         if let Some(h) = self.inner.pairs[routed].meta.head(key).await? {
             return Ok((routed, h));
         }
-        for (i, p) in self.inner.pairs.iter().enumerate().filter(|(i, _)| *i != routed) {
-            if p.meta.head(key).await?.is_some() {
+        // A miss on the routed pair: ask the others at once (one more round trip).
+        let others = self.inner.pairs.iter().enumerate().filter(|(i, _)| *i != routed);
+        let asks = others.map(|(i, p)| async move { p.meta.head(key).await.map(|h| h.map(|_| i)) });
+        for found in futures_util::future::join_all(asks).await {
+            if let Some(i) = found? {
                 self.inner.router.check(&key.ctx, &key.id, i)?;
             }
         }
@@ -53,20 +58,21 @@ impl Collection {
                 Checksum::of_json(data).verify(&head.snapshot.checksum, "inline copy")?;
                 Ok(data.clone())
             }
-            None => Ok(self.load_snapshot(pair, &head.snapshot.key, &head.snapshot.checksum).await?.data),
+            None => Ok(self.load_snapshot(pair, &head.snapshot).await?.data),
         }
     }
 
-    /// Fetches a snapshot envelope and verifies it against the recorded checksum.
-    pub(crate) async fn load_snapshot(&self, pair: usize, key: &str, checksum: &Checksum) -> Result<SnapshotEnvelope> {
+    /// Fetches a snapshot envelope and verifies it against the metadata record's digests.
+    pub(crate) async fn load_snapshot(&self, pair: usize, snapshot: &SnapshotRef) -> Result<SnapshotEnvelope> {
         self.inner.stats.snapshot_reads.inc();
+        let key = &snapshot.key;
         let bytes = match self.inner.pairs[pair].json.get(key).await {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(Error::new(ErrorKind::ChecksumMismatch, format!("committed snapshot {key} is missing")));
             }
             other => other?,
         };
-        SnapshotEnvelope::decode(&bytes, Some(checksum))
+        SnapshotEnvelope::decode(&bytes, Some(snapshot))
     }
 
     pub(crate) async fn read_latest(&self, key: &ObjectKey, opts: ReadOpts) -> Result<Record> {
@@ -132,7 +138,7 @@ impl Collection {
                 format!("{snapshot_key} holds {} {}", env.key, env.ov),
             ));
         }
-        let snapshot = udm_core::version::SnapshotRef { key: snapshot_key.clone(), checksum: env.checksum, size };
+        let snapshot = SnapshotRef { key: snapshot_key.clone(), checksum: env.checksum, seal: env.seal()?, size };
         Ok((pair, env.to_record(udm_core::Cv::ZERO, snapshot)))
     }
 
@@ -145,7 +151,7 @@ impl Collection {
         opts: ReadOpts,
     ) -> Result<Record> {
         self.inner.stats.reads.inc();
-        let env = self.load_snapshot(pair, &rec.snapshot.key, &rec.snapshot.checksum).await?;
+        let env = self.load_snapshot(pair, &rec.snapshot).await?;
         let data = self.shape(pair, key, &env.data, opts.content).await?;
         Ok(Record {
             id: key.id.clone(),
@@ -194,13 +200,16 @@ impl Collection {
         }
     }
 
-    /// A page of latest records across every pair, merged in the query's order.
-    pub(crate) async fn list_records(&self, query: ListQuery, opts: ReadOpts) -> Result<Page<Record>> {
+    /// A page of latest records across every pair, merged in the query's order. Pairs are
+    /// asked concurrently, and the page's data is fetched concurrently (at most
+    /// [`LIST_FETCH_CONCURRENCY`] snapshots in flight).
+    pub(crate) async fn list_records(&self, query: ListQuery, opts: ReadOpts) -> Result<ListPage> {
         let q = query.compile()?;
+        let asks = self.inner.pairs.iter().map(|p| p.meta.list_heads(&self.ctx, &q));
         let mut heads: Vec<(usize, Head)> = Vec::new();
         let mut any_more = false;
-        for (i, p) in self.inner.pairs.iter().enumerate() {
-            let page = p.meta.list_heads(&self.ctx, &q).await?;
+        for (i, page) in futures_util::future::join_all(asks).await.into_iter().enumerate() {
+            let page = page?;
             any_more |= page.next.is_some();
             heads.extend(page.items.into_iter().map(|h| (i, h)));
         }
@@ -215,16 +224,31 @@ impl Collection {
             Some((_, h)) if more => Some(Cursor { value: value(h), id: h.key.id.clone() }.encode()),
             _ => None,
         };
-        let mut items = Vec::with_capacity(heads.len());
-        for (pair, head) in heads {
-            let key = head.key.clone();
-            let data = self.head_data(pair, &head).await?;
-            let data = self.shape(pair, &key, &data, opts.content).await?;
-            items.push(head_record(&head, data));
+        let fetches = heads.into_iter().map(|(pair, head)| async move {
+            let data = match self.head_data(pair, &head).await {
+                Ok(d) => self.shape(pair, &head.key, &d, opts.content).await,
+                Err(e) => Err(e),
+            };
+            (head, data)
+        });
+        let fetched: Vec<_> = futures_util::stream::iter(fetches).buffered(LIST_FETCH_CONCURRENCY).collect().await;
+        let mut page = ListPage { items: Vec::with_capacity(fetched.len()), failed: Vec::new(), next };
+        for (head, data) in fetched {
+            match data {
+                Ok(data) => page.items.push(head_record(&head, data)),
+                // This object's stored data is corrupt: report it, never return its data.
+                Err(e) if e.kind() == ErrorKind::ChecksumMismatch => {
+                    page.failed.push(FailedItem { id: head.key.id.clone(), ov: head.ov, error: e });
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(Page { items, next })
+        Ok(page)
     }
 }
+
+/// Most snapshot fetches one list page runs at once.
+pub const LIST_FETCH_CONCURRENCY: usize = 16;
 
 /// The record of a head's version with `data`.
 fn head_record(head: &Head, data: Value) -> Record {

@@ -60,6 +60,30 @@ impl Record {
     }
 }
 
+/// A page of a collection's latest records.
+#[derive(Debug)]
+pub struct ListPage {
+    /// The records, in the query's order.
+    pub items: Vec<Record>,
+    /// Objects in this page whose stored data failed verification (checksum, seal or a
+    /// missing snapshot): reported here instead of failing the page; their data is never
+    /// returned.
+    pub failed: Vec<FailedItem>,
+    /// Cursor of the next page, if there is one.
+    pub next: Option<String>,
+}
+
+/// An object a list page could not return.
+#[derive(Debug)]
+pub struct FailedItem {
+    /// The object.
+    pub id: ObjectId,
+    /// Its head's OV.
+    pub ov: Ov,
+    /// Why (kind [`ChecksumMismatch`](udm_core::ErrorKind::ChecksumMismatch)).
+    pub error: udm_core::Error,
+}
+
 /// What an object restore did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum RestoreOutcome {

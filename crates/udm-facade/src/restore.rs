@@ -17,7 +17,7 @@ use udm_core::{Checksum, Cv, Error, ErrorKind, ObjectKey, RequestId, Result, Tim
 use crate::ops::{Collection, Confirm, Target, WriteOpts};
 use crate::read::Lookup;
 use crate::record::{HardDeleteReport, RestoreOutcome};
-use crate::write::Intent;
+use crate::write::{Change, Intent};
 
 /// What a collection restore targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,20 +73,31 @@ impl Collection {
         request: RequestId,
         opts: &WriteOpts,
     ) -> Result<RestoreOutcome> {
+        self.inner.check_open()?;
+        let named = json!(target);
+        // A replay comes first and answers what the first call did, whatever happened since.
+        if opts.request_id.is_some() {
+            let probe = Intent::restore(key.clone(), Change::Delete, &named, request.clone(), opts);
+            if let Some(done) = self.replay(&request, &probe.fingerprint_for_replay()).await? {
+                return Ok(RestoreOutcome::Restored(done));
+            }
+        }
         let lookup = match target {
             Target::Ov(ov) => Lookup::Ov(ov),
             Target::At(t) => Lookup::At(t),
         };
         let (pair, rec) = self.version_record(&key, lookup).await?;
-        self.restore_to(pair, key, Some(rec), request, opts).await
+        self.restore_to(pair, key, Some(rec), &named, request, opts).await
     }
 
     /// Makes `key` equal `target` (or deleted when `None`), appending one version if needed.
+    /// `named` is the target as the caller named it (the write's fingerprint).
     async fn restore_to(
         &self,
         pair: usize,
         key: ObjectKey,
         target: Option<VersionRecord>,
+        named: &serde_json::Value,
         request: RequestId,
         opts: &WriteOpts,
     ) -> Result<RestoreOutcome> {
@@ -96,15 +107,15 @@ impl Collection {
             if head.is_deleted() {
                 return Ok(RestoreOutcome::Unchanged { ov: head.ov });
             }
-            let w = self.write(Intent::delete(key, Some(head.ov), request, opts)).await?;
+            let w = self.write(Intent::restore(key, Change::Delete, named, request, opts)).await?;
             return Ok(RestoreOutcome::Restored(w));
         };
-        let env = self.load_snapshot(pair, &target.snapshot.key, &target.snapshot.checksum).await?;
+        let env = self.load_snapshot(pair, &target.snapshot).await?;
         if head.snapshot.checksum == env.checksum && head.is_deleted() == target.deleted {
             return Ok(RestoreOutcome::Unchanged { ov: head.ov });
         }
-        let intent = Intent::restore(key, env.data, target.ov, target.deleted, Some(head.ov), request, opts);
-        self.write(intent).await.map(RestoreOutcome::Restored)
+        let change = Change::Restore { data: env.data, from: target.ov, deleted: target.deleted };
+        self.write(Intent::restore(key, change, named, request, opts)).await.map(RestoreOutcome::Restored)
     }
 
     /// Restores the whole collection to `target`, resumably; `progress` is called after each object.
@@ -146,7 +157,8 @@ impl Collection {
                     let existed = rec.is_some();
                     // A known request id: a resumed run finds it committed and replays.
                     let object_opts = WriteOpts { request_id: Some(request.to_string()), ..opts.clone() };
-                    match self.restore_to(pair, head.key.clone(), rec, request, &object_opts).await? {
+                    let named = json!({"job": job_id});
+                    match self.restore_to(pair, head.key.clone(), rec, &named, request, &object_opts).await? {
                         RestoreOutcome::Unchanged { .. } => state.progress.unchanged += 1,
                         RestoreOutcome::Restored(_) if existed => state.progress.restored += 1,
                         RestoreOutcome::Restored(_) => state.progress.deleted += 1,
@@ -173,7 +185,16 @@ impl Collection {
         }
         let (pair, head) = match self.locate(&key).await {
             Ok(found) => found,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(HardDeleteReport::default()),
+            // No metadata left — but an earlier hard delete may have stopped between removing
+            // the metadata and the blobs: finish that (blobs live on the routed pair).
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let p = &self.inner.pairs[self.inner.router.route(&key.ctx, &key.id).index];
+                return Ok(HardDeleteReport {
+                    snapshots: delete_prefix(&*p.json, &self.inner.layout.object_prefix(&key)).await?,
+                    content: delete_prefix(&*p.content, &self.inner.layout.content_prefix(&key)).await?,
+                    ..HardDeleteReport::default()
+                });
+            }
             Err(e) => return Err(e),
         };
         let p = &self.inner.pairs[pair];

@@ -1,18 +1,29 @@
-//! The write saga: validate → route → (replay check) → read head → compute data →
-//! externalize → put snapshot (create-only) → commit.
+//! The write saga: validate → route → replay check (every pair, one round trip) → read head
+//! → compute data → externalize → put snapshot (create-only) → commit.
+//!
+//! The document is serialized to canonical JSON once per attempt: those bytes give the size
+//! check, the data checksum, the inline decision and the envelope (see
+//! [`SnapshotEnvelope::encode`]). A write without an expected OV that loses an optimistic race
+//! retries on the new head with capped exponential backoff and jitter, within the write budget
+//! (`deadlines.write_budget_ms`); the snapshot a lost race wrote is deleted, so races leave no
+//! orphans.
+
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use udm_core::counters::{CountedVersion, deltas};
 use udm_core::ports::{Commit, NewVersion, PutOptions};
-use udm_core::validate::{check_size, validate_document};
+use udm_core::validate::{check_size_of, validate_shape};
 use udm_core::version::{DevShadow, ENVELOPE_FORMAT, Provenance, SnapshotEnvelope, SnapshotRef};
 use udm_core::{Checksum, Error, ErrorKind, Head, ObjectKey, Op, Ov, RequestId, Result, SystemHeader, Timestamp};
 
 use crate::ops::{Collection, EnrichOpts, WriteOpts};
 use crate::record::Written;
 
-/// Attempts of a write without an expected OV before giving up on a hot object.
-const MAX_OPTIMISTIC_ATTEMPTS: u32 = 32;
+/// First backoff after a lost optimistic race; doubles per attempt up to [`MAX_BACKOFF`].
+const BASE_BACKOFF: Duration = Duration::from_millis(2);
+/// Longest backoff between two optimistic attempts.
+const MAX_BACKOFF: Duration = Duration::from_millis(250);
 
 /// What the caller asked for.
 #[derive(Debug, Clone)]
@@ -39,12 +50,34 @@ pub(crate) struct Intent {
     pub(crate) caller_request: bool,
     pub(crate) actor: Option<String>,
     pub(crate) reason: Option<String>,
+    /// What a replay must match: the object, the op and what the caller asked — never
+    /// anything read at call time (a restore's fingerprint names its target, not the head).
+    /// `None` for new data: derived from the checksum of the data as staged, so the
+    /// document is not serialized an extra time just to fingerprint it.
+    fingerprint: Option<Checksum>,
 }
 
 impl Intent {
     fn new(key: ObjectKey, op: Op, change: Change, expected: Option<Ov>, request: RequestId, o: &WriteOpts) -> Self {
         let caller_request = o.request_id.is_some();
-        Self { key, op, change, expected, request, caller_request, actor: o.actor.clone(), reason: o.reason.clone() }
+        let payload = match &change {
+            Change::Replace(_) => None,
+            Change::Delete => Some(Value::Null),
+            Change::Enrich { patch, function_id } => Some(json!({"patch": patch, "fn": function_id})),
+            Change::Restore { from, .. } => Some(json!({"from": from.get()})),
+        };
+        let fingerprint = payload.map(|p| fingerprint(&key, op, expected, &p));
+        Self {
+            key,
+            op,
+            change,
+            expected,
+            request,
+            caller_request,
+            actor: o.actor.clone(),
+            reason: o.reason.clone(),
+            fingerprint,
+        }
     }
 
     pub(crate) fn create(key: ObjectKey, data: Value, request: RequestId, o: &WriteOpts) -> Self {
@@ -64,74 +97,121 @@ impl Intent {
         Self::new(key, Op::Enrich, change, o.expected, request, &o.write)
     }
 
-    pub(crate) fn restore(
-        key: ObjectKey,
-        data: Value,
-        from: Ov,
-        deleted: bool,
-        expected: Option<Ov>,
-        request: RequestId,
-        o: &WriteOpts,
-    ) -> Self {
-        Self::new(key, Op::Restore, Change::Restore { data, from, deleted }, expected, request, o)
+    /// A restore to `target` (as the caller named it). `change` is the copy (a RESTORE) or,
+    /// when the object did not exist at the target, a DELETE.
+    pub(crate) fn restore(key: ObjectKey, change: Change, target: &Value, request: RequestId, o: &WriteOpts) -> Self {
+        let op = if matches!(change, Change::Delete) { Op::Delete } else { Op::Restore };
+        let mut intent = Self::new(key, op, change, None, request, o);
+        intent.fingerprint = Some(fingerprint(&intent.key, Op::Restore, None, &json!({"target": target})));
+        intent
     }
 
-    /// What a replay must match: the object, the op and the caller's payload.
-    fn fingerprint(&self) -> Checksum {
-        let payload = match &self.change {
-            Change::Replace(d) => json!({"data": d}),
-            Change::Delete => Value::Null,
-            Change::Enrich { patch, function_id } => json!({"patch": patch, "fn": function_id}),
-            Change::Restore { from, .. } => json!({"from": from.get()}),
-        };
-        Checksum::of_json(&json!([self.key.id.as_str(), self.op.as_str(), self.expected.map(Ov::get), payload]))
+    /// The fingerprint of a write whose fingerprint does not depend on staged data.
+    pub(crate) fn fingerprint_for_replay(&self) -> Checksum {
+        self.fingerprint_with(&Checksum::of_bytes(b""))
     }
 
-    /// Rejects bad input before anything is read or written.
+    /// The fingerprint, given the checksum of the data as staged (used for new data).
+    fn fingerprint_with(&self, staged: &Checksum) -> Checksum {
+        self.fingerprint
+            .unwrap_or_else(|| fingerprint(&self.key, self.op, self.expected, &json!({"data": staged.to_string()})))
+    }
+
+    /// Rejects bad input before anything is read or written (the size limit applies after
+    /// externalization, to the bytes the write serializes once).
     fn validate(&self, limits: &udm_core::validate::Limits) -> Result<()> {
         match &self.change {
-            Change::Replace(d) | Change::Restore { data: d, .. } => validate_document(d, limits),
+            Change::Replace(d) | Change::Restore { data: d, .. } => validate_shape(d, limits),
             Change::Enrich { patch, function_id } => {
                 if let Some(f) = function_id {
                     udm_core::id::check_ident("function_id", f, udm_core::id::MAX_CONTEXT_PART_BYTES * 2)?;
                 }
-                validate_document(patch, limits)
+                validate_shape(patch, limits)
             }
             Change::Delete => Ok(()),
         }
     }
 }
 
+fn fingerprint(key: &ObjectKey, op: Op, expected: Option<Ov>, payload: &Value) -> Checksum {
+    Checksum::of_json(&json!([key.id.as_str(), op.as_str(), expected.map(Ov::get), payload]))
+}
+
+/// A version ready to be written: the data, its canonical bytes and what the envelope needs.
+struct Staged {
+    data: Value,
+    bytes: Vec<u8>,
+    content: Vec<udm_core::metamap::Content>,
+    function_id: Option<String>,
+    target_deleted: bool,
+}
+
 impl Collection {
-    /// Runs the write saga for `intent`.
+    /// Runs the write saga for `intent` within the write budget.
     pub(crate) async fn write(&self, intent: Intent) -> Result<Written> {
         self.inner.check_open()?;
         intent.validate(&self.inner.config.limits)?;
+        let budget = Duration::from_millis(self.inner.config.deadlines.write_budget_ms);
+        let request = intent.request.clone();
+        let op = intent.op.as_str();
+        let span = tracing::debug_span!(
+            "udm.write",
+            op,
+            ctx = %self.ctx,
+            object = %intent.key.id,
+            expected = intent.expected.map(Ov::get),
+            request_id = %intent.request,
+        );
+        let bounded = async move {
+            match tokio::time::timeout(budget, self.write_within_budget(intent)).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "write budget of {budget:?} exhausted (deadlines.write_budget_ms); it may or may \
+                         not have committed: retry with request id {request} to find out"
+                    ),
+                )),
+            }
+        };
+        crate::observe::observe(op, span, bounded).await
+    }
+
+    async fn write_within_budget(&self, intent: Intent) -> Result<Written> {
         let pair = self.inner.router.route(&self.ctx, &intent.key.id).index;
-        let fingerprint = intent.fingerprint();
-        let meta = &self.inner.pairs[pair].meta;
         if intent.caller_request
-            && let Some((done, recorded)) = meta.find_request(&self.ctx, &intent.request).await?
+            && let Some((done, recorded)) = self.find_request(&intent.request).await?
         {
-            self.inner.stats.replays.inc();
-            return done.replay(&recorded, &fingerprint).map(Written::from);
+            let fp = match (&intent.change, intent.fingerprint) {
+                (_, Some(fp)) => fp,
+                (Change::Replace(d) | Change::Restore { data: d, .. }, None) => {
+                    let (data, _) = self.inner.collection(&self.ctx).map.externalize(d)?;
+                    intent.fingerprint_with(&Checksum::of_json(&data))
+                }
+                (_, None) => return Err(Error::internal("a write without a fingerprint")),
+            };
+            return done.replay(&recorded, &fp).map(Written::from);
         }
-        if intent.op == Op::Create {
-            self.check_not_elsewhere(&intent.key, pair).await?;
-        }
-        let mut attempt = 0;
+        let meta = &self.inner.pairs[pair].meta;
+        let mut attempt: u32 = 0;
         loop {
-            attempt += 1;
-            // A create needs no head read: the commit's compare-and-set rejects an existing object.
-            let head = if intent.op == Op::Create { None } else { meta.head(&intent.key).await? };
-            match self.attempt(pair, &intent, head.as_ref(), fingerprint).await {
+            let head = if intent.op == Op::Create {
+                // Before anything is written: an existing object here, or one on another pair,
+                // fails the create without leaving a snapshot behind.
+                self.create_head(&intent.key, pair).await?
+            } else {
+                meta.head(&intent.key).await?
+            };
+            match self.attempt(pair, &intent, head.as_ref()).await {
                 Err(e)
                     if e.kind() == ErrorKind::VersionConflict
                         && intent.expected.is_none()
-                        && attempt < MAX_OPTIMISTIC_ATTEMPTS
                         && intent.op != Op::Create =>
                 {
                     self.inner.stats.conflicts.inc();
+                    udm_layers::metric::retry("optimistic_conflict");
+                    attempt = attempt.saturating_add(1);
+                    tokio::time::sleep(backoff(attempt, &intent.request)).await;
                 }
                 Err(e) => return Err(e),
                 Ok(w) => {
@@ -142,46 +222,108 @@ impl Collection {
         }
     }
 
-    /// One optimistic attempt against the head just read.
-    async fn attempt(
+    /// The earlier commit of a caller's request id and the fingerprint it was recorded with.
+    /// A request id identifies one write in the collection, whichever pair its object lives
+    /// on, so every pair is asked (concurrently: one round trip).
+    pub(crate) async fn find_request(
         &self,
-        pair: usize,
-        intent: &Intent,
-        head: Option<&Head>,
-        fingerprint: Checksum,
-    ) -> Result<Written> {
+        request: &RequestId,
+    ) -> Result<Option<(udm_core::ports::Committed, Checksum)>> {
+        let asks = self.inner.pairs.iter().map(|p| p.meta.find_request(&self.ctx, request));
+        for found in futures_util::future::join_all(asks).await {
+            if let Some(hit) = found? {
+                self.inner.stats.replays.inc();
+                return Ok(Some(hit));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The earlier result of a caller's request id when `fingerprint` matches it; a
+    /// [`ErrorKind::Conflict`] when it was used for a different write.
+    pub(crate) async fn replay(&self, request: &RequestId, fingerprint: &Checksum) -> Result<Option<Written>> {
+        match self.find_request(request).await? {
+            Some((done, recorded)) => done.replay(&recorded, fingerprint).map(|c| Some(Written::from(c))),
+            None => Ok(None),
+        }
+    }
+
+    /// The head a create sees on its routed pair (must be none); an object of that id on
+    /// another pair is a route mismatch. All pairs are asked at once (one round trip).
+    async fn create_head(&self, key: &ObjectKey, routed: usize) -> Result<Option<Head>> {
+        let asks = self.inner.pairs.iter().map(|p| p.meta.head(key));
+        let heads = futures_util::future::join_all(asks).await;
+        let mut routed_head = None;
+        for (i, h) in heads.into_iter().enumerate() {
+            match h? {
+                Some(h) if i == routed => routed_head = Some(h),
+                Some(_) => self.inner.router.check(&key.ctx, &key.id, i)?,
+                None => {}
+            }
+        }
+        if let Some(h) = &routed_head {
+            return Err(Error::version_conflict(None, Some(h.ov)));
+        }
+        Ok(routed_head)
+    }
+
+    /// One optimistic attempt against the head just read.
+    async fn attempt(&self, pair: usize, intent: &Intent, head: Option<&Head>) -> Result<Written> {
         check_preconditions(intent, head)?;
+        let staged = self.stage(pair, intent, head).await?;
+        let (commit, created) = self.build_commit(pair, intent, head, staged).await?;
+        let snapshot = commit.version.snapshot.key.clone();
+        match self.inner.pairs[pair].meta.commit(commit).await {
+            Ok(done) => Ok(done.into()),
+            Err(e) => {
+                if created && e.kind() == ErrorKind::VersionConflict {
+                    // A lost race: definitely not committed (the store answers a committed
+                    // request id with a replay before it compares heads), and the key holds
+                    // this request's id and OV, so no committed version can point at it.
+                    // Best effort: a failed delete leaves an orphan that drift reports.
+                    let _ = self.inner.pairs[pair].json.delete(&snapshot).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Computes the version's data and serializes it (once).
+    async fn stage(&self, pair: usize, intent: &Intent, head: Option<&Head>) -> Result<Staged> {
         let previous = match (&intent.change, head) {
             (Change::Enrich { .. } | Change::Delete, Some(h)) => Some(self.head_data(pair, h).await?),
             _ => None,
         };
         let (data, function_id, target_deleted) = match &intent.change {
             Change::Replace(d) => (d.clone(), None, false),
-            Change::Delete => (previous.clone().unwrap_or(Value::Null), None, false),
+            Change::Delete => (previous.unwrap_or(Value::Null), None, false),
             Change::Enrich { patch, function_id } => {
-                let base = previous.clone().unwrap_or_else(|| json!({}));
-                (udm_core::deep_merge(&base, patch)?, function_id.as_deref(), false)
+                let base = previous.unwrap_or_else(|| json!({}));
+                (udm_core::deep_merge(&base, patch)?, function_id.clone(), false)
             }
             Change::Restore { data, deleted, .. } => (data.clone(), None, *deleted),
         };
         let rt = self.inner.collection(&self.ctx);
         let (data, content) = rt.map.externalize(&data)?;
-        check_size(&data, &self.inner.config.limits)?;
-        let indexed = rt.map.extract_indexed(&data)?;
-        let p = &self.inner.pairs[pair];
-        for c in &content {
-            let key = self.inner.layout.content(&intent.key, &c.reference.blake3);
-            match p.content.put(&key, c.bytes.clone(), &PutOptions::create(&c.reference.content_type)).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {} // content-addressed: same bytes
-                Err(e) => return Err(e),
-            }
-        }
-        let now = self.inner.clock.now();
-        let at = Timestamp::monotonic_after(head.map(|h| h.at), now);
+        let bytes = udm_core::canonical::canonical_bytes(&data);
+        check_size_of(bytes.len(), &self.inner.config.limits)?;
+        Ok(Staged { data, bytes, content, function_id, target_deleted })
+    }
+
+    /// Puts content and the snapshot envelope (create-only), and builds the commit; also
+    /// says whether this call created the snapshot (rather than reusing its own earlier one).
+    async fn build_commit(
+        &self,
+        pair: usize,
+        intent: &Intent,
+        head: Option<&Head>,
+        s: Staged,
+    ) -> Result<(Commit, bool)> {
+        self.put_content(pair, &intent.key, &s.content).await?;
+        let at = Timestamp::monotonic_after(head.map(|h| h.at), self.inner.clock.now());
         let system = match head {
             None => SystemHeader::created(at),
-            Some(h) => h.system.next(intent.op, at, function_id, target_deleted),
+            Some(h) => h.system.next(intent.op, at, s.function_id.as_deref(), s.target_deleted),
         };
         let ov = Ov::after(head.map(|h| h.ov))?;
         let provenance = Provenance {
@@ -193,7 +335,9 @@ impl Collection {
             Change::Restore { from, .. } => Some(*from),
             _ => None,
         };
-        let checksum = Checksum::of_json(&data);
+        let rt = self.inner.collection(&self.ctx);
+        let indexed = rt.map.extract_indexed(&s.data)?;
+        let checksum = Checksum::of_bytes(&s.bytes);
         let envelope = SnapshotEnvelope {
             format: ENVELOPE_FORMAT.into(),
             key: intent.key.clone(),
@@ -205,32 +349,34 @@ impl Collection {
             system: system.clone(),
             indexed: indexed.clone(),
             checksum,
-            data: data.clone(),
+            data: Value::Null, // the bytes below are the data
         };
-        let bytes = envelope.to_bytes()?;
-        let size = bytes.len() as u64;
-        let snap_key = self.inner.layout.snapshot(&intent.key, ov, &intent.request);
-        match p.json.put(&snap_key, bytes, &PutOptions::create_json()).await {
-            Ok(_) => {}
-            // A retry of this very request after a failed commit: reuse it if it is the same.
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                let existing = SnapshotEnvelope::decode(&p.json.get(&snap_key).await?, None)?;
-                if existing.checksum != checksum {
+        let encoded = envelope.encode(&s.bytes)?;
+        let snapshot_key = self.inner.layout.snapshot(&intent.key, ov, &intent.request);
+        let len = encoded.bytes.len() as u64;
+        let (envelope, seal, size, created) = match self.put_snapshot(pair, &snapshot_key, encoded.bytes).await? {
+            None => (envelope, encoded.seal, len, true),
+            // This request's own earlier attempt at this OV (its commit failed): commit that
+            // envelope as written, so the record pins exactly the stored bytes.
+            Some((existing, stored_len)) => {
+                if existing.checksum != checksum || existing.key != intent.key || existing.op != intent.op {
                     return Err(Error::new(
                         ErrorKind::Conflict,
-                        format!("request {} already wrote different data for {ov}", intent.request),
+                        format!("request {} already wrote a different {ov} of {}", intent.request, intent.key),
                     ));
                 }
+                let seal = existing.seal()?;
+                (SnapshotEnvelope { data: Value::Null, ..existing }, seal, stored_len, false)
             }
-            Err(e) => return Err(e),
-        }
+        };
+        let snapshot = SnapshotRef { key: snapshot_key, checksum, seal, size };
+        let SnapshotEnvelope { at, system, provenance, restored_from, indexed, .. } = envelope;
         let was_deleted = head.is_some_and(Head::is_deleted);
         let counted =
-            CountedVersion { op: intent.op, was_deleted, system: &system, provenance: &provenance, data: &data };
+            CountedVersion { op: intent.op, was_deleted, system: &system, provenance: &provenance, data: &s.data };
         let counters = deltas(&self.ctx, &counted, &rt.rules);
-        let canonical_size = udm_core::canonical::canonical_bytes(&data).len();
-        let inline = (canonical_size <= self.inner.config.storage.inline_max_bytes).then(|| data.clone());
-        let dev_shadow = self.dev_shadow(&data, canonical_size, at);
+        let inline = (s.bytes.len() <= self.inner.config.storage.inline_max_bytes).then(|| s.data.clone());
+        let dev_shadow = self.dev_shadow(&s.data, s.bytes.len(), at);
         let commit = Commit {
             key: intent.key.clone(),
             expected: head.map(|h| h.ov),
@@ -239,7 +385,7 @@ impl Collection {
                 op: intent.op,
                 at,
                 provenance,
-                snapshot: SnapshotRef { key: snap_key, checksum, size },
+                snapshot,
                 restored_from,
                 system,
                 indexed,
@@ -247,10 +393,38 @@ impl Collection {
                 dev_shadow,
             },
             counters,
-            fingerprint,
+            fingerprint: intent.fingerprint_with(&checksum),
         };
-        let done = p.meta.commit(commit).await?;
-        Ok(done.into())
+        Ok((commit, created))
+    }
+
+    /// Puts externalized content (content-addressed: an existing blob holds the same bytes).
+    async fn put_content(&self, pair: usize, key: &ObjectKey, content: &[udm_core::metamap::Content]) -> Result<()> {
+        let blobs = &self.inner.pairs[pair].content;
+        for c in content {
+            let blob = self.inner.layout.content(key, &c.reference.blake3);
+            match blobs.put(&blob, c.bytes.clone(), &PutOptions::create(&c.reference.content_type)).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the envelope create-only. `None` when this call created it; else the envelope
+    /// already stored under that key (a retry of this very request after a failed commit).
+    async fn put_snapshot(&self, pair: usize, key: &str, bytes: Vec<u8>) -> Result<Option<(SnapshotEnvelope, u64)>> {
+        let json = &self.inner.pairs[pair].json;
+        match json.put(key, bytes, &PutOptions::create_json()).await {
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                let stored = json.get(key).await?;
+                let len = stored.len() as u64;
+                Ok(Some((SnapshotEnvelope::decode(&stored, None)?, len)))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn dev_shadow(&self, data: &Value, bytes: usize, at: Timestamp) -> Option<DevShadow> {
@@ -260,16 +434,17 @@ impl Collection {
         let wanted = cfg.enabled && bytes <= cfg.max_bytes && (skip_over == 0 || bytes <= skip_over);
         wanted.then(|| DevShadow { data: data.clone(), written_at: at, bytes })
     }
+}
 
-    /// A create must not shadow an object that lives on another pair (route mismatch).
-    async fn check_not_elsewhere(&self, key: &ObjectKey, routed: usize) -> Result<()> {
-        for (i, p) in self.inner.pairs.iter().enumerate() {
-            if i != routed && p.meta.head(key).await?.is_some() {
-                return self.inner.router.check(&key.ctx, &key.id, i);
-            }
-        }
-        Ok(())
-    }
+/// Backoff before optimistic attempt `attempt + 1`: capped exponential with full jitter.
+/// The jitter is derived from the request id and the attempt (no clock or RNG read), so
+/// concurrent writers — which have different request ids — spread out, and a test is
+/// reproducible.
+fn backoff(attempt: u32, request: &RequestId) -> Duration {
+    let cap = BASE_BACKOFF.saturating_mul(1u32 << attempt.min(16)).min(MAX_BACKOFF);
+    let seed = udm_core::canonical::stable_hash64(format!("{request}/{attempt}").as_bytes());
+    let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX).max(1);
+    Duration::from_nanos(seed % nanos)
 }
 
 fn check_preconditions(intent: &Intent, head: Option<&Head>) -> Result<()> {

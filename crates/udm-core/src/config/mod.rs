@@ -12,7 +12,7 @@
 //!     name = "pair-a"
 //!     meta = { kind = "mongo", uri = "mongodb://app:pw@127.0.0.1:27017", database = "udm" }
 //!     blobs = { kind = "s3", region = "us-east-1", json_bucket = "udm-json",
-//!               content_bucket = "udm-content", backups_bucket = "udm-backups" }
+//!               content_bucket = "udm-content" }
 //! "#).unwrap();
 //! cfg.validate().unwrap();
 //! assert!(!format!("{cfg:?}").contains("pw"));
@@ -73,6 +73,9 @@ pub struct Config {
     /// Document and id limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Deadlines of backend calls and time budgets of retry loops.
+    #[serde(default)]
+    pub deadlines: DeadlineConfig,
 }
 
 /// One backend pair.
@@ -148,8 +151,10 @@ pub enum BlobBackend {
         json_bucket: String,
         /// Bucket for externalized content.
         content_bucket: String,
-        /// Bucket for backups.
-        backups_bucket: String,
+        /// Bucket for backups. Nothing writes backups yet: setting it is refused as
+        /// [`ErrorKind::Unsupported`] by [`Config::validate`].
+        #[serde(default)]
+        backups_bucket: Option<String>,
         /// Path-style addressing (most S3-compatible servers need it).
         #[serde(default)]
         path_style: bool,
@@ -266,7 +271,9 @@ pub struct HardDeleteConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FallbackQueueConfig {
-    /// Queue writes that fail on transient errors (recommended).
+    /// Queue writes that fail on transient errors. The queue worker does not exist yet, so
+    /// this defaults to off and any non-default value in this section is refused as
+    /// [`ErrorKind::Unsupported`].
     pub enabled: bool,
     /// Backoff and attempts.
     pub retry: RetryPolicy,
@@ -278,7 +285,7 @@ pub struct FallbackQueueConfig {
 
 impl Default for FallbackQueueConfig {
     fn default() -> Self {
-        Self { enabled: true, retry: RetryPolicy::default(), poll_interval_ms: 1000, lease_ms: 30_000 }
+        Self { enabled: false, retry: RetryPolicy::default(), poll_interval_ms: 1000, lease_ms: 30_000 }
     }
 }
 
@@ -330,6 +337,27 @@ impl Default for StorageConfig {
     }
 }
 
+/// Deadlines: no backend call and no retry loop may run unbounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadlineConfig {
+    /// Connecting to a backend (TCP + TLS + handshake), ms (default 5,000).
+    pub connect_ms: u64,
+    /// One backend call, whole (request, response, body), ms (default 30,000).
+    pub call_ms: u64,
+    /// One facade write including every retry of a lost optimistic race or a transient
+    /// failure, ms (default 60,000). When it runs out the error says so and is retryable.
+    pub write_budget_ms: u64,
+    /// One health ping per pair, ms (default 5,000).
+    pub health_ms: u64,
+}
+
+impl Default for DeadlineConfig {
+    fn default() -> Self {
+        Self { connect_ms: 5_000, call_ms: 30_000, write_budget_ms: 60_000, health_ms: 5_000 }
+    }
+}
+
 impl Config {
     /// A one-pair configuration with in-memory stores (tests, examples).
     pub fn in_memory() -> Self {
@@ -350,6 +378,7 @@ impl Config {
             write_optimization: WriteOptimizationConfig::default(),
             storage: StorageConfig::default(),
             limits: Limits::default(),
+            deadlines: DeadlineConfig::default(),
         }
     }
 
@@ -381,9 +410,18 @@ impl Config {
     }
 
     /// Every problem in the configuration, with field paths; `Ok` if there are none.
+    ///
+    /// Malformed values are [`ErrorKind::Config`]. Well-formed values that would do nothing
+    /// because the feature behind them does not exist yet (a separate counters store,
+    /// retention, backups, the fallback queue, write batching) are
+    /// [`ErrorKind::Unsupported`], so a configuration never silently promises more than it does.
     pub fn validate(&self) -> Result<()> {
         let problems = validate::problems(self);
-        if problems.is_empty() { Ok(()) } else { Err(Error::invalid(ErrorKind::Config, problems)) }
+        if !problems.is_empty() {
+            return Err(Error::invalid(ErrorKind::Config, problems));
+        }
+        let unsupported = validate::unsupported(self);
+        if unsupported.is_empty() { Ok(()) } else { Err(Error::invalid(ErrorKind::Unsupported, unsupported)) }
     }
 
     /// The collection config that applies to (`tenant`, `db`, `collection`): an entry naming

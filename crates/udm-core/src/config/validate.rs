@@ -93,9 +93,9 @@ fn blobs(at: &str, b: &BlobBackend, p: &mut Vec<Problem>) {
             if access_key_id.is_some() != secret_access_key.is_some() {
                 p.push(Problem::new(format!("{at}.blobs"), "access_key_id and secret_access_key go together"));
             }
-            for (field, bucket) in
-                [("json_bucket", json_bucket), ("content_bucket", content_bucket), ("backups_bucket", backups_bucket)]
-            {
+            let buckets = [("json_bucket", Some(json_bucket)), ("content_bucket", Some(content_bucket))];
+            let backups = [("backups_bucket", backups_bucket.as_ref())];
+            for (field, bucket) in buckets.into_iter().chain(backups).filter_map(|(f, b)| Some((f, b?))) {
                 if let Some(msg) = bucket_problem(bucket) {
                     p.push(Problem::new(format!("{at}.blobs.{field}"), msg));
                 }
@@ -155,6 +155,10 @@ fn sections(c: &Config, p: &mut Vec<Problem>) {
     if let Some(prefix) = &c.storage.key_prefix {
         ident("storage.key_prefix", prefix, MAX_CONTEXT_PART_BYTES, p);
     }
+    let d = &c.deadlines;
+    if d.connect_ms == 0 || d.call_ms == 0 || d.write_budget_ms == 0 || d.health_ms == 0 {
+        p.push(Problem::new("deadlines", "connect_ms, call_ms, write_budget_ms and health_ms must be positive"));
+    }
     let l = &c.limits;
     if l.max_document_bytes == 0 || l.max_depth == 0 {
         p.push(Problem::new("limits", "max_document_bytes and max_depth must be positive"));
@@ -162,6 +166,32 @@ fn sections(c: &Config, p: &mut Vec<Problem>) {
     if l.max_id_bytes == 0 || l.max_id_bytes > MAX_STORED_ID_BYTES {
         p.push(Problem::new("limits.max_id_bytes", format!("must be 1..={MAX_STORED_ID_BYTES}")));
     }
+}
+
+/// Well-formed settings of features that do not exist yet: refused rather than ignored.
+pub(super) fn unsupported(c: &Config) -> Vec<Problem> {
+    let mut p = Vec::new();
+    let mut refuse = |path: &str, what: &str| p.push(Problem::new(path, format!("{what} is not implemented yet")));
+    if c.counters.mongo_uri.is_some() || c.counters.database.is_some() {
+        refuse("counters", "a separate counters store");
+    }
+    if c.retention != crate::retention::RetentionPolicy::default() {
+        refuse("retention", "pruning old versions");
+    }
+    for (i, b) in c.backends.iter().enumerate() {
+        if let BlobBackend::S3 { backups_bucket: Some(_), .. } = &b.blobs {
+            refuse(&format!("backends[{i}].blobs.backups_bucket"), "writing backups");
+        }
+    }
+    if c.fallback_queue != super::FallbackQueueConfig::default() {
+        refuse("fallback_queue", "the fallback queue");
+    }
+    let w = c.write_optimization;
+    let batching = super::WriteOptimizationConfig { skip_dev_shadow_over_bytes: 0, ..w };
+    if batching != super::WriteOptimizationConfig::default() {
+        refuse("write_optimization", "write batching and counter debouncing (only skip_dev_shadow_over_bytes works)");
+    }
+    p
 }
 
 fn ident(path: &str, value: &str, max: usize, p: &mut Vec<Problem>) {

@@ -2,6 +2,7 @@
 //! test servers and (b) the embedded zero-setup default. The server setup needs
 //! `cargo xtask services up` (or `cargo xtask test`); without servers those tests fail, naming it.
 
+mod concurrency;
 mod scenarios;
 mod setup;
 
@@ -41,4 +42,5 @@ setups!(
     admin,
     hard_delete,
     bad_input_changes_nothing,
+    hot_object_writers,
 );

@@ -8,6 +8,7 @@ use udm_facade::{
     WriteOpts,
 };
 
+pub(crate) use crate::concurrency::hot_object_writers;
 use crate::setup::Env;
 
 fn users(env: &Env) -> Collection {

@@ -82,7 +82,7 @@ pub(crate) async fn servers() -> Env {
             secret_access_key: Some(Secret::new("testsecret")),
             json_bucket: format!("e2e-{name}-json"),
             content_bucket: format!("e2e-{name}-content"),
-            backups_bucket: format!("e2e-{name}-backups"),
+            backups_bucket: None,
             path_style: true,
             client,
         },
