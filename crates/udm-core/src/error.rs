@@ -7,7 +7,6 @@
 
 use std::fmt;
 
-use crate::version::Ov;
 
 /// What went wrong, at the level a caller can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,7 +107,9 @@ pub struct Error {
     kind: ErrorKind,
     message: String,
     retryable: bool,
-    current_ov: Option<Ov>,
+    /// For version conflicts: the current OV as a number (`version.rs` owns the typed view,
+    /// so this module does not depend on it).
+    pub(crate) current_ov: Option<u64>,
     problems: Vec<Problem>,
     source: Option<Source>,
 }
@@ -153,18 +154,6 @@ impl Error {
         Self::new(ErrorKind::NotFound, what)
     }
 
-    /// An optimistic-lock failure: the caller expected `expected`, the object is at `current`
-    /// (`None` when it does not exist).
-    pub fn version_conflict(expected: Option<Ov>, current: Option<Ov>) -> Self {
-        let show = |ov: Option<Ov>| ov.map_or_else(|| "absent".to_owned(), |v| v.to_string());
-        let mut e = Self::new(
-            ErrorKind::VersionConflict,
-            format!("expected object at {}, it is at {}", show(expected), show(current)),
-        );
-        e.current_ov = current;
-        e
-    }
-
     /// A backend that could not be reached (retryable).
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unavailable, message)
@@ -202,11 +191,6 @@ impl Error {
     /// Whether the same call may succeed if retried later (transient backend failure).
     pub fn is_retryable(&self) -> bool {
         self.retryable
-    }
-
-    /// For [`ErrorKind::VersionConflict`]: the OV the object is at now (`None` if absent).
-    pub fn current_ov(&self) -> Option<Ov> {
-        self.current_ov
     }
 
     /// For validation and config errors: every problem found, with field paths.
@@ -253,14 +237,6 @@ mod tests {
         assert!(Error::unavailable("down").is_retryable());
         assert!(!Error::not_found("x").is_retryable());
         assert!(Error::internal("x").retryable(true).is_retryable());
-    }
-
-    #[test]
-    fn version_conflict_carries_current_ov() {
-        let e = Error::version_conflict(Some(Ov::new(2).unwrap()), Some(Ov::new(5).unwrap()));
-        assert_eq!(e.kind(), ErrorKind::VersionConflict);
-        assert_eq!(e.current_ov(), Some(Ov::new(5).unwrap()));
-        assert_eq!(e.to_string(), "version conflict: expected object at ov 2, it is at ov 5");
     }
 
     #[test]

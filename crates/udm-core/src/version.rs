@@ -65,6 +65,27 @@ impl fmt::Display for Ov {
     }
 }
 
+/// Version-aware constructors and accessors of [`Error`] (here, so `error` does not depend on
+/// this module).
+impl Error {
+    /// An optimistic-lock failure: the caller expected `expected`, the object is at `current`
+    /// (`None` when it does not exist).
+    pub fn version_conflict(expected: Option<Ov>, current: Option<Ov>) -> Self {
+        let show = |ov: Option<Ov>| ov.map_or_else(|| "absent".to_owned(), |v| v.to_string());
+        let mut e = Self::new(
+            ErrorKind::VersionConflict,
+            format!("expected object at {}, it is at {}", show(expected), show(current)),
+        );
+        e.current_ov = current.map(Ov::get);
+        e
+    }
+
+    /// For [`ErrorKind::VersionConflict`]: the OV the object is at now (`None` if absent).
+    pub fn current_ov(&self) -> Option<Ov> {
+        self.current_ov.and_then(|n| Ov::new(n).ok())
+    }
+}
+
 /// Collection version: strictly increasing per collection, in commit order. `Cv::ZERO` is
 /// "before the first commit".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -506,6 +527,14 @@ mod tests {
 
     fn t(ms: i64) -> Timestamp {
         Timestamp::from_millis(ms).unwrap()
+    }
+
+    #[test]
+    fn version_conflict_carries_current_ov() {
+        let e = Error::version_conflict(Some(Ov::new(2).unwrap()), Some(Ov::new(5).unwrap()));
+        assert_eq!(e.kind(), ErrorKind::VersionConflict);
+        assert_eq!(e.current_ov(), Some(Ov::new(5).unwrap()));
+        assert_eq!(e.to_string(), "version conflict: expected object at ov 2, it is at ov 5");
     }
 
     #[test]

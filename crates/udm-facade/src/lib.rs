@@ -36,6 +36,7 @@ mod admin;
 mod build;
 mod observe;
 mod ops;
+mod options;
 mod read;
 mod record;
 mod restore;
@@ -194,15 +195,21 @@ impl UdmBuilder {
     /// layers (`udm-layers`): a span and a latency/error record per port call.
     pub fn build(self) -> Result<Udm> {
         let mut config = self.config.unwrap_or_else(Config::in_memory);
-        config.backends = self
-            .pairs
-            .iter()
-            .map(|p| udm_core::config::BackendPair {
-                name: p.name.clone(),
-                meta: udm_core::config::MetaBackend::Memory,
-                blobs: udm_core::config::BlobBackend::Memory,
-            })
-            .collect();
+        // Built from config, the backends describe the pairs: keep them. Injected pairs are
+        // described by placeholders named like them (the config's own backends are ignored).
+        let described = config.backends.len() == self.pairs.len()
+            && config.backends.iter().zip(&self.pairs).all(|(b, p)| b.name == p.name);
+        if !described {
+            config.backends = self
+                .pairs
+                .iter()
+                .map(|p| udm_core::config::BackendPair {
+                    name: p.name.clone(),
+                    meta: udm_core::config::MetaBackend::Memory,
+                    blobs: udm_core::config::BlobBackend::Memory,
+                })
+                .collect();
+        }
         config.validate()?;
         let router = Router::from_config(&config)?;
         let collections = compile_collections(&config.collections)?;

@@ -11,7 +11,7 @@ use udm_core::query::{Cursor, Order, sort_cmp};
 use udm_core::version::{SnapshotEnvelope, SnapshotRef};
 use udm_core::{Checksum, ContentHash, Error, ErrorKind, Head, ObjectKey, Result, VersionRecord};
 
-use crate::ops::{Collection, ContentMode, ListQuery, ReadOpts};
+use crate::options::{Collection, ContentMode, ListQuery, ReadOpts};
 use crate::record::{FailedItem, ListPage, Record};
 
 /// Which version record to look up.

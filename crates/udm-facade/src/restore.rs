@@ -14,7 +14,7 @@ use udm_core::ports::JobRecord;
 use udm_core::query::HeadQuery;
 use udm_core::{Checksum, Cv, Error, ErrorKind, ObjectKey, RequestId, Result, Timestamp, VersionRecord};
 
-use crate::ops::{Collection, Confirm, Target, WriteOpts};
+use crate::options::{Collection, Confirm, Target, WriteOpts};
 use crate::read::Lookup;
 use crate::record::{HardDeleteReport, RestoreOutcome};
 use crate::write::{Change, Intent};

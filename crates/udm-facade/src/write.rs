@@ -17,7 +17,7 @@ use udm_core::validate::{check_size_of, validate_shape};
 use udm_core::version::{DevShadow, ENVELOPE_FORMAT, Provenance, SnapshotEnvelope, SnapshotRef};
 use udm_core::{Checksum, Error, ErrorKind, Head, ObjectKey, Op, Ov, RequestId, Result, SystemHeader, Timestamp};
 
-use crate::ops::{Collection, EnrichOpts, WriteOpts};
+use crate::options::{Collection, EnrichOpts, WriteOpts};
 use crate::record::Written;
 
 /// First backoff after a lost optimistic race; doubles per attempt up to [`MAX_BACKOFF`].
