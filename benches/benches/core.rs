@@ -1,5 +1,6 @@
 //! Criterion benches of the pure hot paths: canonical checksums (next to raw SHA-256 of the
-//! same bytes, so the ratio is UDM's overhead), deep merge, drift on a 10k-leaf document,
+//! same bytes, so the ratio is UDM's overhead, and `canonical::encode`, bytes and checksum in
+//! one pass), deep merge, drift on a 10k-leaf document,
 //! and HRW routing over 10 pairs.
 //!
 //! Run: `cargo bench -p udm-benches --bench core`.
@@ -51,88 +52,8 @@ fn checksums(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("udm_encode_bytes_and_sha256", label), &doc, |b, d| {
             b.iter(|| canonical::encode(black_box(d)))
         });
-        g.bench_with_input(BenchmarkId::new("TEMP_legacy_recursive", label), &doc, |b, d| {
-            b.iter(|| legacy::checksum(black_box(d)))
-        });
     }
     g.finish();
-}
-
-mod legacy {
-    use serde_json::Value;
-    use sha2::{Digest, Sha256};
-    use std::io::{self, Write};
-    struct HashWriter(Sha256);
-    impl Write for HashWriter {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    fn w<W: Write>(value: &Value, out: &mut W) -> io::Result<()> {
-        match value {
-            Value::Null => out.write_all(b"null"),
-            Value::Bool(b) => out.write_all(if *b { b"true" } else { b"false" }),
-            Value::Number(n) => {
-                if let Some(i) = n.as_i64() {
-                    return write!(out, "{i}");
-                }
-                if let Some(u) = n.as_u64() {
-                    return write!(out, "{u}");
-                }
-                match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => write!(out, "{}", f as i64),
-                    _ => write!(out, "{n}"),
-                }
-            }
-            Value::String(s) => ws(s, out),
-            Value::Array(items) => {
-                out.write_all(b"[")?;
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.write_all(b",")?;
-                    }
-                    w(item, out)?;
-                }
-                out.write_all(b"]")
-            }
-            Value::Object(map) => {
-                out.write_all(b"{")?;
-                let mut entries: Vec<_> = map.iter().collect();
-                if !map.keys().is_sorted() {
-                    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                }
-                for (i, (k, v)) in entries.into_iter().enumerate() {
-                    if i > 0 {
-                        out.write_all(b",")?;
-                    }
-                    ws(k, out)?;
-                    out.write_all(b":")?;
-                    w(v, out)?;
-                }
-                out.write_all(b"}")
-            }
-        }
-    }
-    fn ws<W: Write>(s: &str, out: &mut W) -> io::Result<()> {
-        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-            out.write_all(b"\"")?;
-            out.write_all(s.as_bytes())?;
-            out.write_all(b"\"")
-        } else {
-            serde_json::to_writer(&mut *out, s).map_err(io::Error::other)
-        }
-    }
-    pub fn checksum(v: &Value) -> [u8; 32] {
-        let mut b = io::BufWriter::with_capacity(8 * 1024, HashWriter(Sha256::new()));
-        let _ = w(v, &mut b);
-        let _ = b.flush();
-        let (HashWriter(h), _) = b.into_parts();
-        h.finalize().into()
-    }
 }
 
 fn merge(c: &mut Criterion) {

@@ -18,6 +18,7 @@
 //! This module also holds the JSON walk helpers the rest of the crate uses to stay safe on
 //! hostile nesting: [`MAX_JSON_DEPTH`], [`check_depth`] and an iterative deep clone.
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::io::{self, Write};
 
@@ -289,8 +290,8 @@ impl<'v, S: Sink> Encoder<'v, S> {
                 let start = self.entries.len();
                 self.entries.extend(map.iter().map(|(k, v)| (k.as_str(), v)));
                 let mine = &mut self.entries[start..];
-                if !mine.is_sorted_by(|a, b| a.0 <= b.0) {
-                    mine.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                if !mine.is_sorted_by(|a, b| key_cmp(a.0, b.0).is_le()) {
+                    mine.sort_unstable_by(|a, b| key_cmp(a.0, b.0));
                 }
                 self.frames.push(Frame::Object { start, next: start });
             }
@@ -303,8 +304,30 @@ pub fn write_canonical<W: Write>(value: &Value, out: &mut W) -> io::Result<()> {
     Encoder::new(ToWriter(out), CHUNK + 1024).encode(value).map(|_| ())
 }
 
+/// `str` order (= code point order, as UTF-8 preserves it), comparing inline: object keys are
+/// short and usually differ in their first bytes, where a `memcmp` call costs more than the
+/// comparison.
+fn key_cmp(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Whether `s` needs escaping. Checked 16 bytes at a time without early exit inside a block,
+/// so the compiler vectorizes it.
+fn needs_escape(s: &[u8]) -> bool {
+    let bad = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    let mut blocks = s.chunks_exact(16);
+    let hit = blocks.by_ref().any(|block| block.iter().fold(false, |acc, &b| acc | bad(b)));
+    hit || blocks.remainder().iter().any(|&b| bad(b))
+}
+
 fn write_string(s: &str, out: &mut Vec<u8>) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !needs_escape(s.as_bytes()) {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());

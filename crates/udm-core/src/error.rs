@@ -7,7 +7,6 @@
 
 use std::fmt;
 
-
 /// What went wrong, at the level a caller can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -129,6 +129,7 @@ impl ListQuery {
     pub(crate) fn compile(&self) -> Result<HeadQuery> {
         let filter = self.filter.as_ref().map(Predicate::parse).transpose()?.unwrap_or(Predicate::True);
         udm_core::query::check_limit(self.limit)?;
+        udm_core::query::check_sort_by(self.sort_by.as_deref())?;
         Ok(HeadQuery {
             filter,
             include_deleted: self.include_deleted,

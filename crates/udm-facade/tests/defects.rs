@@ -211,6 +211,8 @@ async fn hot_objects_lose_no_write_and_leave_no_orphan() {
     let r = rig(&["p"]);
     let c = coll(&r);
     c.create(json!({"n": []}), WriteOpts::id("hot")).await.unwrap();
+    // A commit that takes a moment, as on a real server: writers interleave and race.
+    r.faults.add(FaultRule::latency(Duration::from_millis(2)).port(Port::Meta).op("commit").always());
     let tasks: Vec<_> = (0..8)
         .map(|w| {
             let c = c.clone();
@@ -234,6 +236,7 @@ async fn hot_objects_lose_no_write_and_leave_no_orphan() {
     let latest = c.get_latest("hot", ReadOpts::default()).await.unwrap();
     assert_eq!(latest.ov, ov(81));
     assert_eq!(latest.data["n"].as_array().unwrap().len(), 80);
+    assert!(r.udm.admin().stats().conflicts > 0, "the writers did race");
     assert_eq!(r.stores[0].json.len(), 81, "one snapshot per version: no orphans from lost races");
 }
 
@@ -333,4 +336,25 @@ async fn a_create_reads_all_pairs_heads_in_one_round_trip() {
     coll(&r).create(json!({"v": 1}), WriteOpts::id("x")).await.unwrap();
     assert_eq!(max.load(Ordering::SeqCst), names.len(), "all pairs' heads were in flight together");
     let _: Value = json!(null);
+}
+
+// 7/8. Hostile list queries are typed validation errors: nesting past the predicate depth
+//      bound (checked before recursing; deep cases are in udm-core's tests) and bad sort paths.
+#[tokio::test]
+async fn hostile_list_queries_are_validation_errors() {
+    let r = rig(&["p"]);
+    let c = coll(&r);
+    c.create(json!({"v": 1}), WriteOpts::id("x")).await.unwrap();
+    let mut deep = json!({"v": 1});
+    for _ in 0..40 {
+        deep = json!({"$not": deep});
+    }
+    let q = ListQuery { filter: Some(deep), ..ListQuery::default() };
+    assert_eq!(c.list(q, ReadOpts::default()).await.unwrap_err().kind(), ErrorKind::Validation);
+    for bad in ["", "$x", "a..b", &"k".repeat(10 * 1024)] {
+        let q = ListQuery { sort_by: Some(bad.to_owned()), ..ListQuery::default() };
+        let e = c.list(q, ReadOpts::default()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Validation, "{bad:.20}: {e}");
+        assert!(e.to_string().contains("sort_by"), "{e}");
+    }
 }
