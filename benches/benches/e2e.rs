@@ -33,20 +33,28 @@ impl Stats {
     }
 
     fn json(&self) -> serde_json::Value {
-        json!({"p50_us": self.pct(0.5), "p90_us": self.pct(0.9), "p99_us": self.pct(0.99), "ops_per_sec": self.ops_per_sec(), "n": self.samples.len()})
+        json!({"p50_us": self.pct(0.5), "p90_us": self.pct(0.9), "p95_us": self.pct(0.95), "p99_us": self.pct(0.99), "ops_per_sec": self.ops_per_sec(), "n": self.samples.len()})
     }
 }
 
-async fn measure<F, Fut>(name: &'static str, mut op: F) -> Stats
+async fn measure<F, Fut>(name: &'static str, op: F) -> Stats
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    for i in 0..WARMUP {
+    measure_n(name, WARMUP, ITERS, op).await
+}
+
+async fn measure_n<F, Fut>(name: &'static str, warmup: usize, iters: usize, mut op: F) -> Stats
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for i in 0..warmup {
         op(i).await;
     }
-    let mut samples = Vec::with_capacity(ITERS);
-    for i in WARMUP..WARMUP + ITERS {
+    let mut samples = Vec::with_capacity(iters);
+    for i in warmup..warmup + iters {
         let t = Instant::now();
         op(i).await;
         samples.push(t.elapsed());
@@ -220,18 +228,11 @@ const RATIOS: &[(&str, &[&str])] = &[
     ("udm as_of", &["mongo find_one by _id", "s3 get 1KiB"]),
 ];
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    // `cargo bench` passes `--bench`; nothing else to parse.
-    let uri = udm_testkit::services::mongo_uri();
-    let endpoint = udm_testkit::services::s3_endpoint();
-    let mut all = mongo(&uri).await;
-    all.extend(s3(&endpoint).await);
-    all.extend(udm(&uri, &endpoint).await);
+/// The raw-call and UDM single-object table and its ratios.
+fn print_basic(all: &[Stats], report: &mut serde_json::Map<String, serde_json::Value>) {
     println!("\nend-to-end latency ({ITERS} iterations after {WARMUP} warm-up, sequential, loopback)");
     println!("{:<34} {:>10} {:>10} {:>10} {:>10}", "operation", "p50 µs", "p90 µs", "p99 µs", "ops/s");
-    let mut report = serde_json::Map::new();
-    for s in &all {
+    for s in all {
         println!(
             "{:<34} {:>10.0} {:>10.0} {:>10.0} {:>10.0}",
             s.name,
@@ -250,9 +251,468 @@ async fn main() {
         println!("{op:<20} {:>8.0} µs vs {:>8.0} µs ({}) = {ratio:.2}x", p50(op), base, raw.join(" + "));
         report.insert(format!("ratio {op}"), json!(ratio));
     }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let uri = udm_testkit::services::mongo_uri();
+    let endpoint = udm_testkit::services::s3_endpoint();
+    // `UDM_BENCH_E2E_ONLY=lists` runs only the list section (the others take a few minutes).
+    let only_lists = std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "lists");
+    let mut all = Vec::new();
+    if !only_lists {
+        all.extend(mongo(&uri).await);
+        all.extend(s3(&endpoint).await);
+        all.extend(udm(&uri, &endpoint).await);
+    }
+    let (list_stats, list_extra) = lists(&uri, &endpoint).await;
+    let mut report = serde_json::Map::new();
+    if !only_lists {
+        print_basic(&all, &mut report);
+    }
+    println!("\nUDM list p50 as a ratio to a raw indexed find (target ≤ 1.5x):");
+    let lp50 = |name: &str| list_stats.iter().find(|s| s.name == name).map(|s| s.pct(0.5)).unwrap_or(f64::NAN);
+    for (op, heads, plain) in LIST_RATIOS {
+        let (u, h, p) = (lp50(op), lp50(heads), lp50(plain));
+        println!("{op:<32} {u:>8.0} µs vs heads find {h:>6.0} µs = {:>5.2}x | vs plain find {p:>6.0} µs = {:>5.2}x", u / h, u / p);
+        report.insert(format!("ratio {op} / raw heads find"), json!(u / h));
+        report.insert(format!("ratio {op} / raw plain find"), json!(u / p));
+    }
+    for s in &list_stats {
+        report.insert(s.name.to_owned(), s.json());
+    }
+    report.extend(list_extra);
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).expect("bench dir");
-    let path = dir.join("e2e.json");
+    // A partial run does not overwrite the full report.
+    let path = dir.join(if only_lists { "e2e-lists.json" } else { "e2e.json" });
     std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")).expect("write report");
     println!("written to {}", path.display());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Lists by an indexed prop on 10k documents (issue 7, defect 12): UDM `list` against a raw
+// indexed `find` on the adapter's own heads collection (same filter, sort and limit, same
+// index: the minimum a correct implementation must do) and on a plain collection a user would
+// index by hand.
+// ---------------------------------------------------------------------------------------------
+
+const LIST_DOCS: usize = 10_000;
+const LIST_WARMUP: usize = 5;
+const LIST_ITERS: usize = 50;
+const LOAD_IN_FLIGHT: usize = 16;
+const PAGE: usize = 50;
+const TIERS: [&str; 4] = ["bronze", "silver", "gold", "platinum"];
+const LIST_DB: &str = "udm_bench_list";
+const PLAIN_DB: &str = "udm_bench_list_raw";
+
+/// Object `i` of the list collection: `tier` (4 values, 2,500 objects each), `score` (distinct
+/// numbers, a permutation of 0..10,007), a name and a 200-byte payload (kept inline).
+fn list_doc(i: usize) -> serde_json::Value {
+    json!({"tier": TIERS[i % TIERS.len()], "score": (i * 7919) % 10_007, "name": format!("item {i}"), "p": body(200)})
+}
+
+fn list_id(i: usize) -> String {
+    format!("o{i:05}")
+}
+
+/// Reads a find's whole cursor (documents decoded by the driver).
+async fn drain(find: mongodb::action::Find<'_, Document>) -> Vec<Document> {
+    let mut cursor = find.await.expect("find");
+    let mut out = Vec::new();
+    while cursor.advance().await.expect("advance") {
+        out.push(cursor.deserialize_current().expect("decode"));
+    }
+    out
+}
+
+/// Server op counters (`serverStatus.opcounters`), if the server reports them.
+async fn opcounters(client: &mongodb::Client) -> Option<Document> {
+    let s = client.database("admin").run_command(doc! {"serverStatus": 1}).await.ok()?;
+    s.get_document("opcounters").ok().cloned()
+}
+
+fn opcounter_delta(before: &Option<Document>, after: &Option<Document>) -> String {
+    let (Some(b), Some(a)) = (before, after) else { return "serverStatus.opcounters not reported".into() };
+    let n = |d: &Document, k: &str| d.get(k).and_then(|v| v.as_i64().or_else(|| v.as_i32().map(i64::from))).unwrap_or(0);
+    ["query", "getmore", "command", "insert", "update"]
+        .iter()
+        .map(|k| format!("{k} {}", n(a, k) - n(b, k)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The winning plan of a find, as the server explains it (if it does).
+async fn explain(db: &mongodb::Database, coll: &str, filter: Document, sort: Document, limit: Option<i64>) -> String {
+    let mut find = doc! {"find": coll, "filter": filter, "sort": sort};
+    if let Some(l) = limit {
+        find.insert("limit", l);
+    }
+    match db.run_command(doc! {"explain": find, "verbosity": "executionStats"}).await {
+        Ok(r) => {
+            let plan = r.get_document("queryPlanner").and_then(|q| q.get_document("winningPlan")).map(|p| p.to_string());
+            let stats = r.get_document("executionStats").ok().map(|e| {
+                format!(
+                    "keysExamined={:?} docsExamined={:?} nReturned={:?}",
+                    e.get("totalKeysExamined"),
+                    e.get("totalDocsExamined"),
+                    e.get("nReturned")
+                )
+            });
+            let mut plan = plan.unwrap_or_else(|_| r.to_string());
+            plan.truncate(400);
+            format!("{plan} | {}", stats.unwrap_or_default())
+        }
+        Err(e) => format!("explain failed: {e}"),
+    }
+}
+
+fn print_stats(s: &Stats) {
+    println!("{:<52} {:>9.0} {:>9.0} {:>9.0}", s.name, s.pct(0.5), s.pct(0.95), s.ops_per_sec());
+}
+
+async fn lists(uri: &str, endpoint: &str) -> (Vec<Stats>, serde_json::Map<String, serde_json::Value>) {
+    use udm_core::config::{
+        BackendPair, BlobBackend, CollectionConfig, Config, MetaBackend, MongoUri, S3Client, Secret,
+    };
+    use udm_core::metamap::IndexedProp;
+    use udm_core::ports::MetaStore;
+    use udm_core::query::{HeadQuery, Order};
+    use udm_facade::{ListQuery, ReadOpts, Udm, WriteOpts};
+
+    let mut extra = serde_json::Map::new();
+    let raw = mongodb::Client::with_uri_str(uri).await.expect("mongo client");
+    raw.database(LIST_DB).drop().await.expect("drop list db");
+    raw.database(PLAIN_DB).drop().await.expect("drop plain db");
+
+    let pair = BackendPair {
+        name: "bench".into(),
+        meta: MetaBackend::Mongo {
+            uri: MongoUri::new(uri),
+            database: LIST_DB.into(),
+            max_pool_size: None,
+            connect_timeout_ms: None,
+            server_selection_timeout_ms: None,
+        },
+        blobs: BlobBackend::S3 {
+            endpoint: Some(endpoint.to_owned()),
+            region: "us-east-1".into(),
+            access_key_id: Some(Secret::new("test")),
+            secret_access_key: Some(Secret::new("testsecret")),
+            json_bucket: "udm-bench-json".into(),
+            content_bucket: "udm-bench-content".into(),
+            backups_bucket: None,
+            path_style: true,
+            client: S3Client::AwsSdk,
+        },
+    };
+    let run = std::process::id();
+    let tenant = format!("list{run}");
+    let mut cfg = Config::single(pair);
+    // Default storage: small documents stay inline in the head, so a list reads no snapshot.
+    cfg.collections.push(CollectionConfig {
+        tenant: Some(tenant.clone()),
+        db: "db".into(),
+        collection: "items".into(),
+        indexed_props: ["tier", "score"].iter().map(|p| IndexedProp { path: (*p).into(), required: false }).collect(),
+        base64_props: Vec::new(),
+        counter_rules: Vec::new(),
+    });
+    let udm = Udm::from_config(cfg).await.expect("udm");
+    let ctx = udm_core::RouteContext::new(&tenant, "db", "items").expect("ctx");
+    let c = udm.with(ctx.clone());
+
+    // Load through UDM, LOAD_IN_FLIGHT creates at once.
+    let t = Instant::now();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..LOAD_IN_FLIGHT {
+        let (c, next) = (c.clone(), next.clone());
+        workers.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= LIST_DOCS {
+                    break;
+                }
+                c.create(list_doc(i), WriteOpts::id(&list_id(i))).await.expect("create");
+            }
+        });
+    }
+    while let Some(r) = workers.join_next().await {
+        r.expect("load worker");
+    }
+    let load = t.elapsed();
+    let stats = udm.admin().stats();
+    println!(
+        "\nloaded {LIST_DOCS} documents through UDM ({LOAD_IN_FLIGHT} creates in flight) in {:.1} s ({:.0} creates/s, {} lost-race retries)",
+        load.as_secs_f64(),
+        LIST_DOCS as f64 / load.as_secs_f64(),
+        stats.conflicts
+    );
+    extra.insert("list load seconds".into(), json!(load.as_secs_f64()));
+
+    // The same documents as plain documents, indexed by hand.
+    let plain_db = raw.database(PLAIN_DB);
+    let plain = plain_db.collection::<Document>("items");
+    let t = Instant::now();
+    for chunk in (0..LIST_DOCS).collect::<Vec<_>>().chunks(1000) {
+        let docs = chunk.iter().map(|&i| {
+            let d = list_doc(i);
+            doc! {"_id": list_id(i), "tier": d["tier"].as_str().unwrap_or_default(), "score": d["score"].as_i64().unwrap_or_default(), "name": d["name"].as_str().unwrap_or_default(), "p": d["p"].as_str().unwrap_or_default()}
+        });
+        plain.insert_many(docs).await.expect("insert plain");
+    }
+    let ix = |keys: Document| mongodb::IndexModel::builder().keys(keys).build();
+    plain.create_indexes([ix(doc! {"tier": 1, "_id": 1}), ix(doc! {"score": 1, "_id": 1})]).await.expect("plain indexes");
+    println!("loaded the plain collection (insert_many, 1,000 per call) in {:.1} s", t.elapsed().as_secs_f64());
+
+    let heads = raw.database(LIST_DB).collection::<Document>("udm_heads");
+    let prefix = udm_core::layout::collection_record_prefix(&ctx);
+    let indexes = heads.list_index_names().await.expect("index names");
+    println!("udm_heads indexes: {indexes:?}");
+
+    let eq_query = || ListQuery { filter: Some(json!({"tier": "gold"})), limit: PAGE, ..ListQuery::default() };
+    let sort_query = || ListQuery { sort_by: Some("score".into()), limit: PAGE, ..ListQuery::default() };
+    // Sanity: same answers as the raw finds, and no snapshot read.
+    let reads_before = udm.admin().stats().snapshot_reads;
+    let page = c.list(eq_query(), ReadOpts::default()).await.expect("list");
+    let ids: Vec<String> = page.items.iter().map(|r| r.id.as_str().to_owned()).collect();
+    let want: Vec<String> = (0..LIST_DOCS).filter(|i| i % 4 == 2).take(PAGE).map(list_id).collect();
+    assert_eq!(ids, want, "equality page");
+    let page = c.list(sort_query(), ReadOpts::default()).await.expect("list");
+    let scores: Vec<i64> = page.items.iter().map(|r| r.data["score"].as_i64().expect("score")).collect();
+    assert_eq!(scores, (0..PAGE as i64).collect::<Vec<_>>(), "sorted page");
+    assert_eq!(udm.admin().stats().snapshot_reads, reads_before, "lists are served from inline copies");
+
+    let mut out = Vec::new();
+    // (a) equality on the indexed prop, by id, limit 50.
+    out.push(
+        measure_n("udm list tier=gold limit 50", LIST_WARMUP, LIST_ITERS, |_| {
+            let c = c.clone();
+            async move {
+                let p = c.list(eq_query(), ReadOpts::default()).await.expect("list");
+                assert_eq!(p.items.len(), PAGE);
+            }
+        })
+        .await,
+    );
+    out.push(
+        measure_n("raw heads find {ctx,deleted,sk.tier} sort oid lim 50", LIST_WARMUP, LIST_ITERS, |_| {
+            let (h, prefix) = (heads.clone(), prefix.clone());
+            async move {
+                let f = doc! {"ctx": prefix, "deleted": false, "sk.tier": "gold"};
+                let d = drain(h.find(f).sort(doc! {"oid": 1}).limit(PAGE as i64)).await;
+                assert_eq!(d.len(), PAGE);
+            }
+        })
+        .await,
+    );
+    out.push(
+        measure_n("raw plain find {tier} sort _id lim 50", LIST_WARMUP, LIST_ITERS, |_| {
+            let p = plain.clone();
+            async move {
+                let d = drain(p.find(doc! {"tier": "gold"}).sort(doc! {"_id": 1}).limit(PAGE as i64)).await;
+                assert_eq!(d.len(), PAGE);
+            }
+        })
+        .await,
+    );
+    // (b) sorted by the indexed prop, limit 50.
+    out.push(
+        measure_n("udm list sort_by score limit 50", LIST_WARMUP, LIST_ITERS, |_| {
+            let c = c.clone();
+            async move {
+                let p = c.list(sort_query(), ReadOpts::default()).await.expect("list");
+                assert_eq!(p.items.len(), PAGE);
+            }
+        })
+        .await,
+    );
+    out.push(
+        measure_n("raw heads find {ctx,deleted} sort sk.score,oid lim 50", LIST_WARMUP, LIST_ITERS, |_| {
+            let (h, prefix) = (heads.clone(), prefix.clone());
+            async move {
+                let f = doc! {"ctx": prefix, "deleted": false};
+                let d = drain(h.find(f).sort(doc! {"sk.score": 1, "oid": 1}).limit(PAGE as i64)).await;
+                assert_eq!(d.len(), PAGE);
+            }
+        })
+        .await,
+    );
+    out.push(
+        measure_n("raw plain find {} sort score,_id lim 50", LIST_WARMUP, LIST_ITERS, |_| {
+            let p = plain.clone();
+            async move {
+                let d = drain(p.find(doc! {}).sort(doc! {"score": 1, "_id": 1}).limit(PAGE as i64)).await;
+                assert_eq!(d.len(), PAGE);
+            }
+        })
+        .await,
+    );
+
+    // ---- Where the time goes: the adapter alone, and the adapter's exact queries replayed.
+    let store = udm_mongo::MongoStore::connect(&udm_mongo::MongoConfig::new(uri, LIST_DB)).await.expect("store");
+    let head_query = |filter: Option<serde_json::Value>, sort_by: Option<&str>| HeadQuery {
+        filter: filter.map_or(udm_core::predicate::Predicate::True, |f| {
+            udm_core::predicate::Predicate::parse(&f).expect("predicate")
+        }),
+        sort_by: sort_by.map(str::to_owned),
+        order: Order::Asc,
+        limit: PAGE,
+        ..HeadQuery::default()
+    };
+    let mut diag = Vec::new();
+    diag.push(
+        measure_n("adapter list_heads tier=gold", LIST_WARMUP, LIST_ITERS, |_| {
+            let (store, ctx, q) = (store.clone(), ctx.clone(), head_query(Some(json!({"tier": "gold"})), None));
+            async move {
+                assert_eq!(store.list_heads(&ctx, &q).await.expect("list_heads").items.len(), PAGE);
+            }
+        })
+        .await,
+    );
+    // The adapter's equality query as sent (meta.rs list_heads: heads_filter, sort oid,
+    // batch_size limit + 1, no limit; reads limit + 1 documents, then drops the cursor).
+    let udm_eq_filter = doc! {"ctx": &prefix, "deleted": false, "$and": [{"idx.tier": {"$eq": "gold"}}, {"sk.tier": {"$eq": "gold"}}]};
+    diag.push(
+        measure_n("replay: adapter eq find (batch 51, no limit), bson only", LIST_WARMUP, LIST_ITERS, |_| {
+            let (h, f) = (heads.clone(), udm_eq_filter.clone());
+            async move {
+                let mut cursor =
+                    h.find(f).sort(doc! {"oid": 1}).batch_size(PAGE as u32 + 1).await.expect("find");
+                let mut n = 0;
+                while n <= PAGE && cursor.advance().await.expect("advance") {
+                    let _d: Document = cursor.deserialize_current().expect("decode");
+                    n += 1;
+                }
+                assert_eq!(n, PAGE + 1);
+            }
+        })
+        .await,
+    );
+    diag.push(
+        measure_n("replay: same filter with limit 51, bson only", LIST_WARMUP, LIST_ITERS, |_| {
+            let (h, f) = (heads.clone(), udm_eq_filter.clone());
+            async move {
+                assert_eq!(drain(h.find(f).sort(doc! {"oid": 1}).limit(PAGE as i64 + 1)).await.len(), PAGE + 1);
+            }
+        })
+        .await,
+    );
+    diag.push(
+        measure_n("replay: limit 51 + parse json -> Head + verify inline", LIST_WARMUP, LIST_ITERS, |_| {
+            let (h, f) = (heads.clone(), udm_eq_filter.clone());
+            async move {
+                let docs = drain(h.find(f).sort(doc! {"oid": 1}).limit(PAGE as i64 + 1)).await;
+                for d in &docs {
+                    let head: udm_core::Head = serde_json::from_str(d.get_str("json").expect("json")).expect("head");
+                    let inline = head.inline.as_ref().expect("inline");
+                    udm_core::Checksum::of_json(inline).verify(&head.snapshot.checksum, "inline").expect("verify");
+                }
+                assert_eq!(docs.len(), PAGE + 1);
+            }
+        })
+        .await,
+    );
+    diag.push(
+        measure_n("adapter list_heads sort_by score", LIST_WARMUP, LIST_ITERS, |_| {
+            let (store, ctx, q) = (store.clone(), ctx.clone(), head_query(None, Some("score")));
+            async move {
+                assert_eq!(store.list_heads(&ctx, &q).await.expect("list_heads").items.len(), PAGE);
+            }
+        })
+        .await,
+    );
+    // The sorted list's queries as sent (list.rs list_sorted: the rest whole, then each pushed
+    // class in order with sort + limit until limit + 1 heads are found).
+    let base = doc! {"ctx": &prefix, "deleted": false};
+    let big = 1_i64 << 53;
+    let field = "sk.score";
+    let rest = doc! {"$and": [base.clone(), {"$or": [{field: {"$lte": -big}}, {field: {"$gte": big}}, {field: {"$type": "maxKey"}}]}]};
+    let class_queries: Vec<(&'static str, Document)> = vec![
+        ("replay: sorted 1/5 rest ($or, no sort/limit)", rest.clone()),
+        ("replay: sorted 2/5 absent ($exists:false)", doc! {"$and": [base.clone(), {field: {"$exists": false}}]}),
+        ("replay: sorted 3/5 null ($type null)", doc! {"$and": [base.clone(), {field: {"$type": "null"}}]}),
+        ("replay: sorted 4/5 bool ($type bool)", doc! {"$and": [base.clone(), {field: {"$type": "bool"}}]}),
+        ("replay: sorted 5/5 number (range, lim 51)", doc! {"$and": [base.clone(), {field: {"$gt": -big, "$lt": big}}]}),
+    ];
+    for (i, (name, f)) in class_queries.iter().enumerate() {
+        let sorted = i > 0;
+        diag.push(
+            measure_n(*name, LIST_WARMUP, LIST_ITERS, |_| {
+                let (h, f) = (heads.clone(), f.clone());
+                async move {
+                    let find = h.find(f);
+                    let find = if sorted { find.sort(doc! {field: 1, "oid": 1}).limit(PAGE as i64 + 1) } else { find };
+                    drain(find).await;
+                }
+            })
+            .await,
+        );
+    }
+    let db = raw.database(LIST_DB);
+    let mut plans = serde_json::Map::new();
+    for (name, f, s, l) in [
+        ("adapter eq find", udm_eq_filter.clone(), doc! {"oid": 1}, None),
+        ("raw heads eq find", doc! {"ctx": &prefix, "deleted": false, "sk.tier": "gold"}, doc! {"oid": 1}, Some(50)),
+        ("raw heads sorted find", base.clone(), doc! {field: 1, "oid": 1}, Some(50)),
+        ("sorted rest", rest.clone(), doc! {}, None),
+        ("sorted absent", class_queries[1].1.clone(), doc! {field: 1, "oid": 1}, Some(51)),
+        ("sorted number", class_queries[4].1.clone(), doc! {field: 1, "oid": 1}, Some(51)),
+    ] {
+        let p = explain(&db, "udm_heads", f, s, l).await;
+        plans.insert(name.into(), json!(p));
+    }
+    // Server-side operations per UDM list page (the server is shared: others' calls add noise).
+    let mut counts = serde_json::Map::new();
+    for (name, q) in [("eq", eq_query()), ("sorted", sort_query())] {
+        let before = opcounters(&raw).await;
+        for _ in 0..20 {
+            c.list(q.clone(), ReadOpts::default()).await.expect("list");
+        }
+        let after = opcounters(&raw).await;
+        counts.insert(name.into(), json!(format!("20 pages: {}", opcounter_delta(&before, &after))));
+    }
+
+    println!("\nlists on {LIST_DOCS} documents ({LIST_ITERS} iterations after {LIST_WARMUP} warm-up, sequential)");
+    println!("{:<52} {:>9} {:>9} {:>9}", "operation", "p50 µs", "p95 µs", "ops/s");
+    for s in &out {
+        print_stats(s);
+    }
+    println!("-- where the time goes");
+    for s in &diag {
+        print_stats(s);
+    }
+    println!("-- server plans (explain executionStats)");
+    for (k, v) in &plans {
+        println!("{k}: {}", v.as_str().unwrap_or_default());
+    }
+    println!("-- server op counters around 20 UDM list pages");
+    for (k, v) in &counts {
+        println!("{k}: {}", v.as_str().unwrap_or_default());
+    }
+    extra.insert("list explain".into(), serde_json::Value::Object(plans));
+    extra.insert("list opcounters".into(), serde_json::Value::Object(counts));
+    for s in &diag {
+        extra.insert(s.name.to_owned(), s.json());
+    }
+    drop(c);
+    let _ = raw.database(PLAIN_DB).drop().await;
+    let _ = raw.database(LIST_DB).drop().await;
+    (out, extra)
+}
+
+/// UDM list → (raw heads find, plain find) it is compared with.
+const LIST_RATIOS: &[(&str, &str, &str)] = &[
+    (
+        "udm list tier=gold limit 50",
+        "raw heads find {ctx,deleted,sk.tier} sort oid lim 50",
+        "raw plain find {tier} sort _id lim 50",
+    ),
+    (
+        "udm list sort_by score limit 50",
+        "raw heads find {ctx,deleted} sort sk.score,oid lim 50",
+        "raw plain find {} sort score,_id lim 50",
+    ),
+];

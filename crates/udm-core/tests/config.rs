@@ -237,3 +237,26 @@ fn settings_that_would_do_nothing_are_refused() {
         format!("{GOOD}\n[write_optimization]\nskip_dev_shadow_over_bytes = 1024\n[fallback_queue]\nenabled = false\n");
     Config::from_toml(&ok).unwrap().validate().unwrap();
 }
+
+/// A backend kind the core does not know is carried as given (for the adapter registered for
+/// it); its values never print; a built-in kind with bad fields is still a parse error.
+#[test]
+fn custom_backend_kinds_need_no_core_change() {
+    use udm_core::config::CustomBackend;
+    let text = GOOD.replace(
+        r#"meta = { kind = "embedded", path = "/var/lib/udm/meta.redb" }"#,
+        r#"meta = { kind = "postgres", url = "postgres://u:hunter2@db/udm", pool = 4 }"#,
+    );
+    let cfg = Config::from_toml(&text).unwrap();
+    cfg.validate().unwrap();
+    let MetaBackend::Custom(CustomBackend { kind, settings }) = &cfg.backends[1].meta else {
+        panic!("custom kind expected: {:?}", cfg.backends[1].meta);
+    };
+    assert_eq!((kind.as_str(), settings["pool"].as_i64()), ("postgres", Some(4)));
+    let shown = format!("{cfg:?} {}", serde_json::to_string(&cfg).unwrap());
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let bad_kind = text.replace("kind = \"postgres\"", "kind = \"pg/../x\"");
+    assert_eq!(Config::from_toml(&bad_kind).unwrap().validate().unwrap_err().kind(), ErrorKind::Config);
+    let e = Config::from_toml(&GOOD.replace("path = \"/var/lib/udm/meta.redb\"", "pth = \"x\"")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+}

@@ -1,8 +1,11 @@
 //! Building pairs from configuration (adapters chosen by cargo features).
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use udm_core::config::{BlobBackend, Config, DeadlineConfig, MetaBackend, S3Client};
+use udm_core::config::{BlobBackend, Config, CustomBackend, DeadlineConfig, MetaBackend, S3Client};
 use udm_core::ports::{BlobStore, CounterStore, MetaStore};
 use udm_core::{Error, ErrorKind, Result};
 use udm_memory::{MemoryBlobs, MemoryMeta};
@@ -30,10 +33,103 @@ pub(crate) fn in_memory_pair(name: &str) -> Result<Pair> {
 
 type MetaPorts = (Arc<dyn MetaStore>, Arc<dyn CounterStore>, String);
 
-#[cfg_attr(not(feature = "mongo"), allow(clippy::unused_async, reason = "awaits only with the mongo feature"))]
-async fn meta_store(m: &MetaBackend, config: &Config) -> Result<MetaPorts> {
+/// What a backend factory returns: a boxed future, so factories of any adapter crate fit.
+pub type BackendFuture<T> = Pin<Box<dyn Future<Output = Result<T>> + Send>>;
+
+/// Builds a pair's metadata store and counter store from a custom backend table.
+pub type MetaFactory =
+    Arc<dyn Fn(&CustomBackend) -> BackendFuture<(Arc<dyn MetaStore>, Arc<dyn CounterStore>)> + Send + Sync>;
+
+/// Builds a pair's snapshot and content blob stores from a custom backend table.
+pub type BlobFactory =
+    Arc<dyn Fn(&CustomBackend) -> BackendFuture<(Arc<dyn BlobStore>, Arc<dyn BlobStore>)> + Send + Sync>;
+
+/// Backend kinds provided by other crates, by `kind` name: how a new adapter (e.g.
+/// PostgreSQL) plugs in without a change to `udm-core` or this crate.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use udm_core::config::Config;
+/// use udm_facade::{Backends, Udm};
+///
+/// let backends = Backends::new().meta("my-kv", |table| {
+///     let shards = table.settings.get("shards").and_then(|v| v.as_u64()).unwrap_or(1);
+///     Box::pin(async move {
+///         assert_eq!(shards, 4);
+///         let store = Arc::new(udm_memory::MemoryMeta::new()); // a real adapter connects here
+///         Ok((store.clone() as _, store as _))
+///     })
+/// });
+/// let cfg = Config::from_toml(r#"
+///     [[backends]]
+///     name = "a"
+///     meta = { kind = "my-kv", shards = 4 }
+///     blobs = { kind = "memory" }
+/// "#)?;
+/// let udm = Udm::from_config_with(cfg, &backends).await?;
+/// assert!(udm.admin().backends()[0].describe.contains("my-kv"));
+/// # Ok::<(), udm_core::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Default)]
+pub struct Backends {
+    meta: BTreeMap<String, MetaFactory>,
+    blobs: BTreeMap<String, BlobFactory>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("meta", &self.meta.keys().collect::<Vec<_>>())
+            .field("blobs", &self.blobs.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Backends {
+    /// No custom kinds.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers the metadata store kind `kind`.
+    pub fn meta(
+        mut self,
+        kind: &str,
+        factory: impl Fn(&CustomBackend) -> BackendFuture<(Arc<dyn MetaStore>, Arc<dyn CounterStore>)>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.meta.insert(kind.to_owned(), Arc::new(factory));
+        self
+    }
+
+    /// Registers the blob store kind `kind` (the factory returns the snapshot store and the
+    /// content store).
+    pub fn blobs(
+        mut self,
+        kind: &str,
+        factory: impl Fn(&CustomBackend) -> BackendFuture<(Arc<dyn BlobStore>, Arc<dyn BlobStore>)> + Send + Sync + 'static,
+    ) -> Self {
+        self.blobs.insert(kind.to_owned(), Arc::new(factory));
+        self
+    }
+}
+
+fn unregistered(what: &str, kind: &str) -> Error {
+    Error::new(ErrorKind::Unsupported, format!("no {what} kind {kind:?} is registered (Backends::{what})"))
+}
+
+async fn meta_store(m: &MetaBackend, config: &Config, custom: &Backends) -> Result<MetaPorts> {
     let _ = config;
     match m {
+        MetaBackend::Custom(c) => {
+            let factory = custom.meta.get(&c.kind).ok_or_else(|| unregistered("meta", &c.kind))?;
+            let (meta, counters) = factory(c).await?;
+            Ok((meta, counters, c.kind.clone()))
+        }
         MetaBackend::Memory => {
             let s = Arc::new(MemoryMeta::new());
             Ok((s.clone(), s, "memory".into()))
@@ -65,9 +161,14 @@ async fn meta_store(m: &MetaBackend, config: &Config) -> Result<MetaPorts> {
 
 type BlobPorts = (Arc<dyn BlobStore>, Arc<dyn BlobStore>, String);
 
-fn blob_stores(b: &BlobBackend, deadlines: &DeadlineConfig) -> Result<BlobPorts> {
+async fn blob_stores(b: &BlobBackend, deadlines: &DeadlineConfig, custom: &Backends) -> Result<BlobPorts> {
     let _ = deadlines;
     match b {
+        BlobBackend::Custom(c) => {
+            let factory = custom.blobs.get(&c.kind).ok_or_else(|| unregistered("blobs", &c.kind))?;
+            let (json, content) = factory(c).await?;
+            Ok((json, content, c.kind.clone()))
+        }
         BlobBackend::Memory => Ok((Arc::new(MemoryBlobs::new()), Arc::new(MemoryBlobs::new()), "memory".into())),
         #[cfg(feature = "fs")]
         BlobBackend::Fs { root } => {
@@ -122,14 +223,24 @@ impl Udm {
         Self::builder_from_config(config).await?.build()
     }
 
+    /// Like [`Udm::from_config`], with backend kinds provided by other crates.
+    pub async fn from_config_with(config: Config, backends: &Backends) -> Result<Self> {
+        Self::builder_from_config_with(config, backends).await?.build()
+    }
+
     /// Like [`Udm::from_config`], but returns the builder so a clock or id generator can be
     /// injected before [`UdmBuilder::build`](crate::UdmBuilder::build).
     pub async fn builder_from_config(config: Config) -> Result<crate::UdmBuilder> {
+        Self::builder_from_config_with(config, &Backends::new()).await
+    }
+
+    /// [`Udm::builder_from_config`] with backend kinds provided by other crates.
+    pub async fn builder_from_config_with(config: Config, backends: &Backends) -> Result<crate::UdmBuilder> {
         config.validate()?;
         let mut builder = Udm::builder();
         for b in &config.backends {
-            let (meta, counters, m) = meta_store(&b.meta, &config).await?;
-            let (json, content, j) = blob_stores(&b.blobs, &config.deadlines)?;
+            let (meta, counters, m) = meta_store(&b.meta, &config, backends).await?;
+            let (json, content, j) = blob_stores(&b.blobs, &config.deadlines, backends).await?;
             builder = builder.pair(Pair {
                 name: b.name.clone(),
                 meta,

@@ -55,6 +55,7 @@ use udm_core::{Error, ErrorKind, Name, Result, RouteContext};
 use udm_router::Router;
 
 pub use admin::{Admin, BackendInfo, Counters, HealthReport, PairHealth, Stats};
+pub use build::{BackendFuture, Backends, BlobFactory, MetaFactory};
 pub use ops::{Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, Target, WriteOpts};
 pub use read::LIST_FETCH_CONCURRENCY;
 pub use record::{FailedItem, HardDeleteReport, ListPage, Record, RestoreOutcome, Written};

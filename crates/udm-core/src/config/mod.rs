@@ -91,8 +91,8 @@ pub struct BackendPair {
 }
 
 /// Which metadata store a pair uses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MetaBackend {
     /// MongoDB (or a wire-compatible server).
     Mongo {
@@ -117,6 +117,130 @@ pub enum MetaBackend {
     },
     /// In memory (tests, examples): lost when the process ends.
     Memory,
+    /// A kind provided by another crate (e.g. a PostgreSQL adapter), built by the factory
+    /// registered for its `kind` with the facade — adding a backend kind changes nothing here.
+    #[serde(untagged)]
+    Custom(CustomBackend),
+}
+
+/// The settings of a backend kind UDM's core does not know: its `kind` and every other
+/// field as given. The adapter that registers the kind parses and validates them.
+///
+/// `Debug` and serialization show the keys only, never the values (they may hold secrets).
+#[derive(Clone, PartialEq, Deserialize)]
+pub struct CustomBackend {
+    /// The kind's name (an identifier; not one of the built-in kinds).
+    pub kind: String,
+    /// Every other field of the table.
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The kinds UDM's core knows: a table naming one of them that did not parse is an error,
+/// not a custom kind.
+pub const BUILTIN_KINDS: &[&str] = &["mongo", "embedded", "memory", "s3", "fs"];
+
+/// Deserializes a backend table: a built-in `kind` strictly (unknown fields are errors, with
+/// their names), any other kind as a [`CustomBackend`].
+fn backend_table<'de, D, T>(
+    d: D,
+    builtin: impl FnOnce(serde_json::Value) -> std::result::Result<T, serde_json::Error>,
+    custom: impl FnOnce(CustomBackend) -> T,
+) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error as _;
+    let v = serde_json::Value::deserialize(d)?;
+    let kind = v.get("kind").and_then(serde_json::Value::as_str).map(str::to_owned);
+    match kind {
+        Some(k) if BUILTIN_KINDS.contains(&k.as_str()) => builtin(v).map_err(D::Error::custom),
+        Some(_) => serde_json::from_value(v).map(custom).map_err(D::Error::custom),
+        None => Err(D::Error::custom("missing field `kind`")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "MetaBackend", tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[allow(dead_code, reason = "a serde remote definition: only its Deserialize impl is used")]
+enum MetaBackendDef {
+    Mongo {
+        uri: MongoUri,
+        database: String,
+        #[serde(default)]
+        max_pool_size: Option<u32>,
+        #[serde(default)]
+        connect_timeout_ms: Option<u64>,
+        #[serde(default)]
+        server_selection_timeout_ms: Option<u64>,
+    },
+    Embedded {
+        path: String,
+    },
+    Memory,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "BlobBackend", tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[allow(dead_code, reason = "a serde remote definition: only its Deserialize impl is used")]
+enum BlobBackendDef {
+    S3 {
+        #[serde(default)]
+        endpoint: Option<String>,
+        region: String,
+        #[serde(default)]
+        access_key_id: Option<Secret>,
+        #[serde(default)]
+        secret_access_key: Option<Secret>,
+        json_bucket: String,
+        content_bucket: String,
+        #[serde(default)]
+        backups_bucket: Option<String>,
+        #[serde(default)]
+        path_style: bool,
+        #[serde(default)]
+        client: S3Client,
+    },
+    Fs {
+        root: String,
+    },
+    Memory,
+}
+
+impl<'de> Deserialize<'de> for MetaBackend {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        backend_table(d, |v| MetaBackendDef::deserialize(v), MetaBackend::Custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for BlobBackend {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        backend_table(d, |v| BlobBackendDef::deserialize(v), BlobBackend::Custom)
+    }
+}
+
+impl std::fmt::Debug for CustomBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomBackend")
+            .field("kind", &self.kind)
+            .field(
+                "settings",
+                &self.settings.keys().map(|k| (k, REDACTED)).collect::<std::collections::BTreeMap<_, _>>(),
+            )
+            .finish()
+    }
+}
+
+impl Serialize for CustomBackend {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.settings.len() + 1))?;
+        m.serialize_entry("kind", &self.kind)?;
+        for k in self.settings.keys() {
+            m.serialize_entry(k, REDACTED)?;
+        }
+        m.end()
+    }
 }
 
 /// Which S3 client implementation drives an `s3` blob backend.
@@ -131,8 +255,8 @@ pub enum S3Client {
 }
 
 /// Which blob store a pair uses.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BlobBackend {
     /// S3 or an S3-compatible server.
     S3 {
@@ -169,6 +293,9 @@ pub enum BlobBackend {
     },
     /// In memory (tests, examples).
     Memory,
+    /// A kind provided by another crate, built by the factory registered for its `kind`.
+    #[serde(untagged)]
+    Custom(CustomBackend),
 }
 
 /// Where counters live.

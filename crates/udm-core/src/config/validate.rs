@@ -69,6 +69,7 @@ fn meta(at: &str, m: &MetaBackend, p: &mut Vec<Problem>) {
             p.push(Problem::new(format!("{at}.meta.path"), "must not be empty"));
         }
         MetaBackend::Embedded { .. } | MetaBackend::Memory => {}
+        MetaBackend::Custom(c) => custom(&format!("{at}.meta"), c, p),
     }
 }
 
@@ -105,7 +106,13 @@ fn blobs(at: &str, b: &BlobBackend, p: &mut Vec<Problem>) {
             p.push(Problem::new(format!("{at}.blobs.root"), "must not be empty"));
         }
         BlobBackend::Fs { .. } | BlobBackend::Memory => {}
+        BlobBackend::Custom(c) => custom(&format!("{at}.blobs"), c, p),
     }
+}
+
+/// A custom kind's name is an identifier (its settings are the registering adapter's to check).
+fn custom(at: &str, c: &super::CustomBackend, p: &mut Vec<Problem>) {
+    ident(&format!("{at}.kind"), &c.kind, MAX_CONTEXT_PART_BYTES, p);
 }
 
 fn collections(cols: &[CollectionConfig], p: &mut Vec<Problem>) {
