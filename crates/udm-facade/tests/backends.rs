@@ -33,7 +33,9 @@ async fn registered_kinds_build_the_pairs() {
         })
         .blobs("acme-blobs", move |_| {
             let json = json.clone();
-            Box::pin(async move { Ok((json as Arc<dyn BlobStore>, Arc::new(MemoryBlobs::new()) as Arc<dyn BlobStore>)) })
+            Box::pin(
+                async move { Ok((json as Arc<dyn BlobStore>, Arc::new(MemoryBlobs::new()) as Arc<dyn BlobStore>)) },
+            )
         });
     let udm = Udm::from_config_with(Config::from_toml(CONFIG).unwrap(), &backends).await.unwrap();
     let c = udm.with(RouteContext::new("t", "d", "c").unwrap());

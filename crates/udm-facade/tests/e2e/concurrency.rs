@@ -68,4 +68,21 @@ pub(crate) async fn hot_object_writers(env: Env) {
     }
     let tags = latest.data["tags"].as_array().unwrap();
     assert_eq!(tags.len(), WRITERS * RUNS / 2, "no enrichment lost: {tags:?}");
+    assert!(env.udm.admin().stats().conflicts > 0, "the writers did race");
+    // Lost races deleted their snapshots: exactly one per version is stored.
+    let key = udm_core::ObjectKey::new(c.context().clone(), udm_core::ObjectId::new("hot").unwrap());
+    let prefix = udm_core::layout::Layout::default().object_prefix(&key);
+    let mut stored = 0;
+    for blobs in &env.snapshots {
+        let mut after: Option<String> = None;
+        loop {
+            let page = blobs.list(&prefix, after.as_deref(), 1000).await.unwrap();
+            stored += page.keys.len();
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+    }
+    assert_eq!(stored as u64, latest.ov.get(), "one snapshot per version, no orphans from lost races");
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use udm_core::config::{BackendPair, BlobBackend, Config, MetaBackend, S3Client, Secret};
+use udm_core::ports::BlobStore;
 use udm_facade::Udm;
 use udm_testkit::clock::ManualClock;
 
@@ -14,6 +15,8 @@ pub(crate) struct Env {
     pub(crate) presign: bool,
     /// The same backends as `udm`, one `Udm` per pair alone (for route-mismatch tests).
     pub(crate) singles: Vec<Udm>,
+    /// Independent clients of every pair's snapshot store (to count what is stored).
+    pub(crate) snapshots: Vec<Arc<dyn BlobStore>>,
 }
 
 /// Collections, limits and switches shared by both setups.
@@ -107,7 +110,11 @@ pub(crate) async fn servers() -> Env {
         one.backends = vec![p.clone()];
         singles.push(build(one, &clock).await);
     }
-    Env { udm, clock, pairs: 2, presign: true, singles }
+    let snapshots: Vec<Arc<dyn BlobStore>> = pairs
+        .iter()
+        .map(|p| Arc::new(udm_s3::AwsS3Blobs::new(&settings, &format!("e2e-{}-json", p.name))) as Arc<dyn BlobStore>)
+        .collect();
+    Env { udm, clock, pairs: 2, presign: true, singles, snapshots }
 }
 
 /// The zero-setup default: embedded metadata + local-directory blobs in a fresh directory.
@@ -120,5 +127,6 @@ pub(crate) async fn embedded() -> Env {
     };
     let clock = Arc::new(ManualClock::at(1_700_000_000_000));
     let udm = build(shared(Config::single(pair)), &clock).await;
-    Env { udm, clock, pairs: 1, presign: false, singles: vec![] }
+    let json = udm_s3::LocalBlobs::open(&dir.join("blobs").join("json")).expect("local blobs");
+    Env { udm, clock, pairs: 1, presign: false, singles: vec![], snapshots: vec![Arc::new(json)] }
 }
