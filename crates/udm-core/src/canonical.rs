@@ -38,8 +38,8 @@ const EXACT_FLOAT_INT_LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53
 /// Walks that are iterative (canonical encoding, checksums, diff, drift) need no bound.
 pub const MAX_JSON_DEPTH: usize = 128;
 
-/// Bytes buffered between two hasher (or writer) calls.
-const CHUNK: usize = 64 * 1024;
+/// Bytes buffered between two hasher (or writer) calls (stays in L1/L2 between them).
+const CHUNK: usize = 16 * 1024;
 
 /// Fails with [`ErrorKind::Validation`] at `what` when `value` nests deeper than `max` levels
 /// (a scalar is 0, `{}` or `[]` is 1). Iterative, and stops at the first level past `max`.
@@ -194,114 +194,366 @@ impl<W: Write> Sink for ToWriter<'_, W> {
     }
 }
 
-/// An open container of the walk: its elements, or its entries (sorted) in `Encoder::entries`.
+/// Room past the flush point: every step of the walk (a scalar, a key, a bracket, a comma)
+/// writes at most this many bytes without checking for room; longer strings check.
+const SLACK: usize = 256;
+
+/// Objects with at most this many entries remember their key order (see [`Shape`]).
+const SHAPE_MAX: usize = 64;
+
+/// Remembered shapes, by entry count modulo this.
+const SHAPES: usize = 8;
+
+/// The keys of a recently sorted object, in its order, and where each lands once sorted: the
+/// next object with exactly these keys in this order (records of one array, usually) is
+/// placed without sorting. A hit compares every key, so it is never wrong, only faster.
+#[derive(Default)]
+struct Shape<'v> {
+    keys: Vec<&'v str>,
+    rank: Vec<u8>,
+}
+
+/// An open container of the walk: the rest of its elements, or its next entry (entries are
+/// sorted, stacked in `Encoder::entries`; the open object's run ends at the stack's end).
 enum Frame<'v> {
-    Array(std::slice::Iter<'v, Value>, bool),
+    Array(std::slice::Iter<'v, Value>),
     Object { start: usize, next: usize },
 }
 
-/// The iterative canonical encoder.
+/// The iterative canonical encoder. It writes into a window of `buf` (bytes `[..pos]` are
+/// written, `[pos..]` is zeroed room of at least `SLACK` past `limit`) with fixed-size stores,
+/// and hands `buf[taken..pos]` to the sink once `pos` reaches `limit` (every `CHUNK` bytes).
 struct Encoder<'v, S> {
     buf: Vec<u8>,
-    /// Bytes of `buf` already handed to the sink (and kept).
+    pos: usize,
+    /// Bytes of `buf` before this were handed to the sink (and kept).
     taken: usize,
+    limit: usize,
     sink: S,
     frames: Vec<Frame<'v>>,
     /// Sorted entries of every open object, stacked.
     entries: Vec<(&'v str, &'v Value)>,
+    shapes: Vec<Shape<'v>>,
+    /// Scratch for [`Encoder::sort`].
+    order: Vec<u8>,
+    spare: Vec<(&'v str, &'v Value)>,
 }
 
 impl<'v, S: Sink> Encoder<'v, S> {
-    fn new(sink: S, capacity: usize) -> Self {
-        Self { buf: Vec::with_capacity(capacity), taken: 0, sink, frames: Vec::new(), entries: Vec::new() }
+    fn new(sink: S) -> Self {
+        Self {
+            buf: vec![0; CHUNK + SLACK],
+            pos: 0,
+            taken: 0,
+            limit: CHUNK,
+            sink,
+            frames: Vec::new(),
+            entries: Vec::new(),
+            shapes: Vec::new(),
+            order: Vec::new(),
+            spare: Vec::new(),
+        }
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        if self.buf.len() > self.taken {
-            if self.sink.take(&self.buf[self.taken..])? {
-                self.buf.clear();
+    /// Hands the written bytes to the sink and makes room for `need` more bytes past `SLACK`.
+    #[cold]
+    #[inline(never)]
+    fn flush(&mut self, need: usize) -> io::Result<()> {
+        if self.pos > self.taken {
+            if self.sink.take(&self.buf[self.taken..self.pos])? {
+                self.pos = 0;
             }
-            self.taken = self.buf.len();
+            self.taken = self.pos;
+        }
+        self.limit = self.pos + CHUNK;
+        let want = self.limit + need + SLACK;
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
         }
         Ok(())
     }
 
-    fn encode(mut self, root: &'v Value) -> io::Result<(Vec<u8>, S)> {
-        let mut next = Some(root);
-        loop {
-            if let Some(v) = next.take() {
-                self.open(v);
-                if self.buf.len() - self.taken >= CHUNK {
-                    self.flush()?;
-                }
-            }
-            next = match self.frames.last_mut() {
-                None => break,
-                Some(Frame::Array(items, first)) => match items.next() {
-                    Some(item) => {
-                        if !std::mem::replace(first, false) {
-                            self.buf.push(b',');
-                        }
-                        Some(item)
-                    }
-                    None => {
-                        self.buf.push(b']');
-                        self.frames.pop();
-                        None
-                    }
-                },
-                Some(Frame::Object { start, next }) => match self.entries.get(*next) {
-                    Some(&(k, v)) => {
-                        if *next > *start {
-                            self.buf.push(b',');
-                        }
-                        *next += 1;
-                        write_string(k, &mut self.buf);
-                        self.buf.push(b':');
-                        Some(v)
-                    }
-                    None => {
-                        let start = *start;
-                        self.buf.push(b'}');
-                        self.entries.truncate(start);
-                        self.frames.pop();
-                        None
-                    }
-                },
-            };
-        }
-        self.flush()?;
-        Ok((self.buf, self.sink))
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.buf[self.pos] = b;
+        self.pos += 1;
     }
 
-    /// Writes a scalar, or opens a container (pushing its frame).
-    fn open(&mut self, v: &'v Value) {
-        match v {
-            Value::Null => self.buf.extend_from_slice(b"null"),
-            Value::Bool(b) => self.buf.extend_from_slice(if *b { b"true" } else { b"false" }),
-            Value::Number(n) => write_number(n, &mut self.buf),
-            Value::String(s) => write_string(s, &mut self.buf),
-            Value::Array(items) => {
-                self.buf.push(b'[');
-                self.frames.push(Frame::Array(items.iter(), true));
-            }
-            Value::Object(map) => {
-                self.buf.push(b'{');
-                let start = self.entries.len();
-                self.entries.extend(map.iter().map(|(k, v)| (k.as_str(), v)));
-                let mine = &mut self.entries[start..];
-                if !mine.is_sorted_by(|a, b| key_cmp(a.0, b.0).is_le()) {
-                    mine.sort_unstable_by(|a, b| key_cmp(a.0, b.0));
+    #[inline(always)]
+    fn bytes<const N: usize>(&mut self, b: &[u8; N]) {
+        self.buf[self.pos..self.pos + N].copy_from_slice(b);
+        self.pos += N;
+    }
+
+    /// Writes `b`, making room first if it is long.
+    fn raw(&mut self, b: &[u8]) -> io::Result<()> {
+        if self.pos + b.len() > self.buf.len() {
+            self.flush(b.len())?;
+        }
+        self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
+        self.pos += b.len();
+        Ok(())
+    }
+
+    /// Writes `s` as a JSON string, followed by `colon` when set (object keys).
+    #[inline(always)]
+    fn string(&mut self, s: &str, colon: bool) -> io::Result<()> {
+        let b = s.as_bytes();
+        let n = b.len();
+        if n <= 16 {
+            // Short (most keys and values): checked and copied as at most two overlapping
+            // words each way, no loop and no `memcpy` call.
+            let bad = if n >= 8 {
+                bad_bytes(le64(b, 0)) | bad_bytes(le64(b, n - 8))
+            } else if n >= 4 {
+                bad_bytes(le32(b, 0) | (le32(b, n - 4) << 32))
+            } else {
+                let mut x = PLAIN;
+                for (i, &c) in b.iter().enumerate() {
+                    x = (x & !(0xff << (8 * i))) | (u64::from(c) << (8 * i));
                 }
-                self.frames.push(Frame::Object { start, next: start });
+                bad_bytes(x)
+            };
+            if bad == 0 {
+                let p = self.pos;
+                let w = &mut self.buf[p..p + 20];
+                w[0] = b'"';
+                if n >= 8 {
+                    w[1..9].copy_from_slice(&b[..8]);
+                    w[n - 7..][..8].copy_from_slice(&b[n - 8..][..8]);
+                } else if n >= 4 {
+                    w[1..5].copy_from_slice(&b[..4]);
+                    w[n - 3..][..4].copy_from_slice(&b[n - 4..][..4]);
+                } else {
+                    for (i, &c) in b.iter().enumerate() {
+                        w[1 + i] = c;
+                    }
+                }
+                w[n + 1] = b'"';
+                w[n + 2] = b':';
+                self.pos = p + n + 2 + usize::from(colon);
+                return Ok(());
+            }
+        } else if !needs_escape(b) {
+            if self.pos + n + 3 > self.buf.len() {
+                self.flush(n + 3)?;
+            }
+            let p = self.pos;
+            self.buf[p] = b'"';
+            self.buf[p + 1..p + 1 + n].copy_from_slice(b);
+            self.buf[p + 1 + n] = b'"';
+            self.buf[p + 2 + n] = b':';
+            self.pos = p + n + 2 + usize::from(colon);
+            return Ok(());
+        }
+        self.escaped(s, colon)
+    }
+
+    /// A string that needs escaping, escaped by `serde_json` itself.
+    #[cold]
+    fn escaped(&mut self, s: &str, colon: bool) -> io::Result<()> {
+        let mut out = Vec::with_capacity(s.len() + 8);
+        // serde_json's own escaping; writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, s);
+        if colon {
+            out.push(b':');
+        }
+        self.raw(&out)
+    }
+
+    #[inline]
+    fn number(&mut self, n: &serde_json::Number) {
+        if let Some(u) = n.as_u64() {
+            return self.integer(u, false);
+        }
+        if let Some(i) = n.as_i64() {
+            return self.integer(i.unsigned_abs(), i < 0);
+        }
+        match n.as_f64() {
+            // `(f as i64) as f64 == f` is `f.fract() == 0.0` for |f| < 2^53 (exact there), without
+            // the `trunc` call.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+            Some(f) if f.abs() < EXACT_FLOAT_INT_LIMIT && (f as i64) as f64 == f => {
+                let i = f as i64;
+                self.integer(i.unsigned_abs(), i < 0);
+            }
+            _ => self.float(n),
+        }
+    }
+
+    /// A float in `serde_json`'s shortest round-trip form (at most 24 bytes), written in place.
+    #[inline(never)]
+    fn float(&mut self, n: &serde_json::Number) {
+        let mut w: &mut [u8] = &mut self.buf[self.pos..self.pos + 32];
+        let _ = serde_json::to_writer(&mut w, n);
+        let left = w.len();
+        self.pos += 32 - left;
+    }
+
+    /// Decimal digits of `u`, with a leading `-` when `negative` (never for zero).
+    #[inline]
+    fn integer(&mut self, mut u: u64, negative: bool) {
+        if negative {
+            self.byte(b'-');
+        }
+        let len = decimal_len(u);
+        let p = self.pos;
+        let w = &mut self.buf[p..p + 20];
+        let mut at = len;
+        while u >= 100 {
+            #[allow(clippy::cast_possible_truncation)]
+            let r = (u % 100) as usize;
+            u /= 100;
+            at -= 2;
+            w[at..at + 2].copy_from_slice(&DIGIT_PAIRS[2 * r..2 * r + 2]);
+        }
+        #[allow(clippy::cast_possible_truncation)]
+        if u >= 10 {
+            let r = u as usize;
+            w[..2].copy_from_slice(&DIGIT_PAIRS[2 * r..2 * r + 2]);
+        } else {
+            w[0] = b'0' + u as u8;
+        }
+        self.pos = p + len;
+    }
+
+    /// Stacks the entries of `map` (non-empty) in key order.
+    #[inline]
+    fn push_entries(&mut self, map: &'v Map<String, Value>, filler: &'v Value) {
+        let start = self.entries.len();
+        let n = map.len();
+        if let Some(shape) = self.shapes.get(n % SHAPES)
+            && shape.keys.len() == n
+            && shape.keys.iter().zip(map.keys()).all(|(a, b)| key_eq(a, b))
+        {
+            self.entries.resize(start + n, ("", filler));
+            let mine = &mut self.entries[start..];
+            for ((k, v), &r) in map.iter().zip(&shape.rank) {
+                mine[usize::from(r)] = (k.as_str(), v);
+            }
+            return;
+        }
+        self.entries.extend(map.iter().map(|(k, v)| (k.as_str(), v)));
+        self.sort(start);
+    }
+
+    /// Sorts `entries[start..]` by key, remembering the shape of a small object.
+    fn sort(&mut self, start: usize) {
+        let mine = &mut self.entries[start..];
+        let n = mine.len();
+        if n > SHAPE_MAX {
+            if !mine.is_sorted_by(|a, b| key_cmp(a.0, b.0).is_le()) {
+                mine.sort_unstable_by(|a, b| key_cmp(a.0, b.0));
+            }
+            return;
+        }
+        if self.shapes.is_empty() {
+            self.shapes.resize_with(SHAPES, Shape::default);
+        }
+        let shape = &mut self.shapes[n % SHAPES];
+        shape.keys.clear();
+        shape.keys.extend(mine.iter().map(|e| e.0));
+        #[allow(clippy::cast_possible_truncation)] // n <= SHAPE_MAX
+        let n8 = n as u8;
+        shape.rank.clear();
+        if mine.is_sorted_by(|a, b| key_cmp(a.0, b.0).is_le()) {
+            shape.rank.extend(0..n8);
+            return;
+        }
+        let keys = &shape.keys;
+        self.order.clear();
+        self.order.extend(0..n8);
+        self.order.sort_unstable_by(|&a, &b| key_cmp(keys[usize::from(a)], keys[usize::from(b)]));
+        shape.rank.resize(n, 0);
+        self.spare.clear();
+        self.spare.extend_from_slice(mine);
+        for (at, &from) in (0..n8).zip(&self.order) {
+            shape.rank[usize::from(from)] = at;
+            mine[usize::from(at)] = self.spare[usize::from(from)];
+        }
+    }
+
+    fn encode(mut self, root: &'v Value) -> io::Result<(Vec<u8>, S)> {
+        let mut v = root;
+        'walk: loop {
+            if self.pos >= self.limit {
+                self.flush(0)?;
+            }
+            // Write `v`, or open it and go down to its first child.
+            match v {
+                Value::Null => self.bytes(b"null"),
+                Value::Bool(true) => self.bytes(b"true"),
+                Value::Bool(false) => self.bytes(b"false"),
+                Value::Number(n) => self.number(n),
+                Value::String(s) => self.string(s, false)?,
+                Value::Array(items) => match items.split_first() {
+                    None => self.bytes(b"[]"),
+                    Some((first, rest)) => {
+                        self.byte(b'[');
+                        self.frames.push(Frame::Array(rest.iter()));
+                        v = first;
+                        continue;
+                    }
+                },
+                Value::Object(map) if map.is_empty() => self.bytes(b"{}"),
+                Value::Object(map) => {
+                    self.byte(b'{');
+                    let start = self.entries.len();
+                    self.push_entries(map, v);
+                    let (k, first) = self.entries[start];
+                    self.frames.push(Frame::Object { start, next: start + 1 });
+                    self.string(k, true)?;
+                    v = first;
+                    continue;
+                }
+            }
+            // Go up until an open container has a next child.
+            loop {
+                if self.pos >= self.limit {
+                    self.flush(0)?;
+                }
+                match self.frames.last_mut() {
+                    None => break 'walk,
+                    Some(Frame::Array(items)) => match items.next() {
+                        Some(item) => {
+                            self.byte(b',');
+                            v = item;
+                            continue 'walk;
+                        }
+                        None => {
+                            self.byte(b']');
+                            self.frames.pop();
+                        }
+                    },
+                    Some(Frame::Object { start, next }) => match self.entries.get(*next) {
+                        Some(&(k, item)) => {
+                            *next += 1;
+                            self.byte(b',');
+                            self.string(k, true)?;
+                            v = item;
+                            continue 'walk;
+                        }
+                        None => {
+                            let start = *start;
+                            self.byte(b'}');
+                            self.entries.truncate(start);
+                            self.frames.pop();
+                        }
+                    },
+                }
             }
         }
+        if self.pos > self.taken {
+            self.sink.take(&self.buf[self.taken..self.pos])?;
+        }
+        self.buf.truncate(self.pos);
+        Ok((self.buf, self.sink))
     }
 }
 
 /// Writes the canonical form of `value` to `out`.
 pub fn write_canonical<W: Write>(value: &Value, out: &mut W) -> io::Result<()> {
-    Encoder::new(ToWriter(out), CHUNK + 1024).encode(value).map(|_| ())
+    Encoder::new(ToWriter(out)).encode(value).map(|_| ())
 }
 
 /// `str` order (= code point order, as UTF-8 preserves it), comparing inline: object keys are
@@ -317,6 +569,52 @@ fn key_cmp(a: &str, b: &str) -> Ordering {
     a.len().cmp(&b.len())
 }
 
+/// `a == b`, inline (no `memcmp` call) for keys of up to 16 bytes.
+#[inline(always)]
+fn key_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        false
+    } else if (8..=16).contains(&n) {
+        le64(a, 0) == le64(b, 0) && le64(a, n - 8) == le64(b, n - 8)
+    } else if (4..8).contains(&n) {
+        le32(a, 0) == le32(b, 0) && le32(a, n - 4) == le32(b, n - 4)
+    } else if n < 4 {
+        n == 0 || (a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1])
+    } else {
+        a == b
+    }
+}
+
+#[inline(always)]
+fn le64(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+#[inline(always)]
+fn le32(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&s[at..at + 4]);
+    u64::from(u32::from_le_bytes(w))
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+/// Eight bytes that need no escaping (`a`).
+const PLAIN: u64 = ONES * 0x61;
+
+/// Nonzero when some byte of `x` is a control character, `"` or `\` (the bytes JSON escapes;
+/// exact as a yes/no answer, the classic "has zero byte" / "has byte less than" tricks).
+#[inline(always)]
+fn bad_bytes(x: u64) -> u64 {
+    const HIGH: u64 = ONES * 0x80;
+    let quote = x ^ (ONES * u64::from(b'"'));
+    let backslash = x ^ (ONES * u64::from(b'\\'));
+    (x.wrapping_sub(ONES * 0x20) | quote.wrapping_sub(ONES) | backslash.wrapping_sub(ONES)) & !x & HIGH
+}
+
 /// Whether `s` needs escaping. Checked 16 bytes at a time without early exit inside a block,
 /// so the compiler vectorizes it.
 fn needs_escape(s: &[u8]) -> bool {
@@ -326,70 +624,43 @@ fn needs_escape(s: &[u8]) -> bool {
     hit || blocks.remainder().iter().any(|&b| bad(b))
 }
 
-fn write_string(s: &str, out: &mut Vec<u8>) {
-    if !needs_escape(s.as_bytes()) {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
+static DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Number of decimal digits of `u`.
+#[inline]
+fn decimal_len(u: u64) -> usize {
+    let mut n = 1;
+    let mut x = u;
+    while x >= 10_000 {
+        x /= 10_000;
+        n += 4;
+    }
+    if x >= 1000 {
+        n + 3
+    } else if x >= 100 {
+        n + 2
+    } else if x >= 10 {
+        n + 1
     } else {
-        // serde_json's own escaping; writing to a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
+        n
     }
-}
-
-fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
-    if let Some(u) = n.as_u64() {
-        return write_u64(u, false, out);
-    }
-    if let Some(i) = n.as_i64() {
-        return write_u64(i.unsigned_abs(), i < 0, out);
-    }
-    match n.as_f64() {
-        Some(f) if f.fract() == 0.0 && f.abs() < EXACT_FLOAT_INT_LIMIT => {
-            // Exact: |f| < 2^53 so the conversion loses nothing.
-            #[allow(clippy::cast_possible_truncation)]
-            let i = f as i64;
-            write_u64(i.unsigned_abs(), i < 0, out);
-        }
-        // serde_json writes a float in its shortest round-trip form (as its Display does).
-        _ => {
-            let _ = serde_json::to_writer(&mut *out, n);
-        }
-    }
-}
-
-/// Decimal digits of `u`, with a leading `-` when `negative` (never for zero).
-fn write_u64(mut u: u64, negative: bool, out: &mut Vec<u8>) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        #[allow(clippy::cast_possible_truncation)]
-        let d = (u % 10) as u8;
-        digits[at] = b'0' + d;
-        u /= 10;
-        if u == 0 {
-            break;
-        }
-    }
-    if negative {
-        out.push(b'-');
-    }
-    out.extend_from_slice(&digits[at..]);
 }
 
 /// The canonical bytes of `value`.
 pub fn canonical_bytes(value: &Value) -> Vec<u8> {
     // Keeping bytes in a Vec cannot fail.
-    Encoder::new(Keep, 256).encode(value).map(|(bytes, _)| bytes).unwrap_or_default()
+    Encoder::new(Keep).encode(value).map(|(bytes, _)| bytes).unwrap_or_default()
 }
 
 /// The canonical bytes of `value` and their [`Checksum`], serialized once (for writers that
 /// store the bytes and record the checksum).
 pub fn encode(value: &Value) -> (Vec<u8>, Checksum) {
     let sink = Hash { hasher: Sha256::new(), keep: true };
-    match Encoder::new(sink, 256).encode(value) {
+    match Encoder::new(sink).encode(value) {
         Ok((bytes, sink)) => (bytes, Checksum(sink.hasher.finalize().into())),
         // Unreachable (hashing cannot fail); recompute plainly rather than panic.
         Err(_) => {
@@ -408,7 +679,7 @@ impl Checksum {
     /// SHA-256 of the canonical form of `value`, streamed in chunks without keeping the bytes.
     pub fn of_json(value: &Value) -> Self {
         let sink = Hash { hasher: Sha256::new(), keep: false };
-        match Encoder::new(sink, CHUNK + 1024).encode(value) {
+        match Encoder::new(sink).encode(value) {
             Ok((_, sink)) => Self(sink.hasher.finalize().into()),
             // Unreachable (hashing cannot fail); recompute plainly rather than panic.
             Err(_) => Self::of_bytes(&canonical_bytes(value)),

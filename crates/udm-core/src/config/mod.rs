@@ -209,13 +209,13 @@ enum BlobBackendDef {
 
 impl<'de> Deserialize<'de> for MetaBackend {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        backend_table(d, |v| MetaBackendDef::deserialize(v), MetaBackend::Custom)
+        backend_table(d, MetaBackendDef::deserialize, MetaBackend::Custom)
     }
 }
 
 impl<'de> Deserialize<'de> for BlobBackend {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        backend_table(d, |v| BlobBackendDef::deserialize(v), BlobBackend::Custom)
+        backend_table(d, BlobBackendDef::deserialize, BlobBackend::Custom)
     }
 }
 
