@@ -4,7 +4,9 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use udm_core::ports::{BlobPage, Committed, HardDeleted, JobRecord, QueueEntry, QueueStats, ShrinkStats};
+use udm_core::ports::{
+    BlobBody, BlobListing, BlobPage, Committed, HardDeleted, JobRecord, PutResult, QueueEntry, QueueStats, ShrinkStats,
+};
 use udm_core::query::Page;
 use udm_core::{Checksum, Cv, ErrorKind, ObjectId, ObjectKey, Ov, RequestId, RouteContext};
 
@@ -156,6 +158,9 @@ answers!(
     Vec<u8>,
     String,
     BlobPage,
+    BlobBody,
+    BlobListing,
+    PutResult,
     QueueEntry,
     Vec<QueueEntry>,
     QueueStats,

@@ -9,9 +9,9 @@ use std::future::Future;
 use async_trait::async_trait;
 use udm_core::counters::CounterDelta;
 use udm_core::ports::{
-    BlobMeta, BlobPage, BlobStore, Commit, Committed, CounterStore, HardDeleted, JobRecord, Layered, LayeredBlob,
-    LayeredCounter, LayeredMeta, LayeredQueue, MetaStore, PutOptions, QueueEntry, QueueState, QueueStats, QueueStore,
-    ShrinkPolicy, ShrinkStats,
+    BlobBody, BlobListing, BlobMeta, BlobPage, BlobStore, Commit, Committed, CounterStore, HardDeleted, JobRecord,
+    Layered, LayeredBlob, LayeredCounter, LayeredMeta, LayeredQueue, MetaStore, PutOptions, PutResult, QueueEntry,
+    QueueState, QueueStats, QueueStore, ShrinkPolicy, ShrinkStats,
 };
 use udm_core::query::{HeadQuery, HistoryQuery, Page};
 use udm_core::retry::NextStep;
@@ -129,13 +129,18 @@ fn blob(op: &'static str) -> Call<'static> {
     Call::new(Port::Blob, op)
 }
 
+/// Blob calls. Every put — create-only, overwrite or compare-and-swap, through `put` or
+/// `put_with_etag` — is the op `put` (`put` reaches the inner store as `put_with_etag`).
 #[async_trait]
 impl<S: BlobStore, I: Interceptor> LayeredBlob for Intercepted<S, I> {
-    async fn put(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<Checksum> {
-        self.interceptor.intercept(blob("put").key(key), || self.inner.put(key, bytes, options)).await
+    async fn put_with_etag(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<PutResult> {
+        self.interceptor.intercept(blob("put").key(key), || self.inner.put_with_etag(key, bytes, options)).await
     }
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
         self.interceptor.intercept(blob("get").key(key), || self.inner.get(key)).await
+    }
+    async fn get_with_etag(&self, key: &str) -> Result<BlobBody> {
+        self.interceptor.intercept(blob("get_with_etag").key(key), || self.inner.get_with_etag(key)).await
     }
     async fn head(&self, key: &str) -> Result<Option<BlobMeta>> {
         self.interceptor.intercept(blob("head").key(key), || BlobStore::head(&self.inner, key)).await
@@ -147,6 +152,10 @@ impl<S: BlobStore, I: Interceptor> LayeredBlob for Intercepted<S, I> {
         self.interceptor
             .intercept(blob("list").key(prefix), || BlobStore::list(&self.inner, prefix, after, limit))
             .await
+    }
+    async fn list_with_delimiter(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<BlobListing> {
+        let call = blob("list_with_delimiter").key(prefix);
+        self.interceptor.intercept(call, || self.inner.list_with_delimiter(prefix, start_after, limit)).await
     }
     async fn presign_get(&self, key: &str, ttl_secs: u64) -> Result<String> {
         self.interceptor.intercept(blob("presign_get").key(key), || self.inner.presign_get(key, ttl_secs)).await

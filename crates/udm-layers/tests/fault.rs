@@ -143,3 +143,28 @@ async fn queue_fail_before_enqueues_nothing() {
     queue.enqueue(entry).await.unwrap();
     assert_eq!(queue.stats(ts(1)).await.unwrap().pending, 1);
 }
+
+/// The blob port's v2 operations are intercepted by name: every put (a compare-and-swap
+/// included) is `put`; `get_with_etag` and `list_with_delimiter` are their own ops.
+#[tokio::test]
+async fn blob_v2_operations_are_selectable_by_op() {
+    use udm_core::ports::ETag;
+    let faults = FaultLayer::seeded(9);
+    let inner = Arc::new(MemoryBlobs::new());
+    let blobs = faults.layer(inner.clone());
+    let etag = blobs.put_with_etag("a/b", b"1".to_vec(), &PutOptions::create_json()).await.unwrap().etag.unwrap();
+    faults.add(FaultRule::fail_after().op("put").next(1));
+    let lost = blobs.put("a/b", b"2".to_vec(), &PutOptions::if_match(etag.clone(), "text/plain")).await.unwrap_err();
+    assert!(lost.is_retryable(), "{lost}");
+    assert_eq!(inner.get("a/b").await.unwrap(), b"2", "the swap was applied, its acknowledgement lost");
+    let retried = blobs.put("a/b", b"2".to_vec(), &PutOptions::if_match(etag, "text/plain")).await.unwrap_err();
+    assert_eq!(retried.kind(), ErrorKind::Conflict, "what a blind retry of a swap sees");
+    faults.add(FaultRule::fail_before().op("get_with_etag").next(1));
+    assert!(blobs.get_with_etag("a/b").await.is_err());
+    assert_eq!(blobs.get("a/b").await.unwrap(), b"2", "plain gets are another op");
+    faults.add(FaultRule::fail_before().op("list_with_delimiter").prefix("a/").next(1));
+    assert!(blobs.list_with_delimiter("a/", None, 10).await.is_err());
+    assert_eq!(blobs.list_with_delimiter("a/", None, 10).await.unwrap().keys, ["a/b"]);
+    assert!(blobs.put("a/c", b"x".to_vec(), &PutOptions::if_match(ETag::new("\"g0\""), "x")).await.is_err());
+    assert_eq!(faults.stats(), FaultStats { fail_before: 2, fail_after: 1, ..FaultStats::default() });
+}

@@ -1,6 +1,7 @@
-//! [`BlobStore`] on the AWS SDK: create-only puts with `If-None-Match: *`, SHA-256 checksums
-//! sent with every put (servers that verify them reject corrupted uploads) and verified on
-//! get, presigned GET URLs, bucket health and creation.
+//! [`BlobStore`] on the AWS SDK: create-only puts with `If-None-Match: *`, compare-and-swap
+//! puts with `If-Match: <etag>`, SHA-256 checksums sent with every put (servers that verify
+//! them reject corrupted uploads) and verified on get, ETags from put, get and head, native
+//! delimiter listings, presigned GET URLs, bucket health and creation.
 
 use std::fmt;
 use std::time::Duration;
@@ -15,8 +16,8 @@ use aws_sdk_s3::primitives::{ByteStream, ByteStreamError};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
 use base64::Engine as _;
 use udm_core::ports::{
-    BlobCapabilities, BlobMeta, BlobPage, BlobStore, MAX_LIST_PAGE, PutMode, PutOptions, check_key, check_prefix,
-    check_presign_ttl,
+    BlobBody, BlobCapabilities, BlobListing, BlobMeta, BlobPage, BlobStore, ETag, MAX_LIST_PAGE, PutMode, PutOptions,
+    PutResult, check_key, check_prefix, check_presign_ttl, etag_mismatch, skip_past,
 };
 use udm_core::{Checksum, Error, ErrorKind, Result};
 
@@ -29,6 +30,7 @@ pub struct AwsS3Blobs {
     client: Client,
     bucket: String,
     deadlines: Deadlines,
+    conditional_put: bool,
 }
 
 impl fmt::Debug for AwsS3Blobs {
@@ -128,7 +130,12 @@ impl AwsS3Blobs {
         if let Some((id, secret)) = &settings.credentials {
             b = b.credentials_provider(Credentials::new(id.expose(), secret.expose(), None, None, "udm-config"));
         }
-        Self { client: Client::from_conf(b.build()), bucket: bucket.to_owned(), deadlines }
+        Self {
+            client: Client::from_conf(b.build()),
+            bucket: bucket.to_owned(),
+            deadlines,
+            conditional_put: settings.conditional_put,
+        }
     }
 
     /// Creates the bucket if it does not exist (dev and test setups).
@@ -149,7 +156,7 @@ impl AwsS3Blobs {
 
 #[async_trait]
 impl BlobStore for AwsS3Blobs {
-    async fn put(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<Checksum> {
+    async fn put_with_etag(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<PutResult> {
         check_key(key)?;
         let sum = Checksum::of_bytes(&bytes);
         let mut req = self
@@ -163,14 +170,30 @@ impl BlobStore for AwsS3Blobs {
         if let Some(t) = &options.content_type {
             req = req.content_type(t);
         }
-        if options.mode == PutMode::Create {
-            req = req.if_none_match("*");
+        match &options.mode {
+            PutMode::Create => req = req.if_none_match("*"),
+            PutMode::Overwrite => {}
+            PutMode::IfMatch(_) if !self.conditional_put => {
+                let message = format!("s3:{}: compare-and-swap puts are disabled for this store", self.bucket);
+                return Err(Error::new(ErrorKind::Unsupported, message));
+            }
+            PutMode::IfMatch(etag) => req = req.if_match(etag.as_str()),
         }
-        req.send().await.map_err(|e| self.deadlines.sdk_error("put", key, e))?;
-        Ok(sum)
+        let out = match (&options.mode, req.send().await.map_err(|e| self.deadlines.sdk_error("put", key, e))) {
+            // 412: another ETag; 404: absent; 409: a concurrent conditional put won (AWS).
+            (PutMode::IfMatch(want), Err(e)) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::NotFound) => {
+                return Err(etag_mismatch(key, want, None).with_source(e));
+            }
+            (_, out) => out?,
+        };
+        Ok(PutResult { checksum: sum, etag: out.e_tag().map(ETag::new) })
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        Ok(self.get_with_etag(key).await?.bytes)
+    }
+
+    async fn get_with_etag(&self, key: &str) -> Result<BlobBody> {
         check_key(key)?;
         let call = async {
             let out = self
@@ -182,9 +205,10 @@ impl BlobStore for AwsS3Blobs {
                 .send()
                 .await
                 .map_err(|e| self.deadlines.sdk_error("get", key, e))?;
+            let etag = out.e_tag().map(ETag::new);
             // The SDK's deadlines end with the headers: the call deadline covers the body too.
             let body = out.body.collect().await.map_err(|e| body_error(key, e))?;
-            Ok(body.into_bytes().to_vec())
+            Ok(BlobBody { bytes: body.into_bytes().to_vec(), etag })
         };
         let within = self.deadlines.call;
         tokio::time::timeout(within, call).await.map_err(|_| missed_deadline("get", key, within, "call"))?
@@ -196,6 +220,7 @@ impl BlobStore for AwsS3Blobs {
             Ok(o) => Ok(Some(BlobMeta {
                 size: o.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
                 content_type: o.content_type().map(str::to_owned),
+                etag: o.e_tag().map(ETag::new),
             })),
             Err(e) => {
                 let err = self.deadlines.sdk_error("head", key, e);
@@ -234,6 +259,29 @@ impl BlobStore for AwsS3Blobs {
         Ok(BlobPage { keys, next })
     }
 
+    async fn list_with_delimiter(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<BlobListing> {
+        check_prefix(prefix)?;
+        let limit = limit.clamp(1, MAX_LIST_PAGE);
+        let mut req = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .max_keys(i32::try_from(limit).unwrap_or(1000));
+        if let Some(a) = start_after.filter(|a| *a >= prefix) {
+            // After a common prefix, S3 would list it again: start after all its keys.
+            req = req.start_after(skip_past(a));
+        }
+        let out = req.send().await.map_err(|e| self.deadlines.sdk_error("list", prefix, e))?;
+        let keys: Vec<String> = out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect();
+        let prefixes: Vec<String> =
+            out.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_owned)).collect();
+        let last = keys.last().max(prefixes.last()).cloned();
+        let next = if out.is_truncated().unwrap_or(false) { last } else { None };
+        Ok(BlobListing { keys, prefixes, next })
+    }
+
     async fn presign_get(&self, key: &str, ttl_secs: u64) -> Result<String> {
         check_key(key)?;
         check_presign_ttl(ttl_secs)?;
@@ -261,7 +309,13 @@ impl BlobStore for AwsS3Blobs {
     }
 
     fn capabilities(&self) -> BlobCapabilities {
-        BlobCapabilities { presign: true, durable: true, content_types: true }
+        BlobCapabilities {
+            presign: true,
+            durable: true,
+            content_types: true,
+            etags: true,
+            conditional_put: self.conditional_put,
+        }
     }
 }
 

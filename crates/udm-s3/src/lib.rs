@@ -10,9 +10,14 @@
 //!   (`If-None-Match: *`), SHA-256 checksums on every put and get, presigned GET URLs, bucket
 //!   health and creation.
 //!
-//! [`S3Settings`] (endpoint, credentials and the connect / read / whole-call deadlines of
-//! every S3 call) is always available. The S3 clients classify errors at the boundary:
-//! 404 → not found, 412/409 → already exists, missed deadlines, 5xx and throttling →
+//! Every store reports ETags (from put, `head` and `get_with_etag`), offers compare-and-swap
+//! puts (`PutMode::IfMatch`: S3 `If-Match`; `LocalBlobs`: atomic within one process only) and
+//! delimiter listings (native on the AWS SDK client).
+//!
+//! [`S3Settings`] (endpoint, credentials, the connect / read / whole-call deadlines of every
+//! S3 call, and whether the server honours `If-Match`) is always available. The S3 clients
+//! classify errors at the boundary: 404 → not found, 412/409 → already exists (for a
+//! compare-and-swap put, 404/409/412 → conflict), missed deadlines, 5xx and throttling →
 //! retryable unavailable.
 //!
 //! ```

@@ -17,11 +17,11 @@ use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{
     Attribute, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, PutPayload,
-    RetryConfig,
+    RetryConfig, UpdateVersion,
 };
 use udm_core::ports::{
-    BlobCapabilities, BlobMeta, BlobPage, BlobStore, MAX_LIST_PAGE, PutMode, PutOptions, check_key, check_prefix,
-    check_presign_ttl,
+    BlobBody, BlobCapabilities, BlobMeta, BlobPage, BlobStore, ETag, MAX_LIST_PAGE, PutMode, PutOptions, PutResult,
+    check_key, check_prefix, check_presign_ttl, etag_mismatch,
 };
 use udm_core::{Checksum, Error, ErrorKind, Result};
 
@@ -54,7 +54,13 @@ impl ObjectStoreBlobs {
             store: Arc::new(InMemory::new()),
             signer: None,
             label: "memory".into(),
-            capabilities: BlobCapabilities { presign: false, durable: false, content_types: true },
+            capabilities: BlobCapabilities {
+                presign: false,
+                durable: false,
+                content_types: true,
+                etags: true,
+                conditional_put: true,
+            },
             call_timeout: None,
             deadlines: String::new(),
         }
@@ -79,7 +85,13 @@ impl ObjectStoreBlobs {
             store: store.clone(),
             signer: Some(store),
             label: format!("s3:{bucket}"),
-            capabilities: BlobCapabilities { presign: true, durable: true, content_types: true },
+            capabilities: BlobCapabilities {
+                presign: true,
+                durable: true,
+                content_types: true,
+                etags: true,
+                conditional_put: settings.conditional_put,
+            },
             call_timeout: Some(settings.call_timeout),
             deadlines: format!(
                 "connect ({:?}), read ({:?}) or attempt ({:?})",
@@ -129,28 +141,52 @@ fn path(key: &str) -> Result<Path> {
 
 #[async_trait]
 impl BlobStore for ObjectStoreBlobs {
-    async fn put(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<Checksum> {
+    async fn put_with_etag(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<PutResult> {
         let p = path(key)?;
-        let sum = Checksum::of_bytes(&bytes);
+        let checksum = Checksum::of_bytes(&bytes);
         let mut attributes = Attributes::new();
         if self.capabilities.content_types
             && let Some(t) = &options.content_type
         {
             attributes.insert(Attribute::ContentType, t.clone().into());
         }
-        let mode = match options.mode {
+        let mode = match &options.mode {
             PutMode::Create => object_store::PutMode::Create,
             PutMode::Overwrite => object_store::PutMode::Overwrite,
+            PutMode::IfMatch(_) if !self.capabilities.conditional_put => {
+                let message = format!("{}: compare-and-swap puts are disabled for this store", self.label);
+                return Err(Error::new(ErrorKind::Unsupported, message));
+            }
+            PutMode::IfMatch(etag) => {
+                object_store::PutMode::Update(UpdateVersion { e_tag: Some(etag.to_string()), version: None })
+            }
         };
         let opts = object_store::PutOptions { mode, attributes, ..Default::default() };
-        self.call("put", key, self.store.put_opts(&p, PutPayload::from(bytes), opts)).await?;
-        Ok(sum)
+        let put = self.store.put_opts(&p, PutPayload::from(bytes), opts);
+        let out = match (&options.mode, self.call("put", key, put).await) {
+            // S3 answers 412 for another ETag and 404 for an absent object; memory 412 for both.
+            (PutMode::IfMatch(want), Err(e)) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::NotFound) => {
+                return Err(etag_mismatch(key, want, None).with_source(e));
+            }
+            (_, out) => out?,
+        };
+        Ok(PutResult { checksum, etag: out.e_tag.map(ETag::new) })
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        Ok(self.get_with_etag(key).await?.bytes)
+    }
+
+    async fn get_with_etag(&self, key: &str) -> Result<BlobBody> {
         let p = path(key)?;
-        let bytes = self.call("get", key, async { self.store.get(&p).await?.bytes().await }).await?;
-        Ok(bytes.to_vec())
+        let (etag, bytes) = self
+            .call("get", key, async {
+                let r = self.store.get(&p).await?;
+                let etag = r.meta.e_tag.clone();
+                Ok((etag, r.bytes().await?))
+            })
+            .await?;
+        Ok(BlobBody { bytes: bytes.to_vec(), etag: etag.map(ETag::new) })
     }
 
     async fn head(&self, key: &str) -> Result<Option<BlobMeta>> {
@@ -168,6 +204,7 @@ impl BlobStore for ObjectStoreBlobs {
         Ok(found.map(|r| BlobMeta {
             size: r.meta.size,
             content_type: r.attributes.get(&Attribute::ContentType).map(|v| v.to_string()),
+            etag: r.meta.e_tag.map(ETag::new),
         }))
     }
 
@@ -190,7 +227,12 @@ impl BlobStore for ObjectStoreBlobs {
         let dir = prefix.rfind('/').map(|i| &prefix[..i]).filter(|d| !d.is_empty());
         let dir = dir.map(path).transpose()?;
         let offset = match after {
-            Some(a) if a >= prefix => Some(Path::parse(a).map_err(|e| Error::validation("after", e.to_string()))?),
+            // After a whole subtree (`dir/` + DEL, from a delimiter listing): `dir/~` is a
+            // valid path at or before it; the filter below drops the few keys in between.
+            Some(a) if a >= prefix => {
+                let a = a.strip_suffix('\u{7f}').map_or_else(|| a.to_owned(), |d| format!("{d}~"));
+                Some(Path::parse(&a).map_err(|e| Error::validation("after", e.to_string()))?)
+            }
             _ => None,
         };
         let mut keys = self

@@ -47,6 +47,11 @@ pub struct S3Settings {
     pub call_timeout: Duration,
     /// Attempts per call, first included (default 3; 0 counts as 1).
     pub max_attempts: u32,
+    /// Whether the server honours `If-Match` on PutObject atomically (AWS S3 does, since
+    /// November 2024), so compare-and-swap puts (`PutMode::IfMatch`) are offered (default
+    /// true). Set it to false for servers that ignore the header or check it without
+    /// atomicity: such puts then fail with `Unsupported` instead of silently losing updates.
+    pub conditional_put: bool,
 }
 
 impl S3Settings {
@@ -84,6 +89,7 @@ impl S3Settings {
             read_timeout: DEFAULT_READ_TIMEOUT,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            conditional_put: true,
         }
     }
 
@@ -107,6 +113,13 @@ impl S3Settings {
     #[must_use]
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
+        self
+    }
+
+    /// Sets [`S3Settings::conditional_put`].
+    #[must_use]
+    pub fn with_conditional_put(mut self, supported: bool) -> Self {
+        self.conditional_put = supported;
         self
     }
 

@@ -96,6 +96,23 @@ async fn bucket_health() {
     assert_eq!(e.kind(), udm_core::ErrorKind::Unavailable, "{e}");
 }
 
+/// With `conditional_put` off (servers that do not honour `If-Match`), both S3 clients
+/// refuse compare-and-swap puts with `Unsupported` and change nothing.
+#[cfg(all(feature = "aws-sdk", feature = "object-store"))]
+#[tokio::test]
+async fn compare_and_swap_can_be_switched_off() {
+    use udm_testkit::conformance::blob::{compare_and_swap_checks_the_etag, compare_and_swap_counter_race};
+    aws().await;
+    let s = settings().with_conditional_put(false);
+    let stores: [Arc<dyn BlobStore>; 2] =
+        [Arc::new(AwsS3Blobs::new(&s, BUCKET)), Arc::new(ObjectStoreBlobs::s3(&s, BUCKET).expect("s3"))];
+    for b in stores {
+        assert!(!b.capabilities().conditional_put && b.capabilities().etags);
+        compare_and_swap_checks_the_etag(b.clone()).await;
+        compare_and_swap_counter_race(b).await;
+    }
+}
+
 /// Minimal HTTP/1.1 GET over loopback (the URL comes from our own test server).
 #[cfg(feature = "aws-sdk")]
 async fn http_get(url: &str) -> String {

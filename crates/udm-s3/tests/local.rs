@@ -119,3 +119,36 @@ async fn keys_never_escape_the_root() {
     }
     assert!(!dir.path().join("escape").exists());
 }
+
+/// Compare-and-swap is atomic across `LocalBlobs` instances of one process, whatever path
+/// spelling opened the directory: 2 stores × 3 writers × 10 increments end at 60.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compare_and_swap_spans_instances_of_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = LocalBlobs::open(dir.path()).unwrap();
+    let other_spelling = dir.path().join("sub").join("..");
+    std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+    let b = LocalBlobs::open(&other_spelling).unwrap();
+    a.put("t/n", b"0".to_vec(), &PutOptions::create("text/plain")).await.unwrap();
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let mut done = 0;
+                while done < 10 {
+                    let body = s.get_with_etag("t/n").await.unwrap();
+                    let n: u64 = String::from_utf8(body.bytes).unwrap().parse().unwrap();
+                    let opts = PutOptions::if_match(body.etag.unwrap(), "text/plain");
+                    match s.put("t/n", (n + 1).to_string().into_bytes(), &opts).await {
+                        Ok(_) => done += 1,
+                        Err(e) => assert_eq!(e.kind(), ErrorKind::Conflict, "{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(a.get("t/n").await.unwrap(), b"60");
+}

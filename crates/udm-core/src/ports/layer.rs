@@ -53,7 +53,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::blob::{BlobCapabilities, BlobMeta, BlobPage, BlobStore, PutOptions};
+use super::blob::{BlobBody, BlobCapabilities, BlobListing, BlobMeta, BlobPage, BlobStore, PutOptions, PutResult};
 use super::counter::CounterStore;
 use super::meta::{Commit, Committed, HardDeleted, JobRecord, MetaStore, ShrinkPolicy, ShrinkStats};
 use super::queue::{QueueEntry, QueueState, QueueStats, QueueStore};
@@ -138,15 +138,22 @@ pub trait LayeredMeta: Layered<Inner: MetaStore> {
 }
 
 /// A [`BlobStore`] decorator: every method forwards to [`Layered::inner`] unless overridden.
-/// Each method's contract is [`BlobStore`]'s.
+/// Each method's contract is [`BlobStore`]'s. `put` goes through the decorator's own
+/// `put_with_etag`, so overriding that one method changes every put.
 #[async_trait]
 #[allow(missing_docs)] // the contracts are BlobStore's
 pub trait LayeredBlob: Layered<Inner: BlobStore> {
+    async fn put_with_etag(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<PutResult> {
+        self.inner().put_with_etag(key, bytes, options).await
+    }
     async fn put(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<Checksum> {
-        self.inner().put(key, bytes, options).await
+        Ok(LayeredBlob::put_with_etag(self, key, bytes, options).await?.checksum)
     }
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
         self.inner().get(key).await
+    }
+    async fn get_with_etag(&self, key: &str) -> Result<BlobBody> {
+        self.inner().get_with_etag(key).await
     }
     async fn head(&self, key: &str) -> Result<Option<BlobMeta>> {
         self.inner().head(key).await
@@ -156,6 +163,9 @@ pub trait LayeredBlob: Layered<Inner: BlobStore> {
     }
     async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<BlobPage> {
         self.inner().list(prefix, after, limit).await
+    }
+    async fn list_with_delimiter(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<BlobListing> {
+        self.inner().list_with_delimiter(prefix, start_after, limit).await
     }
     async fn presign_get(&self, key: &str, ttl_secs: u64) -> Result<String> {
         self.inner().presign_get(key, ttl_secs).await
@@ -269,11 +279,17 @@ macro_rules! forward {
     (blob, [$($gen:tt)*] $for:ty, $via:ty as $tr:path) => {
         #[async_trait]
         impl<$($gen)*> BlobStore for $for {
+            async fn put_with_etag(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<PutResult> {
+                <$via as $tr>::put_with_etag(self, key, bytes, options).await
+            }
             async fn put(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<Checksum> {
                 <$via as $tr>::put(self, key, bytes, options).await
             }
             async fn get(&self, key: &str) -> Result<Vec<u8>> {
                 <$via as $tr>::get(self, key).await
+            }
+            async fn get_with_etag(&self, key: &str) -> Result<BlobBody> {
+                <$via as $tr>::get_with_etag(self, key).await
             }
             async fn head(&self, key: &str) -> Result<Option<BlobMeta>> {
                 <$via as $tr>::head(self, key).await
@@ -283,6 +299,9 @@ macro_rules! forward {
             }
             async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<BlobPage> {
                 <$via as $tr>::list(self, prefix, after, limit).await
+            }
+            async fn list_with_delimiter(&self, prefix: &str, s: Option<&str>, limit: usize) -> Result<BlobListing> {
+                <$via as $tr>::list_with_delimiter(self, prefix, s, limit).await
             }
             async fn presign_get(&self, key: &str, ttl_secs: u64) -> Result<String> {
                 <$via as $tr>::presign_get(self, key, ttl_secs).await

@@ -22,8 +22,8 @@ mod meta;
 mod queue;
 
 pub use blob::{
-    BlobCapabilities, BlobMeta, BlobPage, BlobStore, MAX_KEY_BYTES, MAX_LIST_PAGE, PutMode, PutOptions, check_key,
-    check_prefix, check_presign_ttl,
+    BlobBody, BlobCapabilities, BlobListing, BlobMeta, BlobPage, BlobStore, ETag, MAX_KEY_BYTES, MAX_LIST_PAGE,
+    PutMode, PutOptions, PutResult, check_key, check_prefix, check_presign_ttl, etag_mismatch, skip_past,
 };
 pub use clock::{Clock, Entropy, IdGenerator, UlidGenerator};
 pub use counter::CounterStore;

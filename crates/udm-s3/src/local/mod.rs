@@ -11,20 +11,34 @@
 //!
 //! Temporary files are named `.udm-tmp <n>`: the space makes them invalid keys, so listings
 //! never show them, even one left behind by a crash.
+//!
+//! **ETags and compare-and-swap.** A blob's ETag is the SHA-256 of its bytes (hex), so it
+//! changes whenever the bytes do; rewriting identical bytes keeps it (harmless for a
+//! read-modify-write, whose outcome depends only on the bytes read). Inode + size + mtime was
+//! rejected: inodes are reused as soon as the replaced file is unlinked and file timestamps
+//! are coarse (one kernel tick), so a *different* blob could get an old ETag back and a stale
+//! compare-and-swap would succeed. `head` and `get_with_etag` therefore hash the file.
+//! A compare-and-swap (`PutMode::IfMatch`) reads and hashes the current file, then renames the
+//! new one into place, holding a lock that overwrites and deletes of the same file also take:
+//! it is atomic among all `LocalBlobs` of **one process** (the lock is process-wide, keyed by
+//! the canonical root and the key). Across processes it is **not** atomic: two processes
+//! swapping the same blob at once can both succeed (use an S3 store, or one writer process).
 
 mod list;
 
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use udm_core::ports::{
-    BlobCapabilities, BlobMeta, BlobPage, BlobStore, MAX_LIST_PAGE, PutMode, PutOptions, check_key, check_prefix,
+    BlobBody, BlobCapabilities, BlobMeta, BlobPage, BlobStore, ETag, MAX_LIST_PAGE, PutMode, PutOptions, PutResult,
+    check_key, check_prefix, etag_mismatch,
 };
 use udm_core::{Checksum, Error, ErrorKind, Result};
 
@@ -35,6 +49,15 @@ pub type SyncObserver = Arc<dyn Fn(&Path) + Send + Sync>;
 /// Directories remembered as durable before the memory is reset (then they are synced again).
 const MAX_KNOWN_DIRS: usize = 65_536;
 
+/// Process-wide locks serializing compare-and-swaps, overwrites and deletes of one file (by
+/// hash of canonical root and key; unrelated files may share a stripe).
+static FILE_LOCKS: [Mutex<()>; 64] = [const { Mutex::new(()) }; 64];
+
+/// The ETag of `bytes`: their SHA-256, hex.
+fn etag_of(sum: &Checksum) -> ETag {
+    ETag::new(sum.to_string())
+}
+
 /// Blobs as files under a root directory (keys are relative paths). Content types are not
 /// recorded; presigning is unsupported.
 #[derive(Clone)]
@@ -44,6 +67,8 @@ pub struct LocalBlobs {
 
 struct Inner {
     root: PathBuf,
+    /// The canonical root, naming files in [`FILE_LOCKS`] whatever path opened them.
+    lock_root: PathBuf,
     observer: Option<SyncObserver>,
     /// Directories under the root whose entry in their parent has been fsynced.
     durable_dirs: Mutex<HashSet<PathBuf>>,
@@ -71,8 +96,9 @@ impl LocalBlobs {
 
     fn open_observed(root: &Path, observer: Option<SyncObserver>) -> Result<Self> {
         let config = |e: io::Error| Error::new(ErrorKind::Config, format!("blob directory {}: {e}", root.display()));
-        let inner = Inner {
+        let mut inner = Inner {
             root: root.to_path_buf(),
+            lock_root: root.to_path_buf(),
             observer,
             durable_dirs: Mutex::new(HashSet::new()),
             next_tmp: AtomicU64::new(0),
@@ -82,6 +108,7 @@ impl LocalBlobs {
         if !root.is_dir() {
             return Err(config(io::Error::new(io::ErrorKind::NotADirectory, "not a directory")));
         }
+        inner.lock_root = fs::canonicalize(root).map_err(config)?;
         // The root's own entry, and those of the parents created for it.
         for dir in root.ancestors().skip(1).take(missing) {
             inner.sync_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }).map_err(config)?;
@@ -109,6 +136,14 @@ impl Inner {
         let mut p = self.root.clone();
         p.extend(key.split('/'));
         p
+    }
+
+    /// The lock of `key`'s file (see [`FILE_LOCKS`]).
+    fn file_lock(&self, key: &str) -> MutexGuard<'static, ()> {
+        let h = BuildHasherDefault::<DefaultHasher>::default().hash_one((&self.lock_root, key));
+        #[allow(clippy::cast_possible_truncation)] // reduced modulo 64 first
+        let stripe = (h % FILE_LOCKS.len() as u64) as usize;
+        FILE_LOCKS[stripe].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn observe(&self, path: &Path) {
@@ -185,7 +220,23 @@ impl Inner {
         }
     }
 
-    fn put(&self, key: &str, bytes: &[u8], mode: PutMode) -> Result<()> {
+    fn put(&self, key: &str, bytes: &[u8], mode: &PutMode) -> Result<()> {
+        if matches!(mode, PutMode::Create) {
+            return self.publish(key, bytes, mode);
+        }
+        // Overwrites take the lock too, so a compare-and-swap never loses one.
+        let _lock = self.file_lock(key);
+        if let PutMode::IfMatch(want) = mode {
+            let current = self.read(key)?.map(|b| etag_of(&Checksum::of_bytes(&b)));
+            if current.as_ref() != Some(want) {
+                return Err(etag_mismatch(key, want, Some(current.as_ref())));
+            }
+        }
+        self.publish(key, bytes, mode)
+    }
+
+    /// Writes a temporary file and links (create-only) or renames it into place, durably.
+    fn publish(&self, key: &str, bytes: &[u8], mode: &PutMode) -> Result<()> {
         let dest = self.path_of(key);
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| match e.kind() {
@@ -193,11 +244,9 @@ impl Inner {
             _ => io_error("put", key, e),
         })?;
         let tmp = self.write_temp(&dir, bytes).map_err(|e| io_error("put", key, e))?;
-        let published = match mode {
-            PutMode::Create => fs::hard_link(&tmp, &dest),
-            PutMode::Overwrite => fs::rename(&tmp, &dest),
-        };
-        if mode == PutMode::Create || published.is_err() {
+        let create = matches!(mode, PutMode::Create);
+        let published = if create { fs::hard_link(&tmp, &dest) } else { fs::rename(&tmp, &dest) };
+        if create || published.is_err() {
             let _ = fs::remove_file(&tmp);
         }
         match published {
@@ -213,23 +262,37 @@ impl Inner {
         }
     }
 
+    /// The bytes of `key`, or `None`. One `read` of one open file: a concurrent rename
+    /// replaces the name, not the file being read, so the bytes are one version.
+    fn read(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match fs::read(self.path_of(key)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if is_absent(e.kind()) => Ok(None),
+            Err(e) => Err(io_error("get", key, e)),
+        }
+    }
+
     fn get(&self, key: &str) -> Result<Vec<u8>> {
-        fs::read(self.path_of(key)).map_err(|e| match e.kind() {
-            k if is_absent(k) => Error::not_found(format!("blob {key}")),
-            _ => io_error("get", key, e),
-        })
+        self.read(key)?.ok_or_else(|| Error::not_found(format!("blob {key}")))
     }
 
     fn head(&self, key: &str) -> Result<Option<BlobMeta>> {
         match fs::metadata(self.path_of(key)) {
-            Ok(m) if m.is_file() => Ok(Some(BlobMeta { size: m.len(), content_type: None })),
-            Ok(_) => Ok(None),
-            Err(e) if is_absent(e.kind()) => Ok(None),
-            Err(e) => Err(io_error("head", key, e)),
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Ok(None),
+            Err(e) if is_absent(e.kind()) => return Ok(None),
+            Err(e) => return Err(io_error("head", key, e)),
         }
+        // The ETag is a content hash: read the bytes (size from them, so both describe one version).
+        Ok(self.read(key)?.map(|b| BlobMeta {
+            size: b.len() as u64,
+            content_type: None,
+            etag: Some(etag_of(&Checksum::of_bytes(&b))),
+        }))
     }
 
     fn delete(&self, key: &str) -> Result<()> {
+        let _lock = self.file_lock(key);
         let path = self.path_of(key);
         match fs::remove_file(&path) {
             Ok(()) => {
@@ -272,18 +335,24 @@ fn io_error(op: &str, key: &str, e: io::Error) -> Error {
 
 #[async_trait]
 impl BlobStore for LocalBlobs {
-    async fn put(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<Checksum> {
+    async fn put_with_etag(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<PutResult> {
         check_key(key)?;
-        let sum = Checksum::of_bytes(&bytes);
-        let (key, mode) = (key.to_owned(), options.mode);
-        self.blocking(move |s| s.put(&key, &bytes, mode)).await?;
-        Ok(sum)
+        let checksum = Checksum::of_bytes(&bytes);
+        let (key, mode) = (key.to_owned(), options.mode.clone());
+        self.blocking(move |s| s.put(&key, &bytes, &mode)).await?;
+        Ok(PutResult { etag: Some(etag_of(&checksum)), checksum })
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>> {
         check_key(key)?;
         let key = key.to_owned();
         self.blocking(move |s| s.get(&key)).await
+    }
+
+    async fn get_with_etag(&self, key: &str) -> Result<BlobBody> {
+        let bytes = self.get(key).await?;
+        let etag = Some(etag_of(&Checksum::of_bytes(&bytes)));
+        Ok(BlobBody { bytes, etag })
     }
 
     async fn head(&self, key: &str) -> Result<Option<BlobMeta>> {
@@ -318,6 +387,7 @@ impl BlobStore for LocalBlobs {
     }
 
     fn capabilities(&self) -> BlobCapabilities {
-        BlobCapabilities { presign: false, durable: true, content_types: false }
+        // Compare-and-swap is atomic within one process only (see the module docs).
+        BlobCapabilities { presign: false, durable: true, content_types: false, etags: true, conditional_put: true }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use udm_core::ports::{BlobStore, MAX_LIST_PAGE, PutOptions};
+use udm_core::ports::{BlobBody, BlobStore, ETag, MAX_LIST_PAGE, PutOptions};
 use udm_core::{Checksum, ErrorKind};
 
 use crate::fixtures::unique_ctx;
@@ -143,4 +143,164 @@ pub async fn presign_per_capability(b: Arc<dyn BlobStore>) {
         }
         false => assert_eq!(b.presign_get(&k, 60).await.unwrap_err().kind(), ErrorKind::Unsupported),
     }
+}
+
+/// ETags: a put reports one, `head` and `get_with_etag` report the same, and it changes
+/// when an overwrite changes the bytes.
+pub async fn etags_follow_overwrites(b: Arc<dyn BlobStore>) {
+    let k = format!("{}tagged.json", prefix());
+    let first = b.put_with_etag(&k, b"one".to_vec(), &PutOptions::create_json()).await.expect("put");
+    assert_eq!(first.checksum, Checksum::of_bytes(b"one"));
+    if !b.capabilities().etags {
+        return;
+    }
+    let e1 = first.etag.expect("a store with etags reports one from put");
+    assert_eq!(b.head(&k).await.unwrap().expect("head").etag.as_ref(), Some(&e1));
+    let body = b.get_with_etag(&k).await.expect("get");
+    assert_eq!((body.bytes.as_slice(), body.etag.as_ref()), (&b"one"[..], Some(&e1)));
+    let second = b.put_with_etag(&k, b"two".to_vec(), &PutOptions::overwrite("text/plain")).await.expect("overwrite");
+    let e2 = second.etag.expect("etag");
+    assert_ne!(e1, e2, "an overwrite with other bytes changes the ETag");
+    let meta = b.head(&k).await.unwrap().expect("head");
+    assert_eq!((meta.size, meta.etag.as_ref()), (3, Some(&e2)));
+    assert_eq!(b.get_with_etag(&k).await.unwrap().etag.as_ref(), Some(&e2));
+    assert_eq!(b.get_with_etag(&format!("{}absent", prefix())).await.unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+/// Compare-and-swap: succeeds with the current ETag; fails with `Conflict` and changes
+/// nothing with a stale one or on an absent blob. Stores without it answer `Unsupported`.
+pub async fn compare_and_swap_checks_the_etag(b: Arc<dyn BlobStore>) {
+    let k = format!("{}cas.json", prefix());
+    let e1 = b.put_with_etag(&k, b"v1".to_vec(), &PutOptions::create_json()).await.unwrap().etag;
+    let Some(e1) = e1.filter(|_| b.capabilities().conditional_put) else {
+        let any = ETag::new("\"whatever\"");
+        let e = b.put(&k, b"v2".to_vec(), &PutOptions::if_match(any, "text/plain")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+        assert_eq!(b.get(&k).await.unwrap(), b"v1");
+        return;
+    };
+    let e2 = b.put_with_etag(&k, b"v2".to_vec(), &PutOptions::overwrite("text/plain")).await.unwrap().etag.unwrap();
+    let stale = b.put_with_etag(&k, b"lost".to_vec(), &PutOptions::if_match(e1.clone(), "text/plain")).await;
+    assert_eq!(stale.unwrap_err().kind(), ErrorKind::Conflict);
+    assert_eq!(b.get(&k).await.unwrap(), b"v2", "a failed swap changes nothing");
+    assert_eq!(b.head(&k).await.unwrap().unwrap().etag.as_ref(), Some(&e2));
+    let swapped = b.put_with_etag(&k, b"v3".to_vec(), &PutOptions::if_match(e2.clone(), "text/plain")).await;
+    let e3 = swapped.expect("swap with the current ETag").etag.expect("etag");
+    assert_ne!(e3, e2);
+    assert_eq!(b.get_with_etag(&k).await.unwrap(), BlobBody { bytes: b"v3".to_vec(), etag: Some(e3.clone()) });
+    let again = b.put(&k, b"v4".to_vec(), &PutOptions::if_match(e2, "text/plain")).await;
+    assert_eq!(again.unwrap_err().kind(), ErrorKind::Conflict, "an ETag is good for one swap");
+    let absent = format!("{}cas-absent.json", prefix());
+    let e = b.put(&absent, b"x".to_vec(), &PutOptions::if_match(e3.clone(), "text/plain")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(b.head(&absent).await.unwrap().is_none(), "a swap never creates");
+    b.delete(&k).await.unwrap();
+    let e = b.put(&k, b"v5".to_vec(), &PutOptions::if_match(e3, "text/plain")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(b.head(&k).await.unwrap().is_none(), "a swap never resurrects");
+}
+
+/// 5 writers × 10 compare-and-swap increments of one counter blob end at 50, and the 50
+/// successful swaps wrote 1..=50 exactly once each (no lost update).
+pub async fn compare_and_swap_counter_race(b: Arc<dyn BlobStore>) {
+    const WRITERS: u64 = 5;
+    const INCREMENTS: u64 = 10;
+    let k = format!("{}counter", prefix());
+    b.put(&k, b"0".to_vec(), &PutOptions::create("text/plain")).await.unwrap();
+    if !b.capabilities().conditional_put {
+        let e = b.put(&k, b"1".to_vec(), &PutOptions::if_match(ETag::new("\"x\""), "text/plain")).await;
+        assert_eq!(e.unwrap_err().kind(), ErrorKind::Unsupported);
+        return;
+    }
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let (b, k) = (b.clone(), k.clone());
+            tokio::spawn(async move {
+                let (mut wrote, mut conflicts) = (Vec::new(), 0u64);
+                while (wrote.len() as u64) < INCREMENTS {
+                    let body = b.get_with_etag(&k).await.expect("get");
+                    let n: u64 = String::from_utf8(body.bytes).unwrap().parse().unwrap();
+                    let etag = body.etag.expect("etag");
+                    let next = (n + 1).to_string().into_bytes();
+                    match b.put(&k, next, &PutOptions::if_match(etag, "text/plain")).await {
+                        Ok(_) => wrote.push(n + 1),
+                        Err(e) if e.kind() == ErrorKind::Conflict => conflicts += 1,
+                        Err(e) => panic!("swap failed: {e}"),
+                    }
+                }
+                (wrote, conflicts)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in writers {
+        let (wrote, _conflicts) = w.await.expect("writer");
+        all.extend(wrote);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=WRITERS * INCREMENTS).collect::<Vec<_>>(), "every value written by exactly one swap");
+    assert_eq!(b.get(&k).await.unwrap(), (WRITERS * INCREMENTS).to_string().into_bytes());
+}
+
+/// Delimiter listings: keys right under the prefix and common prefixes (only of segments
+/// holding keys), merged in order, paged with `start_after` (a common prefix skips its
+/// whole subtree), for prefixes with and without a trailing `/`.
+pub async fn delimiter_listing_pages(b: Arc<dyn BlobStore>) {
+    let p = format!("{}tree/", prefix());
+    let mut keys = vec!["a.json", "b.json", "b/1", "b/2/deep", "b0", "d", "e/1"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    keys.extend((0..25).map(|i| format!("c/x/{i:02}")));
+    let puts: Vec<_> = keys
+        .iter()
+        .map(|k| {
+            let (b, k) = (b.clone(), format!("{p}{k}"));
+            tokio::spawn(async move { b.put(&k, b"x".to_vec(), &PutOptions::create("text/plain")).await.expect("put") })
+        })
+        .collect();
+    for t in puts {
+        t.await.expect("put task");
+    }
+    b.put(&format!("{}tree.json", prefix()), b"x".to_vec(), &PutOptions::create("text/plain")).await.unwrap();
+    let at = |names: &[&str]| names.iter().map(|n| format!("{p}{n}")).collect::<Vec<_>>();
+
+    let whole = b.list_with_delimiter(&p, None, 100).await.expect("list");
+    assert_eq!(whole.keys, at(&["a.json", "b.json", "b0", "d"]));
+    assert_eq!(whole.prefixes, at(&["b/", "c/", "e/"]));
+    assert_eq!(whole.next, None);
+
+    // Pages of 2 entries: a.json b.json | b/ b0 | c/ d | e/
+    let (mut entries, mut after, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let page = b.list_with_delimiter(&p, after.as_deref(), 2).await.expect("page");
+        pages += 1;
+        assert!(page.len() <= 2 && !page.is_empty(), "{page:?}");
+        let mut both: Vec<String> = page.keys.iter().chain(&page.prefixes).cloned().collect();
+        both.sort();
+        entries.extend(both);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+        assert!(pages < 10, "paging does not end");
+    }
+    assert_eq!(entries, at(&["a.json", "b.json", "b/", "b0", "c/", "d", "e/"]));
+    assert_eq!(pages, 4);
+
+    let after_b = b.list_with_delimiter(&p, Some(&format!("{p}b/")), 100).await.unwrap();
+    assert_eq!((after_b.keys, after_b.prefixes), (at(&["b0", "d"]), at(&["c/", "e/"])), "after a common prefix");
+    let after_key = b.list_with_delimiter(&p, Some(&format!("{p}b.json")), 1).await.unwrap();
+    assert_eq!((after_key.keys.len(), after_key.prefixes.clone()), (0, at(&["b/"])));
+    assert_eq!(after_key.next, Some(format!("{p}b/")));
+
+    let partial = b.list_with_delimiter(&format!("{p}b"), None, 100).await.unwrap();
+    assert_eq!((partial.keys, partial.prefixes), (at(&["b.json", "b0"]), at(&["b/"])), "prefix without '/'");
+    let deeper = b.list_with_delimiter(&format!("{p}b/"), None, 100).await.unwrap();
+    assert_eq!((deeper.keys, deeper.prefixes), (at(&["b/1"]), at(&["b/2/"])));
+    let leaf = b.list_with_delimiter(&format!("{p}c/x/"), Some(&format!("{p}c/x/20")), 3).await.unwrap();
+    assert_eq!(leaf.keys, at(&["c/x/21", "c/x/22", "c/x/23"]));
+    assert_eq!(leaf.next, Some(format!("{p}c/x/23")));
+    assert!(b.list_with_delimiter(&format!("{p}nothing/"), None, 10).await.unwrap().is_empty());
+    assert_eq!(b.list_with_delimiter("../", None, 10).await.unwrap_err().kind(), ErrorKind::Validation);
 }

@@ -65,7 +65,8 @@ macro_rules! conformance_tests {
     (blob, $make:expr) => {
         $crate::__conformance_cases!(blob, $make;
             put_get_head_delete, create_only_never_overwrites, create_only_race, list_paginates_past_1000,
-            bad_keys_change_nothing, missing_blobs, presign_per_capability);
+            bad_keys_change_nothing, missing_blobs, presign_per_capability, etags_follow_overwrites,
+            compare_and_swap_checks_the_etag, compare_and_swap_counter_race, delimiter_listing_pages);
     };
     (queue, $make:expr) => {
         $crate::__conformance_cases!(queue, $make;
