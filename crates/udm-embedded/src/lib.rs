@@ -25,6 +25,7 @@ mod queue;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition, WriteTransaction};
 use serde::Serialize;
@@ -47,6 +48,8 @@ pub(crate) const QUEUE: TableDefinition<'static, &'static str, &'static str> = T
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
+    /// Table lookups made by version lookups ([`EmbeddedStore::reads`]), shared by clones.
+    reads: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -80,7 +83,7 @@ impl EmbeddedStore {
         let db = Database::create(path).map_err(|e| {
             Error::new(ErrorKind::Config, format!("opening embedded store {}: {e}", path.display())).with_source(e)
         })?;
-        let store = Self { db: Arc::new(db), path: path.to_owned() };
+        let store = Self { db: Arc::new(db), path: path.to_owned(), reads: Arc::default() };
         let tx = store.db.begin_write().map_err(db_err)?;
         {
             tx.open_table(HEADS).map_err(db_err)?;
@@ -94,6 +97,18 @@ impl EmbeddedStore {
         }
         tx.commit().map_err(db_err)?;
         Ok(store)
+    }
+
+    /// Table lookups (a point `get` or one range seek) made so far by this store's (and its
+    /// clones') version lookups: `version`, `version_at`, `version_at_cv` and `history`. For
+    /// tests and diagnostics that check those lookups stay O(log n).
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// The shared lookup counter behind [`EmbeddedStore::reads`].
+    pub(crate) fn read_counter(&self) -> Arc<AtomicU64> {
+        self.reads.clone()
     }
 
     /// The file it lives in.

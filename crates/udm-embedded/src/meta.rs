@@ -17,6 +17,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use async_trait::async_trait;
 use redb::{ReadableTable, Table, WriteTransaction};
@@ -79,25 +80,53 @@ fn apply_counters(t: &mut Table<'_, &'static str, i64>, deltas: &[CounterDelta])
     Ok(())
 }
 
-/// The last OV in `1..=head` whose record satisfies `pred` (monotone in OV), by binary search.
+/// The stored version of `key` with the lowest (`first`) or highest OV in `lo..=hi`: one
+/// B-tree seek (keys are zero-padded, so key order is OV order). `None` if none is stored.
+fn seek(
+    versions: &impl ReadableTable<&'static str, &'static str>,
+    key: &ObjectKey,
+    (lo, hi): (u64, u64),
+    first: bool,
+    reads: &AtomicU64,
+) -> Result<Option<VersionRecord>> {
+    reads.fetch_add(1, AtomicOrdering::Relaxed);
+    let (a, b) = (version_record_id(key, Ov::new(lo)?), version_record_id(key, Ov::new(hi)?));
+    let mut range = versions.range(a.as_str()..=b.as_str()).map_err(db_err)?;
+    match if first { range.next() } else { range.next_back() } {
+        Some(row) => decode(row.map_err(db_err)?.1.value(), "version").map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The last stored version of `key` up to its head whose `(at, cv)` satisfies `pred`
+/// (monotone in OV: per object, timestamps never decrease and CVs increase with the OV), by
+/// binary search: at most `2 + ⌈log2(head.ov)⌉` seeks. A missing record (a gap) is an absent
+/// version: each probe seeks the first version stored at or after its midpoint.
 fn last_ov_where(
     versions: &impl ReadableTable<&'static str, &'static str>,
     key: &ObjectKey,
-    head: Ov,
-    pred: impl Fn(&VersionRecord) -> bool,
+    head: &Head,
+    pred: impl Fn(Timestamp, Cv) -> bool,
+    reads: &AtomicU64,
 ) -> Result<Option<VersionRecord>> {
-    let (mut lo, mut hi) = (1u64, head.get());
+    let h = head.ov.get();
+    if pred(head.at, head.cv) {
+        // The head's version satisfies it, so every version does: the last stored one.
+        return seek(versions, key, (1, h), false, reads);
+    }
+    // Invariant: every stored version below `lo` satisfies `pred` (`best` is the highest
+    // seen), none above `hi` does.
+    let (mut lo, mut hi) = (1u64, h - 1);
     let mut best = None;
     while lo <= hi {
         let mid = lo + (hi - lo) / 2;
-        let id = version_record_id(key, Ov::new(mid)?);
-        let rec: VersionRecord = get_json(versions, &id, "version")?
-            .ok_or_else(|| udm_core::Error::internal(format!("missing version {id}")))?;
-        if pred(&rec) {
-            best = Some(rec);
-            lo = mid + 1;
-        } else {
-            hi = mid - 1;
+        match seek(versions, key, (mid, hi), true, reads)? {
+            Some(rec) if pred(rec.at, rec.cv) => {
+                lo = rec.ov.get() + 1;
+                best = Some(rec);
+            }
+            // Nothing stored in `mid..=hi`, or the first stored one there fails.
+            _ => hi = mid - 1,
         }
     }
     Ok(best)
@@ -301,19 +330,20 @@ fn heads_sorted(
 }
 
 impl EmbeddedStore {
-    /// The last version of `key` satisfying `pred` (monotone in OV), or `None`.
+    /// The last version of `key` whose `(at, cv)` satisfies `pred` (monotone in OV), or `None`.
     async fn last_version_where(
         &self,
         key: &ObjectKey,
-        pred: impl Fn(&VersionRecord) -> bool + Send + 'static,
+        pred: impl Fn(Timestamp, Cv) -> bool + Send + 'static,
     ) -> Result<Option<VersionRecord>> {
-        let key = key.clone();
+        let (key, reads) = (key.clone(), self.read_counter());
         self.read(move |tx| {
+            reads.fetch_add(1, AtomicOrdering::Relaxed);
             let Some(head) = get_json::<Head>(&tx.open_table(HEADS).map_err(db_err)?, &head_record_id(&key), "head")?
             else {
                 return Ok(None);
             };
-            last_ov_where(&tx.open_table(VERSIONS).map_err(db_err)?, &key, head.ov, pred)
+            last_ov_where(&tx.open_table(VERSIONS).map_err(db_err)?, &key, &head, pred, &reads)
         })
         .await
     }
@@ -342,22 +372,28 @@ impl MetaStore for EmbeddedStore {
     }
 
     async fn version(&self, key: &ObjectKey, ov: Ov) -> Result<Option<VersionRecord>> {
-        let id = version_record_id(key, ov);
-        self.read(move |tx| get_json(&tx.open_table(VERSIONS).map_err(db_err)?, &id, "version")).await
+        let (id, reads) = (version_record_id(key, ov), self.read_counter());
+        self.read(move |tx| {
+            reads.fetch_add(1, AtomicOrdering::Relaxed);
+            get_json(&tx.open_table(VERSIONS).map_err(db_err)?, &id, "version")
+        })
+        .await
     }
 
     async fn version_at(&self, key: &ObjectKey, at: Timestamp) -> Result<Option<VersionRecord>> {
-        self.last_version_where(key, move |v| v.at <= at).await
+        self.last_version_where(key, move |t, _| t <= at).await
     }
 
     async fn version_at_cv(&self, key: &ObjectKey, cv: Cv) -> Result<Option<VersionRecord>> {
-        self.last_version_where(key, move |v| v.cv <= cv).await
+        self.last_version_where(key, move |_, c| c <= cv).await
     }
 
     async fn history(&self, key: &ObjectKey, q: &HistoryQuery) -> Result<Page<VersionRecord>> {
         check_limit(q.limit)?;
-        let (key, q) = (key.clone(), *q);
+        let (key, q, reads) = (key.clone(), *q, self.read_counter());
         self.read(move |tx| {
+            // One range seek, then at most `limit + 1` records in key (= OV) order.
+            reads.fetch_add(1, AtomicOrdering::Relaxed);
             let t = tx.open_table(VERSIONS).map_err(db_err)?;
             let first = version_record_id(&key, Ov::FIRST);
             let last = version_record_id(&key, Ov::new(u64::MAX)?);

@@ -34,11 +34,14 @@
 mod docs;
 mod error;
 mod list;
+mod lookup;
 mod meta;
 mod queue;
 mod runtime;
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bson::{Document, doc};
@@ -164,6 +167,8 @@ pub struct MongoStore {
     call_timeout: Duration,
     ping_timeout: Duration,
     commit_retry_budget: Duration,
+    /// Round trips made by version lookups ([`MongoStore::round_trips`]), shared by clones.
+    round_trips: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for MongoStore {
@@ -196,6 +201,7 @@ impl MongoStore {
                 call_timeout: cfg.call_timeout,
                 ping_timeout: cfg.ping_timeout,
                 commit_retry_budget: cfg.commit_retry_budget,
+                round_trips: Arc::default(),
             };
             store.create_indexes(&[]).await?;
             Ok(store)
@@ -215,6 +221,18 @@ impl MongoStore {
         call: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
         within(op, self.commit_retry_budget.saturating_add(self.call_timeout), call).await
+    }
+
+    /// Database round trips made so far by this store's (and its clones') version lookups:
+    /// `version`, `version_at`, `version_at_cv` and `history` (see the `lookup` module: each
+    /// find is one round trip). For tests and diagnostics that check those lookups stay
+    /// O(log n) point lookups.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_round_trip(&self) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn commit_retry_budget(&self) -> Duration {

@@ -11,9 +11,7 @@ use mongodb::options::ReturnDocument;
 use udm_core::counters::CounterDelta;
 use udm_core::layout::collection_record_prefix;
 use udm_core::ports::{Commit, Committed, CounterStore, HardDeleted, JobRecord, MetaStore, ShrinkPolicy, ShrinkStats};
-use udm_core::query::{
-    Cursor, HeadQuery, HistoryQuery, Order, Page, check_head_query, check_limit, history_cursor, select_heads,
-};
+use udm_core::query::{Cursor, HeadQuery, HistoryQuery, Order, Page, check_head_query, select_heads};
 use udm_core::{Checksum, Cv, Error, Head, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord};
 
 use crate::docs::{
@@ -22,6 +20,7 @@ use crate::docs::{
 };
 use crate::error::{classify, corrupt, retry_transaction, to_i64};
 use crate::list::SortedList;
+use crate::lookup::AsOf;
 use crate::runtime::{Backoff, Deadline, jitter_seed, secs};
 use crate::{MongoStore, transaction_options};
 
@@ -297,51 +296,22 @@ impl MetaStore for MongoStore {
             .await
     }
 
+    // Version lookups are primary-key point lookups (see the `lookup` module), never a
+    // range + sort whose plan is up to the server.
     async fn version(&self, key: &ObjectKey, ov: Ov) -> Result<Option<VersionRecord>> {
-        self.bounded("version", async {
-            let filter = doc! {"obj": obj_id(key), "ov": to_i64(ov.get(), "ov")?};
-            self.find_one_json(self.versions(), filter, None, "version").await
-        })
-        .await
+        self.bounded("version", self.version_by_ov(key, ov)).await
     }
 
     async fn version_at(&self, key: &ObjectKey, at: Timestamp) -> Result<Option<VersionRecord>> {
-        self.bounded("version", async {
-            // `$lt: t + 1` rather than `$lte: t` (the same set for integer millis): SecantusDB, our
-            // test server, drops rows equal to a `$lte` bound on a non-last field of a compound
-            // index ({obj, at, ov}); found by the as-of conformance scenario.
-            let filter = doc! {"obj": obj_id(key), "at": {"$lt": at.as_millis().saturating_add(1)}};
-            self.find_one_json(self.versions(), filter, Some(doc! {"at": -1, "ov": -1}), "version").await
-        })
-        .await
+        self.bounded("version", self.version_as_of(key, AsOf::at(at))).await
     }
 
     async fn version_at_cv(&self, key: &ObjectKey, cv: Cv) -> Result<Option<VersionRecord>> {
-        self.bounded("version", async {
-            let filter = doc! {"obj": obj_id(key), "cv": {"$lt": to_i64(cv.0, "cv")?.saturating_add(1)}};
-            self.find_one_json(self.versions(), filter, Some(doc! {"cv": -1}), "version").await
-        })
-        .await
+        self.bounded("version", self.version_as_of(key, AsOf::cv(cv))).await
     }
 
     async fn history(&self, key: &ObjectKey, q: &HistoryQuery) -> Result<Page<VersionRecord>> {
-        self.bounded("history", async {
-            check_limit(q.limit)?;
-            let (cmp, dir) = if q.order == Order::Asc { ("$gt", 1) } else { ("$lt", -1) };
-            let mut filter = doc! {"obj": obj_id(key)};
-            if let Some(after) = q.after {
-                filter.insert("ov", doc! {cmp: to_i64(after.get(), "ov")?});
-            }
-            let limit = i64::try_from(q.limit + 1).unwrap_or(i64::MAX);
-            let versions = self.versions();
-            let find = versions.find(filter).sort(doc! {"ov": dir}).limit(limit);
-            let mut items: Vec<VersionRecord> = self.collect_json(find, "version").await?;
-            let more = items.len() > q.limit;
-            items.truncate(q.limit);
-            let next = if more { items.last().map(|r| history_cursor(r.ov)) } else { None };
-            Ok(Page { items, next })
-        })
-        .await
+        self.bounded("history", self.history_page(key, q)).await
     }
 
     async fn list_heads(&self, ctx: &RouteContext, q: &HeadQuery) -> Result<Page<Head>> {
