@@ -24,12 +24,16 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use udm_core::counters::CounterDelta;
 use udm_core::layout::{collection_record_prefix, head_record_id, version_record_id};
-use udm_core::ports::{Commit, Committed, CounterStore, HardDeleted, JobRecord, MetaStore, ShrinkPolicy, ShrinkStats};
+use udm_core::ports::{
+    Commit, Committed, CounterStore, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, ShrinkPolicy,
+    ShrinkStats, check_prune, parse_object_cursor, select_collections,
+};
 use udm_core::query::{
     Cursor, HeadQuery, HistoryQuery, Order, Page, check_head_query, check_limit, history_cursor, select_heads, sort_cmp,
 };
+use udm_core::version::SnapshotRef;
 use udm_core::{
-    Checksum, Cv, Head, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord,
+    Checksum, Cv, Head, Name, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord,
 };
 
 use crate::{
@@ -180,6 +184,96 @@ fn hard_delete_in(tx: &WriteTransaction, key: &ObjectKey, counters: &[CounterDel
         apply_counters(&mut tx.open_table(COUNTERS).map_err(db_err)?, counters)?;
     }
     Ok(HardDeleted { snapshots, head_removed })
+}
+
+/// Imports `versions` in one write transaction (see [`MetaStore::import`]).
+fn import_in(tx: &WriteTransaction, versions: &[ImportedVersion]) -> Result<ImportOutcome> {
+    let mut heads = tx.open_table(HEADS).map_err(db_err)?;
+    let mut records = tx.open_table(VERSIONS).map_err(db_err)?;
+    let mut requests = tx.open_table(REQUESTS).map_err(db_err)?;
+    let mut by_obj = tx.open_table(REQUESTS_BY_OBJECT).map_err(db_err)?;
+    let mut cvs = tx.open_table(CVS).map_err(db_err)?;
+    let mut out = ImportOutcome::default();
+    for v in versions {
+        let r = &v.record;
+        let vid = version_record_id(&r.key, r.ov);
+        let stored: Option<VersionRecord> = get_json(&records, &vid, "version")?;
+        let stored_fp = match &stored {
+            Some(x) => {
+                get_json::<RequestRecord>(&requests, &request_key(&x.key.ctx, &x.provenance.request_id), "request")?
+                    .map(|q| q.fingerprint)
+            }
+            None => None,
+        };
+        if v.check_existing(stored.as_ref().zip(stored_fp.as_ref()))? {
+            out.unchanged += 1;
+            continue;
+        }
+        if stored.is_some() {
+            return Err(udm_core::Error::internal("a stored version has no request record"));
+        }
+        let req_key = request_key(&r.key.ctx, &r.provenance.request_id);
+        let recorded: Option<RequestRecord> = get_json(&requests, &req_key, "request")?;
+        v.check_request(recorded.as_ref().map(|q| (&q.done, &q.fingerprint)))?;
+        let obj = head_record_id(&r.key);
+        let head: Option<Head> = get_json(&heads, &obj, "head")?;
+        if v.check_head(head.as_ref())? {
+            heads.insert(obj.as_str(), encode(&v.head())?.as_str()).map_err(db_err)?;
+            out.heads_moved += 1;
+        }
+        records.insert(vid.as_str(), encode(r)?.as_str()).map_err(db_err)?;
+        if recorded.is_none() {
+            let req = RequestRecord { done: v.committed(), fingerprint: v.fingerprint };
+            requests.insert(req_key.as_str(), encode(&req)?.as_str()).map_err(db_err)?;
+            let by = format!("{obj}/{}", r.provenance.request_id);
+            by_obj.insert(by.as_str(), req_key.as_str()).map_err(db_err)?;
+        }
+        let prefix = collection_record_prefix(&r.key.ctx);
+        let now = cvs.get(prefix.as_str()).map_err(db_err)?.map_or(0, |c| c.value());
+        cvs.insert(prefix.as_str(), now.max(r.cv.0)).map_err(db_err)?;
+        out.inserted += 1;
+    }
+    Ok(out)
+}
+
+/// Prunes `ovs` of `key` in one write transaction (see [`MetaStore::prune`]).
+fn prune_in(tx: &WriteTransaction, key: &ObjectKey, ovs: &[Ov]) -> Result<Vec<SnapshotRef>> {
+    let heads = tx.open_table(HEADS).map_err(db_err)?;
+    let Some(head) = get_json::<Head>(&heads, &head_record_id(key), "head")? else { return Ok(Vec::new()) };
+    check_prune(&head, ovs)?;
+    let mut ovs = ovs.to_vec();
+    ovs.sort_unstable();
+    ovs.dedup();
+    let mut versions = tx.open_table(VERSIONS).map_err(db_err)?;
+    let mut out = Vec::new();
+    for ov in ovs.into_iter().filter(|ov| *ov < head.ov) {
+        if let Some(raw) = versions.remove(version_record_id(key, ov).as_str()).map_err(db_err)? {
+            out.push(decode::<VersionRecord>(raw.value(), "version")?.snapshot);
+        }
+    }
+    Ok(out)
+}
+
+/// The collections of a tenant (`prefix` = `<tenant>/` or `<tenant>/<db>/`) that have a head.
+fn collections_in(tx: &redb::ReadTransaction, prefix: &str) -> Result<Vec<RouteContext>> {
+    let cvs = tx.open_table(CVS).map_err(db_err)?;
+    let heads = tx.open_table(HEADS).map_err(db_err)?;
+    let mut out = Vec::new();
+    for item in cvs.range(prefix..).map_err(db_err)? {
+        let (k, _) = item.map_err(db_err)?;
+        let coll = k.value();
+        if !coll.starts_with(prefix) {
+            break;
+        }
+        let parts: Vec<&str> = coll.trim_end_matches('/').split('/').collect();
+        let [t, d, c] = parts[..] else { continue };
+        let Ok(ctx) = RouteContext::new(t, d, c) else { continue };
+        let first = heads.range(coll..).map_err(db_err)?.next().transpose().map_err(db_err)?;
+        if first.is_some_and(|(hk, _)| hk.value().starts_with(coll)) {
+            out.push(ctx);
+        }
+    }
+    Ok(out)
 }
 
 fn shrink_in(tx: &WriteTransaction, prefix: &str, policy: &ShrinkPolicy) -> Result<ShrinkStats> {
@@ -442,6 +536,62 @@ impl MetaStore for EmbeddedStore {
     async fn hard_delete(&self, key: &ObjectKey, counters: Vec<CounterDelta>) -> Result<HardDeleted> {
         let key = key.clone();
         self.write(move |tx| hard_delete_in(tx, &key, &counters)).await
+    }
+
+    async fn list_collections(
+        &self,
+        tenant: &Name,
+        db: Option<&Name>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RouteContext>> {
+        check_limit(limit)?;
+        let prefix = match db {
+            Some(d) => format!("{tenant}/{d}/"),
+            None => format!("{tenant}/"),
+        };
+        let ctxs = self.read(move |tx| collections_in(tx, &prefix)).await?;
+        select_collections(ctxs, tenant, db, after, limit)
+    }
+
+    async fn list_objects(&self, ctx: &RouteContext, after: Option<&str>, limit: usize) -> Result<Page<ObjectId>> {
+        check_limit(limit)?;
+        let after = after.map(parse_object_cursor).transpose()?;
+        let prefix = collection_record_prefix(ctx);
+        self.read(move |tx| {
+            let t = tx.open_table(HEADS).map_err(db_err)?;
+            let start = after.as_ref().map(|a| format!("{prefix}{a}"));
+            let lo = match &start {
+                Some(s) => Bound::Excluded(s.as_str()),
+                None => Bound::Included(prefix.as_str()),
+            };
+            let mut items = Vec::new();
+            for row in t.range::<&str>((lo, Bound::Unbounded)).map_err(db_err)? {
+                let (k, _) = row.map_err(db_err)?;
+                let Some(id) = k.value().strip_prefix(prefix.as_str()) else { break };
+                items.push(ObjectId::with_max(id, udm_core::id::MAX_STORED_ID_BYTES)?);
+                if items.len() > limit {
+                    break;
+                }
+            }
+            let more = items.len() > limit;
+            items.truncate(limit);
+            let next = if more { items.last().map(ToString::to_string) } else { None };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+
+    async fn import(&self, versions: Vec<ImportedVersion>) -> Result<ImportOutcome> {
+        for v in &versions {
+            v.check()?;
+        }
+        self.write(move |tx| import_in(tx, &versions)).await
+    }
+
+    async fn prune(&self, key: &ObjectKey, ovs: &[Ov]) -> Result<Vec<SnapshotRef>> {
+        let (key, ovs) = (key.clone(), ovs.to_vec());
+        self.write(move |tx| prune_in(tx, &key, &ovs)).await
     }
 
     async fn save_job(&self, job: &JobRecord) -> Result<()> {

@@ -5,9 +5,11 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use udm_core::ports::{
-    BlobBody, BlobListing, BlobPage, Committed, HardDeleted, JobRecord, PutResult, QueueEntry, QueueStats, ShrinkStats,
+    BlobBody, BlobListing, BlobPage, Committed, HardDeleted, ImportOutcome, JobRecord, PutResult, QueueEntry,
+    QueueStats, ShrinkStats,
 };
 use udm_core::query::Page;
+use udm_core::version::SnapshotRef;
 use udm_core::{Checksum, Cv, ErrorKind, ObjectId, ObjectKey, Ov, RequestId, RouteContext};
 
 /// Which port a call goes to.
@@ -154,6 +156,8 @@ answers!(
     Cv,
     ShrinkStats,
     HardDeleted,
+    ImportOutcome,
+    Vec<SnapshotRef>,
     JobRecord,
     Vec<u8>,
     String,

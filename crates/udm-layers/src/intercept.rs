@@ -9,13 +9,16 @@ use std::future::Future;
 use async_trait::async_trait;
 use udm_core::counters::CounterDelta;
 use udm_core::ports::{
-    BlobBody, BlobListing, BlobMeta, BlobPage, BlobStore, Commit, Committed, CounterStore, HardDeleted, JobRecord,
-    Layered, LayeredBlob, LayeredCounter, LayeredMeta, LayeredQueue, MetaStore, PutOptions, PutResult, QueueEntry,
-    QueueState, QueueStats, QueueStore, ShrinkPolicy, ShrinkStats,
+    BlobBody, BlobListing, BlobMeta, BlobPage, BlobStore, Commit, Committed, CounterStore, HardDeleted, ImportOutcome,
+    ImportedVersion, JobRecord, Layered, LayeredBlob, LayeredCounter, LayeredMeta, LayeredQueue, MetaStore, PutOptions,
+    PutResult, QueueEntry, QueueState, QueueStats, QueueStore, ShrinkPolicy, ShrinkStats,
 };
 use udm_core::query::{HeadQuery, HistoryQuery, Page};
 use udm_core::retry::NextStep;
-use udm_core::{Checksum, Cv, Head, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord};
+use udm_core::version::SnapshotRef;
+use udm_core::{
+    Checksum, Cv, Head, Name, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord,
+};
 
 use crate::call::{Answer, Call, Port};
 
@@ -113,6 +116,30 @@ impl<S: MetaStore, I: Interceptor> LayeredMeta for Intercepted<S, I> {
     }
     async fn hard_delete(&self, key: &ObjectKey, counters: Vec<CounterDelta>) -> Result<HardDeleted> {
         self.interceptor.intercept(meta("hard_delete").object(key), || self.inner.hard_delete(key, counters)).await
+    }
+    async fn list_collections(
+        &self,
+        tenant: &Name,
+        db: Option<&Name>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RouteContext>> {
+        let call = meta("list_collections").key(tenant.as_str());
+        self.interceptor.intercept(call, || self.inner.list_collections(tenant, db, after, limit)).await
+    }
+    async fn list_objects(&self, ctx: &RouteContext, after: Option<&str>, limit: usize) -> Result<Page<ObjectId>> {
+        let call = meta("list_objects").ctx(ctx);
+        self.interceptor.intercept(call, || self.inner.list_objects(ctx, after, limit)).await
+    }
+    /// The call names the first version's object (a batch may span several).
+    async fn import(&self, versions: Vec<ImportedVersion>) -> Result<ImportOutcome> {
+        let first = versions.first().map(|v| v.record.key.clone());
+        let call = meta("import");
+        let call = if let Some(k) = &first { call.object(k) } else { call };
+        self.interceptor.intercept(call, || self.inner.import(versions)).await
+    }
+    async fn prune(&self, key: &ObjectKey, ovs: &[Ov]) -> Result<Vec<SnapshotRef>> {
+        self.interceptor.intercept(meta("prune").object(key), || self.inner.prune(key, ovs)).await
     }
     async fn save_job(&self, job: &JobRecord) -> Result<()> {
         self.interceptor.intercept(meta("save_job").key(&job.id), || self.inner.save_job(job)).await

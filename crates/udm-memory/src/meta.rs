@@ -5,9 +5,15 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use udm_core::counters::CounterDelta;
-use udm_core::ports::{Commit, Committed, CounterStore, HardDeleted, JobRecord, MetaStore, ShrinkPolicy, ShrinkStats};
-use udm_core::query::{HeadQuery, HistoryQuery, Page, select_heads, select_history};
-use udm_core::{Checksum, Cv, Head, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord};
+use udm_core::ports::{
+    Commit, Committed, CounterStore, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, ShrinkPolicy,
+    ShrinkStats, check_prune, parse_object_cursor, select_collections,
+};
+use udm_core::query::{HeadQuery, HistoryQuery, Page, check_limit, select_heads, select_history};
+use udm_core::version::SnapshotRef;
+use udm_core::{
+    Checksum, Cv, Error, Head, Name, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord,
+};
 
 #[derive(Debug, Default)]
 struct State {
@@ -87,7 +93,8 @@ impl MetaStore for MemoryMeta {
     async fn version(&self, key: &ObjectKey, ov: Ov) -> Result<Option<VersionRecord>> {
         let s = self.lock();
         let records = s.versions.get(key).map(Vec::as_slice).unwrap_or_default();
-        Ok(records.get(usize::try_from(ov.get() - 1).unwrap_or(usize::MAX)).cloned())
+        // Records are in OV order, possibly with gaps (pruned versions).
+        Ok(records.binary_search_by_key(&ov, |r| r.ov).ok().map(|i| records[i].clone()))
     }
 
     async fn version_at(&self, key: &ObjectKey, at: Timestamp) -> Result<Option<VersionRecord>> {
@@ -142,6 +149,112 @@ impl MetaStore for MemoryMeta {
             apply_counters(&mut s.counters, &counters);
         }
         Ok(HardDeleted { snapshots: records.into_iter().map(|r| r.snapshot).collect(), head_removed })
+    }
+
+    async fn list_collections(
+        &self,
+        tenant: &Name,
+        db: Option<&Name>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RouteContext>> {
+        let s = self.lock();
+        let mut ctxs: Vec<RouteContext> = s.heads.keys().map(|k| k.ctx.clone()).collect();
+        ctxs.dedup();
+        select_collections(ctxs, tenant, db, after, limit)
+    }
+
+    async fn list_objects(&self, ctx: &RouteContext, after: Option<&str>, limit: usize) -> Result<Page<ObjectId>> {
+        check_limit(limit)?;
+        let after = after.map(parse_object_cursor).transpose()?;
+        let s = self.lock();
+        let mut ids: Vec<ObjectId> = s
+            .heads
+            .keys()
+            .filter(|k| &k.ctx == ctx && after.as_ref().is_none_or(|a| &k.id > a))
+            .take(limit + 1)
+            .map(|k| k.id.clone())
+            .collect();
+        let more = ids.len() > limit;
+        ids.truncate(limit);
+        let next = if more { ids.last().map(ToString::to_string) } else { None };
+        Ok(Page { items: ids, next })
+    }
+
+    async fn import(&self, versions: Vec<ImportedVersion>) -> Result<ImportOutcome> {
+        for v in &versions {
+            v.check()?;
+        }
+        let mut s = self.lock();
+        // Staged changes, applied only once every version passed (the batch is atomic).
+        let mut heads: BTreeMap<ObjectKey, Option<Head>> = BTreeMap::new();
+        let mut records: BTreeMap<ObjectKey, Vec<VersionRecord>> = BTreeMap::new();
+        let mut requests: HashMap<(RouteContext, RequestId), (Committed, Checksum)> = HashMap::new();
+        let mut cvs: HashMap<RouteContext, Cv> = HashMap::new();
+        let mut out = ImportOutcome::default();
+        for v in versions {
+            let r = &v.record;
+            let key = &r.key;
+            let req = (key.ctx.clone(), r.provenance.request_id.clone());
+            let recorded = requests.get(&req).or_else(|| s.requests.get(&req)).cloned();
+            let list = records.entry(key.clone()).or_insert_with(|| s.versions.get(key).cloned().unwrap_or_default());
+            let at = list.binary_search_by_key(&r.ov, |x| x.ov);
+            let stored = at.ok().map(|i| &list[i]);
+            // A stored record's fingerprint is its request's (kept even when pruned).
+            let stored_fp = stored.and_then(|x| {
+                let rq = (x.key.ctx.clone(), x.provenance.request_id.clone());
+                requests.get(&rq).or_else(|| s.requests.get(&rq)).map(|(_, fp)| *fp)
+            });
+            if v.check_existing(stored.zip(stored_fp.as_ref()))? {
+                out.unchanged += 1;
+                continue;
+            }
+            if stored.is_some() {
+                return Err(Error::internal("a stored version has no request record"));
+            }
+            v.check_request(recorded.as_ref().map(|(c, fp)| (c, fp)))?;
+            let head = heads.entry(key.clone()).or_insert_with(|| s.heads.get(key).cloned());
+            if v.check_head(head.as_ref())? {
+                *head = Some(v.head());
+                out.heads_moved += 1;
+            }
+            if let Err(i) = at {
+                list.insert(i, r.clone());
+            }
+            requests.insert(req, (v.committed(), v.fingerprint));
+            let cv = cvs.entry(key.ctx.clone()).or_insert_with(|| s.cvs.get(&key.ctx).copied().unwrap_or(Cv::ZERO));
+            *cv = (*cv).max(r.cv);
+            out.inserted += 1;
+        }
+        for (k, h) in heads {
+            if let Some(h) = h {
+                s.heads.insert(k, h);
+            }
+        }
+        for (k, list) in records {
+            if !list.is_empty() {
+                s.versions.insert(k, list);
+            }
+        }
+        s.requests.extend(requests);
+        s.cvs.extend(cvs);
+        Ok(out)
+    }
+
+    async fn prune(&self, key: &ObjectKey, ovs: &[Ov]) -> Result<Vec<SnapshotRef>> {
+        let mut s = self.lock();
+        let Some(head) = s.heads.get(key) else { return Ok(Vec::new()) };
+        check_prune(head, ovs)?;
+        let Some(list) = s.versions.get_mut(key) else { return Ok(Vec::new()) };
+        let mut removed = Vec::new();
+        list.retain(|r| {
+            let gone = ovs.contains(&r.ov);
+            if gone {
+                removed.push(r.snapshot.clone());
+            }
+            !gone
+        });
+        Ok(removed)
     }
 
     async fn save_job(&self, job: &JobRecord) -> Result<()> {

@@ -30,7 +30,7 @@
 //!
 //! #[async_trait]
 //! impl<S: MetaStore> LayeredMeta for NoHardDelete<S> {
-//!     // Only what changes; the 13 other methods forward to the inner store.
+//!     // Only what changes; the 17 other methods forward to the inner store.
 //!     async fn hard_delete(&self, _key: &ObjectKey, _counters: Vec<CounterDelta>) -> Result<HardDeleted> {
 //!         Err(Error::new(ErrorKind::Unsupported, "hard delete is disabled here"))
 //!     }
@@ -55,16 +55,18 @@ use async_trait::async_trait;
 
 use super::blob::{BlobBody, BlobCapabilities, BlobListing, BlobMeta, BlobPage, BlobStore, PutOptions, PutResult};
 use super::counter::CounterStore;
-use super::meta::{Commit, Committed, HardDeleted, JobRecord, MetaStore, ShrinkPolicy, ShrinkStats};
+use super::meta::{
+    Commit, Committed, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, ShrinkPolicy, ShrinkStats,
+};
 use super::queue::{QueueEntry, QueueState, QueueStats, QueueStore};
 use crate::canonical::Checksum;
 use crate::counters::CounterDelta;
 use crate::error::Result;
-use crate::id::{ObjectKey, RequestId, RouteContext};
+use crate::id::{Name, ObjectId, ObjectKey, RequestId, RouteContext};
 use crate::query::{HeadQuery, HistoryQuery, Page};
 use crate::retry::NextStep;
 use crate::time::Timestamp;
-use crate::version::{Cv, Head, Ov, VersionRecord};
+use crate::version::{Cv, Head, Ov, SnapshotRef, VersionRecord};
 
 /// Something that builds a decorator around a store of type `S` (OpenDAL's `Layer`).
 ///
@@ -125,6 +127,24 @@ pub trait LayeredMeta: Layered<Inner: MetaStore> {
     }
     async fn hard_delete(&self, key: &ObjectKey, counters: Vec<CounterDelta>) -> Result<HardDeleted> {
         self.inner().hard_delete(key, counters).await
+    }
+    async fn list_collections(
+        &self,
+        tenant: &Name,
+        db: Option<&Name>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RouteContext>> {
+        self.inner().list_collections(tenant, db, after, limit).await
+    }
+    async fn list_objects(&self, ctx: &RouteContext, after: Option<&str>, limit: usize) -> Result<Page<ObjectId>> {
+        self.inner().list_objects(ctx, after, limit).await
+    }
+    async fn import(&self, versions: Vec<ImportedVersion>) -> Result<ImportOutcome> {
+        self.inner().import(versions).await
+    }
+    async fn prune(&self, key: &ObjectKey, ovs: &[Ov]) -> Result<Vec<SnapshotRef>> {
+        self.inner().prune(key, ovs).await
     }
     async fn save_job(&self, job: &JobRecord) -> Result<()> {
         self.inner().save_job(job).await
@@ -264,6 +284,24 @@ macro_rules! forward {
             }
             async fn hard_delete(&self, key: &ObjectKey, counters: Vec<CounterDelta>) -> Result<HardDeleted> {
                 <$via as $tr>::hard_delete(self, key, counters).await
+            }
+            async fn list_collections(
+                &self,
+                tenant: &Name,
+                db: Option<&Name>,
+                after: Option<&str>,
+                limit: usize,
+            ) -> Result<Page<RouteContext>> {
+                <$via as $tr>::list_collections(self, tenant, db, after, limit).await
+            }
+            async fn list_objects(&self, ctx: &RouteContext, after: Option<&str>, limit: usize) -> Result<Page<ObjectId>> {
+                <$via as $tr>::list_objects(self, ctx, after, limit).await
+            }
+            async fn import(&self, versions: Vec<ImportedVersion>) -> Result<ImportOutcome> {
+                <$via as $tr>::import(self, versions).await
+            }
+            async fn prune(&self, key: &ObjectKey, ovs: &[Ov]) -> Result<Vec<SnapshotRef>> {
+                <$via as $tr>::prune(self, key, ovs).await
             }
             async fn save_job(&self, job: &JobRecord) -> Result<()> {
                 <$via as $tr>::save_job(self, job).await

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::canonical::Checksum;
 use crate::counters::CounterDelta;
 use crate::error::{Error, Result};
-use crate::id::{ObjectKey, RequestId, RouteContext};
+use crate::id::{Name, ObjectId, ObjectKey, RequestId, RouteContext};
 use crate::query::{HeadQuery, HistoryQuery, Page};
 use crate::time::Timestamp;
 use crate::version::{Cv, DevShadow, Head, Op, Ov, Provenance, SnapshotRef, SystemHeader, VersionRecord};
@@ -149,6 +149,185 @@ impl Committed {
     }
 }
 
+/// A version record to import with its **given** OV, CV and timestamp (rebuilding a metadata
+/// store from the blob store, or moving objects between pairs), with what a head needs when
+/// it becomes the object's head. Its request id is [`VersionRecord::provenance`]'s.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedVersion {
+    /// The version record, exactly as it is to be stored.
+    pub record: VersionRecord,
+    /// The lifecycle header after this version.
+    pub system: SystemHeader,
+    /// Indexed props of this version.
+    pub indexed: Map<String, Value>,
+    /// The data, when small enough to keep in the head.
+    pub inline: Option<Value>,
+    /// The payload fingerprint of the request that wrote it (for replays of its request id).
+    pub fingerprint: Checksum,
+}
+
+impl ImportedVersion {
+    /// Checks its own consistency, before any IO: CV above zero, CREATE exactly at OV 1,
+    /// `record.deleted` equal to `system.deleted`.
+    pub fn check(&self) -> Result<()> {
+        let r = &self.record;
+        if r.cv == Cv::ZERO {
+            return Err(Error::validation("record.cv", "an imported version needs a CV above 0"));
+        }
+        if (r.op == Op::Create) != (r.ov == Ov::FIRST) {
+            return Err(Error::validation("record.op", "CREATE exactly at OV 1"));
+        }
+        if r.deleted != self.system.deleted {
+            return Err(Error::validation("record.deleted", "must equal system.deleted"));
+        }
+        Ok(())
+    }
+
+    /// The head this version makes when it becomes the object's head (no dev shadow).
+    pub fn head(&self) -> Head {
+        let r = &self.record;
+        Head {
+            key: r.key.clone(),
+            ov: r.ov,
+            cv: r.cv,
+            op: r.op,
+            at: r.at,
+            system: self.system.clone(),
+            provenance: r.provenance.clone(),
+            indexed: self.indexed.clone(),
+            snapshot: r.snapshot.clone(),
+            inline: self.inline.clone(),
+            dev_shadow: None,
+        }
+    }
+
+    /// The commit result its request id answers replays with (before `replayed` is set).
+    pub fn committed(&self) -> Committed {
+        let r = &self.record;
+        Committed { key: r.key.clone(), ov: r.ov, cv: r.cv, at: r.at, replayed: false }
+    }
+
+    /// What to do given what the store holds at the same `(object, OV)`: `Ok(true)` when
+    /// that record is this one (a no-op), `Ok(false)` when there is none, else
+    /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict).
+    pub fn check_existing(&self, stored: Option<(&VersionRecord, &Checksum)>) -> Result<bool> {
+        match stored {
+            None => Ok(false),
+            Some((rec, fp)) if rec == &self.record && fp == &self.fingerprint => Ok(true),
+            Some(_) => Err(Error::new(
+                crate::ErrorKind::Conflict,
+                format!("{} of {} is already stored with different content", self.record.ov, self.record.key),
+            )),
+        }
+    }
+
+    /// Checks its request id against the request record of the same id in its collection
+    /// (`Ok` when there is none or it names this very version with the same fingerprint),
+    /// else [`ErrorKind::Conflict`](crate::ErrorKind::Conflict).
+    pub fn check_request(&self, recorded: Option<(&Committed, &Checksum)>) -> Result<()> {
+        match recorded {
+            Some((done, fp))
+                if (&done.key, done.ov, done.cv, done.at)
+                    != (&self.record.key, self.record.ov, self.record.cv, self.record.at)
+                    || fp != &self.fingerprint =>
+            {
+                Err(Error::new(
+                    crate::ErrorKind::Conflict,
+                    format!(
+                        "request id {} is already recorded for {} of {}",
+                        self.record.provenance.request_id, done.ov, done.key
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks it against the object's current head, which it must keep ordered (per object,
+    /// timestamps never decrease and CVs increase with the OV), and says whether it becomes
+    /// the new head (its OV is above the head's, or there is no head). Out of order is
+    /// [`ErrorKind::Validation`](crate::ErrorKind::Validation).
+    pub fn check_head(&self, head: Option<&Head>) -> Result<bool> {
+        let r = &self.record;
+        let Some(h) = head else { return Ok(true) };
+        let above = r.ov > h.ov;
+        let ordered = if above { r.at >= h.at && r.cv > h.cv } else { r.at <= h.at && r.cv < h.cv };
+        if r.ov != h.ov && !ordered {
+            return Err(Error::validation(
+                "record",
+                format!("{} (cv {}) is out of order with the head {} (cv {})", r.ov, r.cv.0, h.ov, h.cv.0),
+            ));
+        }
+        Ok(above)
+    }
+}
+
+/// Refuses a prune naming the head's OV ([`MetaStore::prune`]): a validation error.
+pub fn check_prune(head: &Head, ovs: &[Ov]) -> Result<()> {
+    if ovs.contains(&head.ov) {
+        return Err(Error::validation(
+            "ovs",
+            format!("{} is the head of {}: the head's version cannot be pruned", head.ov, head.key),
+        ));
+    }
+    Ok(())
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportOutcome {
+    /// Version records inserted.
+    pub inserted: u64,
+    /// Versions already stored exactly so (no-ops).
+    pub unchanged: u64,
+    /// Heads created or moved to a higher OV.
+    pub heads_moved: u64,
+}
+
+/// The cursor of a [`MetaStore::list_collections`] page that ended at `ctx`: `<db>/<collection>`.
+pub fn collection_cursor(ctx: &RouteContext) -> String {
+    format!("{}/{}", ctx.db, ctx.collection)
+}
+
+/// Parses a [`collection_cursor`]; anything else is a validation error.
+pub fn parse_collection_cursor(s: &str) -> Result<(Name, Name)> {
+    let bad = || Error::validation("after", "not a collection cursor");
+    let (db, collection) = s.split_once('/').ok_or_else(bad)?;
+    Ok((Name::new(db).map_err(|_| bad())?, Name::new(collection).map_err(|_| bad())?))
+}
+
+/// The reference page of [`MetaStore::list_collections`] over `ctxs` (any order, duplicates
+/// allowed; each must have at least one head): those of `tenant` (and `db`) strictly after
+/// the cursor, in `(db, collection)` order, at most `limit`.
+pub fn select_collections(
+    ctxs: impl IntoIterator<Item = RouteContext>,
+    tenant: &Name,
+    db: Option<&Name>,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Page<RouteContext>> {
+    crate::query::check_limit(limit)?;
+    let after = after.map(parse_collection_cursor).transpose()?;
+    let mut picked: Vec<RouteContext> = ctxs
+        .into_iter()
+        .filter(|c| &c.tenant == tenant && db.is_none_or(|d| &c.db == d))
+        .filter(|c| after.as_ref().is_none_or(|(d, n)| (&c.db, &c.collection) > (d, n)))
+        .collect();
+    picked.sort();
+    picked.dedup();
+    let more = picked.len() > limit;
+    picked.truncate(limit);
+    let next = if more { picked.last().map(collection_cursor) } else { None };
+    Ok(Page { items: picked, next })
+}
+
+/// Parses a [`MetaStore::list_objects`] cursor (an object id); anything else is a validation
+/// error.
+pub fn parse_object_cursor(s: &str) -> Result<crate::id::ObjectId> {
+    crate::id::ObjectId::with_max(s, crate::id::MAX_STORED_ID_BYTES)
+        .map_err(|_| Error::validation("after", "not an object cursor"))
+}
+
 /// What a hard delete removed from the metadata store.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HardDeleted {
@@ -248,6 +427,54 @@ pub trait MetaStore: Send + Sync + fmt::Debug {
     /// object, applying `counters` in the same transaction. Returns the removed snapshots.
     /// Removing an absent object removes nothing and is not an error.
     async fn hard_delete(&self, key: &ObjectKey, counters: Vec<CounterDelta>) -> Result<HardDeleted>;
+
+    /// A page of the collections of `tenant` (only those of `db` when given) that hold at
+    /// least one head (deleted ones count; a collection whose objects were all hard-deleted
+    /// does not), in `(db, collection)` order, at most `limit` of them, strictly after the
+    /// cursor `after` (a [`Page::next`] of an earlier page: [`collection_cursor`]). A
+    /// malformed cursor or a limit outside `1..=1000` is a validation error. Other tenants'
+    /// collections never appear. Cost: O(collections of the tenant).
+    async fn list_collections(
+        &self,
+        tenant: &Name,
+        db: Option<&Name>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RouteContext>>;
+
+    /// A page of the ids of every object of `ctx` that has a head (soft-deleted ones
+    /// included, hard-deleted ones not), in id order, at most `limit`, strictly after the
+    /// cursor `after` (a [`Page::next`] of an earlier page: the last id returned). A
+    /// malformed cursor or a limit outside `1..=1000` is a validation error.
+    async fn list_objects(&self, ctx: &RouteContext, after: Option<&str>, limit: usize) -> Result<Page<ObjectId>>;
+
+    /// Imports version records with their **given** OV, CV and timestamp, **atomically** (all
+    /// or none), in order:
+    /// - a version already stored at the same `(object, OV)` with the same record and
+    ///   fingerprint is a no-op (`unchanged`); a different one is
+    ///   [`ErrorKind::Conflict`](crate::ErrorKind::Conflict);
+    /// - its request id is recorded (so replays of it answer as after a commit) unless
+    ///   recorded already; recorded for another version (or fingerprint) it is a `Conflict`;
+    /// - the object's head becomes this version when its OV is above the head's (or there is
+    ///   no head); versions must stay ordered with the head (timestamps never decreasing, CVs
+    ///   increasing with the OV), else [`ErrorKind::Validation`](crate::ErrorKind::Validation);
+    /// - the collection's CV becomes the larger of its current CV and the imported CV (it
+    ///   never moves backwards).
+    ///
+    /// Counters are not touched. An invalid version ([`ImportedVersion::check`]) is a
+    /// validation error. Re-importing a pruned version stores it again. Keep batches modest
+    /// (≤ 1,000): some stores run the whole batch as one transaction.
+    async fn import(&self, versions: Vec<ImportedVersion>) -> Result<ImportOutcome>;
+
+    /// Removes the version records of `ovs` of one object, atomically, and returns their
+    /// snapshots in OV order (the caller deletes those blobs next). OVs not stored (never
+    /// committed, or pruned already) are skipped. The head's version can never be pruned:
+    /// naming it is [`ErrorKind::Validation`](crate::ErrorKind::Validation) and removes
+    /// nothing. Request records are kept (replays still answer with the original result).
+    /// Every read stays correct on the gaps left: `version` of a pruned OV is `None`,
+    /// `version_at`/`version_at_cv` answer the last remaining version satisfying them, and
+    /// `history` skips the pruned OVs.
+    async fn prune(&self, key: &ObjectKey, ovs: &[Ov]) -> Result<Vec<SnapshotRef>>;
 
     /// Stores (replaces) a job's progress record.
     async fn save_job(&self, job: &JobRecord) -> Result<()>;

@@ -20,6 +20,7 @@ pub mod blob;
 pub mod counter;
 pub mod meta;
 pub mod meta_query;
+pub mod meta_v2;
 pub mod queue;
 
 use std::sync::Arc;
@@ -61,6 +62,9 @@ macro_rules! conformance_tests {
             dev_shadows_shrink, jobs_round_trip, missing_things_are_none);
         $crate::__conformance_cases!(meta_query, $make;
             list_filters_sorts_and_pages, list_rejects_bad_queries, history_pages_both_ways);
+        $crate::__conformance_cases!(meta_v2, $make;
+            enumeration_pages_and_isolates_tenants, import_is_idempotent_and_never_moves_cvs_back,
+            prune_leaves_readable_gaps);
     };
     (blob, $make:expr) => {
         $crate::__conformance_cases!(blob, $make;
