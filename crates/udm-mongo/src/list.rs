@@ -37,6 +37,7 @@ use udm_core::{Head, Result};
 use crate::MongoStore;
 use crate::docs::{EXACT_NUMBERS, exact_scalar, from_json, sort_key_field, sort_key_name, to_bson};
 use crate::error::classify;
+use crate::meta::merge_flat;
 
 /// A sort value's place in UDM's order, in that order. Pushed-down classes and the rest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -182,7 +183,7 @@ impl MongoStore {
 
     /// Every head of the rest that passes the exact predicate (`None`: a head not in the rest).
     async fn fetch_rest(&self, list: &SortedList<'_>, field: &str) -> Result<Option<Vec<Head>>> {
-        let filter = doc! { "$and": [list.base.clone(), rest_filter(field)] };
+        let filter = merge_flat(list.base.clone(), rest_filter(field));
         let mut cursor = self.heads().find(filter).await.map_err(|e| classify("list", e))?;
         let mut out = Vec::new();
         while let Some(d) = cursor.try_next().await.map_err(|e| classify("list", e))? {
@@ -212,15 +213,14 @@ impl MongoStore {
         let mut out = Vec::new();
         loop {
             let want = need - out.len();
-            let mut and = vec![Bson::Document(list.base.clone()), Bson::Document(class.filter(field))];
+            // Flat where the keys allow it, so the server can match the per-prop index.
+            let mut filter = merge_flat(list.base.clone(), class.filter(field));
             if let Some(pos) = &start {
-                and.push(Bson::Document(after(class, field, pos, list.q.order)));
+                filter = merge_flat(filter, after(class, field, pos, list.q.order));
             }
             let heads = self.heads();
-            let find = heads
-                .find(doc! { "$and": and })
-                .sort(doc! { field: dir, "oid": dir })
-                .limit(i64::try_from(want).unwrap_or(i64::MAX));
+            let find =
+                heads.find(filter).sort(doc! { field: dir, "oid": dir }).limit(i64::try_from(want).unwrap_or(i64::MAX));
             let mut cursor = find.await.map_err(|e| classify("list", e))?;
             let mut returned = 0;
             while let Some(d) = cursor.try_next().await.map_err(|e| classify("list", e))? {

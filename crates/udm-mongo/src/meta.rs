@@ -10,9 +10,16 @@ use mongodb::error::{Error as MongoError, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::options::ReturnDocument;
 use udm_core::counters::CounterDelta;
 use udm_core::layout::collection_record_prefix;
-use udm_core::ports::{Commit, Committed, CounterStore, HardDeleted, JobRecord, MetaStore, ShrinkPolicy, ShrinkStats};
-use udm_core::query::{Cursor, HeadQuery, HistoryQuery, Order, Page, check_head_query, select_heads};
-use udm_core::{Checksum, Cv, Error, Head, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord};
+use udm_core::layout::version_record_id;
+use udm_core::ports::{
+    Commit, Committed, CounterStore, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, ShrinkPolicy,
+    ShrinkStats, check_prune, parse_object_cursor, select_collections,
+};
+use udm_core::query::{Cursor, HeadQuery, HistoryQuery, Order, Page, check_head_query, check_limit, select_heads};
+use udm_core::version::SnapshotRef;
+use udm_core::{
+    Checksum, Cv, Error, Head, Name, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord,
+};
 
 use crate::docs::{
     counter_field, counter_name, from_json, head_doc, json_of, obj_id, prefilter, request_id_of, sort_key_prefilter,
@@ -193,10 +200,19 @@ impl MongoStore {
         if !q.include_deleted {
             f.insert("deleted", false);
         }
-        let mut and: Vec<Bson> = prefilter(&q.filter).into_iter().map(Bson::Document).collect();
-        and.extend(sort_key_prefilter(&q.filter).into_iter().map(Bson::Document));
-        if !and.is_empty() {
-            f.insert("$and", and);
+        // Exact sort-key constraints go at the top level, on the fields the per-prop index
+        // `{ctx, deleted, sk.<prop>, oid}` covers, so the server can use it (a test server
+        // scans the whole collection when they sit inside `$and` or next to `idx.*`
+        // conditions). They select a superset of the matches, like the `idx.*` prefilter,
+        // which is pushed only when there are none: the exact predicate decides every page.
+        let sk = sort_key_prefilter(&q.filter);
+        if sk.is_empty()
+            && let Some(pre) = prefilter(&q.filter)
+        {
+            f = merge_flat(f, pre);
+        }
+        for cond in sk {
+            f = merge_flat(f, cond);
         }
         f
     }
@@ -331,22 +347,35 @@ impl MetaStore for MongoStore {
             if let Some(c) = &after {
                 filter.insert("oid", doc! {cmp: c.id.as_str()});
             }
-            let batch = u32::try_from(q.limit + 1).unwrap_or(u32::MAX);
-            let heads_coll = self.heads();
-            let mut cursor = heads_coll
-                .find(filter)
-                .sort(doc! {"oid": dir})
-                .batch_size(batch)
-                .await
-                .map_err(|e| classify("list", e))?;
+            // Windows of `limit + 1` in id order, each pushed down with its limit (the server
+            // keeps only that many instead of sorting every match), until the page is full or
+            // the matches run out; the exact predicate filters each window.
+            let want = q.limit + 1;
+            let window = i64::try_from(want).unwrap_or(i64::MAX);
             let mut heads = Vec::new();
-            while let Some(d) = cursor.try_next().await.map_err(|e| classify("list", e))? {
-                let h: Head = from_json(&d, "head")?;
-                if q.filter.matches_flat(&h.indexed) {
-                    heads.push(h);
-                    if heads.len() > q.limit {
-                        break;
+            let mut from = filter;
+            loop {
+                let mut cursor = self
+                    .heads()
+                    .find(from.clone())
+                    .sort(doc! {"oid": dir})
+                    .limit(window)
+                    .await
+                    .map_err(|e| classify("list", e))?;
+                let (mut returned, mut last) = (0usize, None);
+                while let Some(d) = cursor.try_next().await.map_err(|e| classify("list", e))? {
+                    returned += 1;
+                    let h: Head = from_json(&d, "head")?;
+                    last = Some(h.key.id.as_str().to_owned());
+                    if q.filter.matches_flat(&h.indexed) && heads.len() < want {
+                        heads.push(h);
                     }
+                }
+                match last {
+                    Some(last) if returned == want && heads.len() < want => {
+                        from.insert("oid", doc! {cmp: last});
+                    }
+                    _ => break,
                 }
             }
             // The reference semantics decide the page (exact filter, sort, cursor, next).
@@ -403,6 +432,93 @@ impl MetaStore for MongoStore {
         .await
     }
 
+    async fn list_collections(
+        &self,
+        tenant: &Name,
+        db: Option<&Name>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RouteContext>> {
+        check_limit(limit)?;
+        self.bounded("list collections", async {
+            let prefix = match db {
+                Some(d) => format!("{tenant}/{d}/"),
+                None => format!("{tenant}/"),
+            };
+            // Every collection ever committed to has a CV document `_id: <tenant>/<db>/<coll>/`.
+            let end = format!("{}0", prefix.trim_end_matches('/'));
+            let mut cursor = self
+                .cvs()
+                .find(doc! {"_id": {"$gte": &prefix, "$lt": &end}})
+                .projection(doc! {"_id": 1})
+                .await
+                .map_err(|e| classify("list collections", e))?;
+            let mut ctxs = Vec::new();
+            while let Some(d) = cursor.try_next().await.map_err(|e| classify("list collections", e))? {
+                let id = d.get_str("_id").map_err(|e| corrupt("cv", e))?;
+                let parts: Vec<&str> = id.trim_end_matches('/').split('/').collect();
+                let [t, d, c] = parts[..] else { continue };
+                let Ok(ctx) = RouteContext::new(t, d, c) else { continue };
+                let any = self
+                    .heads()
+                    .find_one(doc! {"ctx": id})
+                    .projection(doc! {"_id": 1})
+                    .await
+                    .map_err(|e| classify("list collections", e))?;
+                if any.is_some() {
+                    ctxs.push(ctx);
+                }
+            }
+            select_collections(ctxs, tenant, db, after, limit)
+        })
+        .await
+    }
+
+    async fn list_objects(&self, ctx: &RouteContext, after: Option<&str>, limit: usize) -> Result<Page<ObjectId>> {
+        check_limit(limit)?;
+        let after = after.map(parse_object_cursor).transpose()?;
+        self.bounded("list objects", async {
+            let mut filter = doc! {"ctx": collection_record_prefix(ctx)};
+            if let Some(a) = &after {
+                filter.insert("oid", doc! {"$gt": a.as_str()});
+            }
+            let n = limit + 1;
+            let heads = self.heads();
+            let mut cursor = heads
+                .find(filter)
+                .sort(doc! {"oid": 1})
+                .projection(doc! {"oid": 1})
+                .limit(i64::try_from(n).unwrap_or(i64::MAX))
+                .batch_size(u32::try_from(n).unwrap_or(u32::MAX))
+                .await
+                .map_err(|e| classify("list objects", e))?;
+            let mut items = Vec::new();
+            while let Some(d) = cursor.try_next().await.map_err(|e| classify("list objects", e))? {
+                let oid = d.get_str("oid").map_err(|e| corrupt("head", e))?;
+                items.push(ObjectId::with_max(oid, udm_core::id::MAX_STORED_ID_BYTES)?);
+            }
+            let more = items.len() > limit;
+            items.truncate(limit);
+            let next = if more { items.last().map(ToString::to_string) } else { None };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+
+    async fn import(&self, versions: Vec<ImportedVersion>) -> Result<ImportOutcome> {
+        self.bounded_txn("import", async {
+            for v in &versions {
+                v.check()?;
+            }
+            in_transaction!(self, "import", |s| self.import_attempt(s, &versions))
+        })
+        .await
+    }
+
+    async fn prune(&self, key: &ObjectKey, ovs: &[Ov]) -> Result<Vec<SnapshotRef>> {
+        self.bounded_txn("prune", async { in_transaction!(self, "prune", |s| self.prune_attempt(s, key, ovs)) }).await
+    }
+
     async fn save_job(&self, job: &JobRecord) -> Result<()> {
         self.bounded("save job", async {
             self.jobs()
@@ -424,7 +540,113 @@ impl MetaStore for MongoStore {
     }
 }
 
+/// Turns a domain failure inside a transaction attempt into "abort and answer it".
+macro_rules! or_abort {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Ok(Step::Abort(Err(e))),
+        }
+    };
+}
+
+/// `_id` of the request record a pruned version leaves behind: outside every object's `_id`
+/// range, so version lookups (by `_id`) never see it, while the unique `req` still finds it.
+fn pruned_id(version_id: &str) -> String {
+    format!("~pruned/{version_id}")
+}
+
 impl MongoStore {
+    /// One attempt of an import transaction (see [`MetaStore::import`]).
+    async fn import_attempt(
+        &self,
+        s: &mut ClientSession,
+        versions: &[ImportedVersion],
+    ) -> Result<Step<ImportOutcome>, MongoError> {
+        let mut out = ImportOutcome::default();
+        for v in versions {
+            let r = &v.record;
+            let vid = version_record_id(&r.key, r.ov);
+            let stored = self.versions().find_one(doc! {"_id": &vid}).session(&mut *s).await?;
+            let existing = match &stored {
+                Some(d) => {
+                    let (rec, fp) = or_abort!(from_json::<VersionRecord>(d, "version").and_then(|rec| {
+                        let fp = d.get_str("fp").map_err(|e| corrupt("version", e)).and_then(Checksum::from_hex)?;
+                        Ok((rec, fp))
+                    }));
+                    Some((rec, fp))
+                }
+                None => None,
+            };
+            if or_abort!(v.check_existing(existing.as_ref().map(|(r, f)| (r, f)))) {
+                out.unchanged += 1;
+                continue;
+            }
+            let req = request_id_of(&r.key.ctx, &r.provenance.request_id);
+            if let Some(d) = self.versions().find_one(doc! {"req": &req}).session(&mut *s).await? {
+                let (done, fp) = or_abort!(committed_by(&d));
+                or_abort!(v.check_request(Some((&done, &fp))));
+                // The same version, pruned earlier: its request record makes way for it.
+                let id = or_abort!(d.get_str("_id").map_err(|e| corrupt("version", e))).to_owned();
+                self.versions().delete_one(doc! {"_id": id}).session(&mut *s).await?;
+            }
+            let obj = obj_id(&r.key);
+            let head: Option<Head> = match self.heads().find_one(doc! {"_id": &obj}).session(&mut *s).await? {
+                Some(d) => Some(or_abort!(from_json(&d, "head"))),
+                None => None,
+            };
+            if or_abort!(v.check_head(head.as_ref())) {
+                let hdoc = or_abort!(head_doc(&v.head()));
+                self.heads().replace_one(doc! {"_id": &obj}, hdoc).upsert(true).session(&mut *s).await?;
+                out.heads_moved += 1;
+            }
+            let vdoc = or_abort!(version_doc(r, &v.fingerprint));
+            self.versions().insert_one(vdoc).session(&mut *s).await?;
+            let cv = or_abort!(to_i64(r.cv.0, "cv"));
+            self.cvs()
+                .update_one(doc! {"_id": collection_record_prefix(&r.key.ctx)}, doc! {"$max": {"cv": cv}})
+                .upsert(true)
+                .session(&mut *s)
+                .await?;
+            out.inserted += 1;
+        }
+        Ok(Step::Commit(out))
+    }
+
+    /// One attempt of a prune transaction (see [`MetaStore::prune`]): each pruned version
+    /// document is replaced by its request record (same `req`, `fp` and record JSON, `_id`
+    /// [`pruned_id`], `ov` negated so the unique `{obj, ov}` stays free, `pruned: true`).
+    async fn prune_attempt(
+        &self,
+        s: &mut ClientSession,
+        key: &ObjectKey,
+        ovs: &[Ov],
+    ) -> Result<Step<Vec<SnapshotRef>>, MongoError> {
+        let obj = obj_id(key);
+        let Some(hd) = self.heads().find_one(doc! {"_id": &obj}).session(&mut *s).await? else {
+            return Ok(Step::Commit(Vec::new()));
+        };
+        let head: Head = or_abort!(from_json(&hd, "head"));
+        or_abort!(check_prune(&head, ovs));
+        let mut ovs: Vec<Ov> = ovs.iter().copied().filter(|o| *o < head.ov).collect();
+        ovs.sort_unstable();
+        ovs.dedup();
+        let mut out = Vec::new();
+        for ov in ovs {
+            let vid = version_record_id(key, ov);
+            let Some(mut d) = self.versions().find_one_and_delete(doc! {"_id": &vid}).session(&mut *s).await? else {
+                continue;
+            };
+            let rec: VersionRecord = or_abort!(from_json(&d, "version"));
+            out.push(rec.snapshot);
+            d.insert("_id", pruned_id(&vid));
+            d.insert("ov", -or_abort!(to_i64(ov.get(), "ov")));
+            d.insert("pruned", true);
+            self.versions().insert_one(d).session(&mut *s).await?;
+        }
+        Ok(Step::Commit(out))
+    }
+
     async fn hard_delete_attempt(
         &self,
         s: &mut ClientSession,
@@ -434,7 +656,8 @@ impl MongoStore {
         let obj = obj_id(key);
         let head_removed = self.heads().delete_one(doc! {"_id": &obj}).session(&mut *s).await?.deleted_count > 0;
         let mut snapshots = Vec::new();
-        let mut cursor = self.versions().find(doc! {"obj": &obj}).session(&mut *s).await?;
+        let live = doc! {"obj": &obj, "pruned": {"$ne": true}};
+        let mut cursor = self.versions().find(live).session(&mut *s).await?;
         while let Some(d) = cursor.next(&mut *s).await.transpose()? {
             match from_json::<VersionRecord>(&d, "version") {
                 Ok(v) => snapshots.push(v.snapshot),
@@ -492,6 +715,16 @@ impl CounterStore for MongoStore {
         })
         .await
     }
+}
+
+/// `base` and `extra` as one flat filter when their keys are disjoint (so a server can match
+/// top-level fields against an index), else as an `$and` of the two.
+pub(crate) fn merge_flat(mut base: Document, extra: Document) -> Document {
+    if extra.keys().any(|k| base.contains_key(k)) {
+        return doc! { "$and": [base, extra] };
+    }
+    base.extend(extra);
+    base
 }
 
 #[cfg(test)]
