@@ -275,7 +275,11 @@ async fn main() {
     let lp50 = |name: &str| list_stats.iter().find(|s| s.name == name).map(|s| s.pct(0.5)).unwrap_or(f64::NAN);
     for (op, heads, plain) in LIST_RATIOS {
         let (u, h, p) = (lp50(op), lp50(heads), lp50(plain));
-        println!("{op:<32} {u:>8.0} µs vs heads find {h:>6.0} µs = {:>5.2}x | vs plain find {p:>6.0} µs = {:>5.2}x", u / h, u / p);
+        println!(
+            "{op:<32} {u:>8.0} µs vs heads find {h:>6.0} µs = {:>5.2}x | vs plain find {p:>6.0} µs = {:>5.2}x",
+            u / h,
+            u / p
+        );
         report.insert(format!("ratio {op} / raw heads find"), json!(u / h));
         report.insert(format!("ratio {op} / raw plain find"), json!(u / p));
     }
@@ -327,20 +331,31 @@ async fn drain(find: mongodb::action::Find<'_, Document>) -> Vec<Document> {
     out
 }
 
-/// Server op counters (`serverStatus.opcounters`), if the server reports them.
-async fn opcounters(client: &mongodb::Client) -> Option<Document> {
-    let s = client.database("admin").run_command(doc! {"serverStatus": 1}).await.ok()?;
-    s.get_document("opcounters").ok().cloned()
+/// One measured operation of an interleaved group.
+type Op = Box<dyn FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
+
+fn op<F, Fut>(mut f: F) -> Op
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    Box::new(move || Box::pin(f()))
 }
 
-fn opcounter_delta(before: &Option<Document>, after: &Option<Document>) -> String {
-    let (Some(b), Some(a)) = (before, after) else { return "serverStatus.opcounters not reported".into() };
-    let n = |d: &Document, k: &str| d.get(k).and_then(|v| v.as_i64().or_else(|| v.as_i32().map(i64::from))).unwrap_or(0);
-    ["query", "getmore", "command", "insert", "update"]
-        .iter()
-        .map(|k| format!("{k} {}", n(a, k) - n(b, k)))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Runs every op once per round, in turn (`warmup` rounds unmeasured, then `rounds`), so load
+/// from others on a shared server lands on all of them alike.
+async fn measure_interleaved(warmup: usize, rounds: usize, mut ops: Vec<(&'static str, Op)>) -> Vec<Stats> {
+    let mut samples = vec![Vec::with_capacity(rounds); ops.len()];
+    for round in 0..warmup + rounds {
+        for (i, (_, f)) in ops.iter_mut().enumerate() {
+            let t = Instant::now();
+            f().await;
+            if round >= warmup {
+                samples[i].push(t.elapsed());
+            }
+        }
+    }
+    ops.iter().zip(samples).map(|((name, _), samples)| Stats { name, samples }).collect()
 }
 
 /// The winning plan of a find, as the server explains it (if it does).
@@ -351,7 +366,8 @@ async fn explain(db: &mongodb::Database, coll: &str, filter: Document, sort: Doc
     }
     match db.run_command(doc! {"explain": find, "verbosity": "executionStats"}).await {
         Ok(r) => {
-            let plan = r.get_document("queryPlanner").and_then(|q| q.get_document("winningPlan")).map(|p| p.to_string());
+            let plan =
+                r.get_document("queryPlanner").and_then(|q| q.get_document("winningPlan")).map(|p| p.to_string());
             let stats = r.get_document("executionStats").ok().map(|e| {
                 format!(
                     "keysExamined={:?} docsExamined={:?} nReturned={:?}",
@@ -369,7 +385,7 @@ async fn explain(db: &mongodb::Database, coll: &str, filter: Document, sort: Doc
 }
 
 fn print_stats(s: &Stats) {
-    println!("{:<52} {:>9.0} {:>9.0} {:>9.0}", s.name, s.pct(0.5), s.pct(0.95), s.ops_per_sec());
+    println!("{:<56} {:>9.0} {:>9.0} {:>9.0}", s.name, s.pct(0.5), s.pct(0.95), s.ops_per_sec());
 }
 
 async fn lists(uri: &str, endpoint: &str) -> (Vec<Stats>, serde_json::Map<String, serde_json::Value>) {
@@ -400,13 +416,17 @@ async fn lists(uri: &str, endpoint: &str) -> (Vec<Stats>, serde_json::Map<String
             region: "us-east-1".into(),
             access_key_id: Some(Secret::new("test")),
             secret_access_key: Some(Secret::new("testsecret")),
-            json_bucket: "udm-bench-json".into(),
-            content_bucket: "udm-bench-content".into(),
+            json_bucket: "udm-bench-list-json".into(),
+            content_bucket: "udm-bench-list-content".into(),
             backups_bucket: None,
             path_style: true,
             client: S3Client::AwsSdk,
         },
     };
+    let settings = udm_s3::S3Settings::compatible(endpoint, "us-east-1", "test", "testsecret");
+    for b in ["udm-bench-list-json", "udm-bench-list-content"] {
+        udm_s3::AwsS3Blobs::new(&settings, b).ensure_bucket().await.expect("bucket");
+    }
     let run = std::process::id();
     let tenant = format!("list{run}");
     let mut cfg = Config::single(pair);
@@ -464,7 +484,10 @@ async fn lists(uri: &str, endpoint: &str) -> (Vec<Stats>, serde_json::Map<String
         plain.insert_many(docs).await.expect("insert plain");
     }
     let ix = |keys: Document| mongodb::IndexModel::builder().keys(keys).build();
-    plain.create_indexes([ix(doc! {"tier": 1, "_id": 1}), ix(doc! {"score": 1, "_id": 1})]).await.expect("plain indexes");
+    plain
+        .create_indexes([ix(doc! {"tier": 1, "_id": 1}), ix(doc! {"score": 1, "_id": 1})])
+        .await
+        .expect("plain indexes");
     println!("loaded the plain collection (insert_many, 1,000 per call) in {:.1} s", t.elapsed().as_secs_f64());
 
     let heads = raw.database(LIST_DB).collection::<Document>("udm_heads");
@@ -485,73 +508,6 @@ async fn lists(uri: &str, endpoint: &str) -> (Vec<Stats>, serde_json::Map<String
     assert_eq!(scores, (0..PAGE as i64).collect::<Vec<_>>(), "sorted page");
     assert_eq!(udm.admin().stats().snapshot_reads, reads_before, "lists are served from inline copies");
 
-    let mut out = Vec::new();
-    // (a) equality on the indexed prop, by id, limit 50.
-    out.push(
-        measure_n("udm list tier=gold limit 50", LIST_WARMUP, LIST_ITERS, |_| {
-            let c = c.clone();
-            async move {
-                let p = c.list(eq_query(), ReadOpts::default()).await.expect("list");
-                assert_eq!(p.items.len(), PAGE);
-            }
-        })
-        .await,
-    );
-    out.push(
-        measure_n("raw heads find {ctx,deleted,sk.tier} sort oid lim 50", LIST_WARMUP, LIST_ITERS, |_| {
-            let (h, prefix) = (heads.clone(), prefix.clone());
-            async move {
-                let f = doc! {"ctx": prefix, "deleted": false, "sk.tier": "gold"};
-                let d = drain(h.find(f).sort(doc! {"oid": 1}).limit(PAGE as i64)).await;
-                assert_eq!(d.len(), PAGE);
-            }
-        })
-        .await,
-    );
-    out.push(
-        measure_n("raw plain find {tier} sort _id lim 50", LIST_WARMUP, LIST_ITERS, |_| {
-            let p = plain.clone();
-            async move {
-                let d = drain(p.find(doc! {"tier": "gold"}).sort(doc! {"_id": 1}).limit(PAGE as i64)).await;
-                assert_eq!(d.len(), PAGE);
-            }
-        })
-        .await,
-    );
-    // (b) sorted by the indexed prop, limit 50.
-    out.push(
-        measure_n("udm list sort_by score limit 50", LIST_WARMUP, LIST_ITERS, |_| {
-            let c = c.clone();
-            async move {
-                let p = c.list(sort_query(), ReadOpts::default()).await.expect("list");
-                assert_eq!(p.items.len(), PAGE);
-            }
-        })
-        .await,
-    );
-    out.push(
-        measure_n("raw heads find {ctx,deleted} sort sk.score,oid lim 50", LIST_WARMUP, LIST_ITERS, |_| {
-            let (h, prefix) = (heads.clone(), prefix.clone());
-            async move {
-                let f = doc! {"ctx": prefix, "deleted": false};
-                let d = drain(h.find(f).sort(doc! {"sk.score": 1, "oid": 1}).limit(PAGE as i64)).await;
-                assert_eq!(d.len(), PAGE);
-            }
-        })
-        .await,
-    );
-    out.push(
-        measure_n("raw plain find {} sort score,_id lim 50", LIST_WARMUP, LIST_ITERS, |_| {
-            let p = plain.clone();
-            async move {
-                let d = drain(p.find(doc! {}).sort(doc! {"score": 1, "_id": 1}).limit(PAGE as i64)).await;
-                assert_eq!(d.len(), PAGE);
-            }
-        })
-        .await,
-    );
-
-    // ---- Where the time goes: the adapter alone, and the adapter's exact queries replayed.
     let store = udm_mongo::MongoStore::connect(&udm_mongo::MongoConfig::new(uri, LIST_DB)).await.expect("store");
     let head_query = |filter: Option<serde_json::Value>, sort_by: Option<&str>| HeadQuery {
         filter: filter.map_or(udm_core::predicate::Predicate::True, |f| {
@@ -562,138 +518,215 @@ async fn lists(uri: &str, endpoint: &str) -> (Vec<Stats>, serde_json::Map<String
         limit: PAGE,
         ..HeadQuery::default()
     };
-    let mut diag = Vec::new();
-    diag.push(
-        measure_n("adapter list_heads tier=gold", LIST_WARMUP, LIST_ITERS, |_| {
-            let (store, ctx, q) = (store.clone(), ctx.clone(), head_query(Some(json!({"tier": "gold"})), None));
-            async move {
-                assert_eq!(store.list_heads(&ctx, &q).await.expect("list_heads").items.len(), PAGE);
-            }
-        })
-        .await,
-    );
-    // The adapter's equality query as sent (meta.rs list_heads: heads_filter, sort oid,
-    // batch_size limit + 1, no limit; reads limit + 1 documents, then drops the cursor).
-    let udm_eq_filter = doc! {"ctx": &prefix, "deleted": false, "$and": [{"idx.tier": {"$eq": "gold"}}, {"sk.tier": {"$eq": "gold"}}]};
-    diag.push(
-        measure_n("replay: adapter eq find (batch 51, no limit), bson only", LIST_WARMUP, LIST_ITERS, |_| {
-            let (h, f) = (heads.clone(), udm_eq_filter.clone());
-            async move {
-                let mut cursor =
-                    h.find(f).sort(doc! {"oid": 1}).batch_size(PAGE as u32 + 1).await.expect("find");
-                let mut n = 0;
-                while n <= PAGE && cursor.advance().await.expect("advance") {
-                    let _d: Document = cursor.deserialize_current().expect("decode");
-                    n += 1;
-                }
-                assert_eq!(n, PAGE + 1);
-            }
-        })
-        .await,
-    );
-    diag.push(
-        measure_n("replay: same filter with limit 51, bson only", LIST_WARMUP, LIST_ITERS, |_| {
-            let (h, f) = (heads.clone(), udm_eq_filter.clone());
-            async move {
-                assert_eq!(drain(h.find(f).sort(doc! {"oid": 1}).limit(PAGE as i64 + 1)).await.len(), PAGE + 1);
-            }
-        })
-        .await,
-    );
-    diag.push(
-        measure_n("replay: limit 51 + parse json -> Head + verify inline", LIST_WARMUP, LIST_ITERS, |_| {
-            let (h, f) = (heads.clone(), udm_eq_filter.clone());
-            async move {
-                let docs = drain(h.find(f).sort(doc! {"oid": 1}).limit(PAGE as i64 + 1)).await;
-                for d in &docs {
-                    let head: udm_core::Head = serde_json::from_str(d.get_str("json").expect("json")).expect("head");
-                    let inline = head.inline.as_ref().expect("inline");
-                    udm_core::Checksum::of_json(inline).verify(&head.snapshot.checksum, "inline").expect("verify");
-                }
-                assert_eq!(docs.len(), PAGE + 1);
-            }
-        })
-        .await,
-    );
-    diag.push(
-        measure_n("adapter list_heads sort_by score", LIST_WARMUP, LIST_ITERS, |_| {
-            let (store, ctx, q) = (store.clone(), ctx.clone(), head_query(None, Some("score")));
-            async move {
-                assert_eq!(store.list_heads(&ctx, &q).await.expect("list_heads").items.len(), PAGE);
-            }
-        })
-        .await,
-    );
-    // The sorted list's queries as sent (list.rs list_sorted: the rest whole, then each pushed
-    // class in order with sort + limit until limit + 1 heads are found).
     let base = doc! {"ctx": &prefix, "deleted": false};
+    // The adapter's equality query as sent (meta.rs list_heads + heads_filter).
+    let udm_eq_filter =
+        doc! {"ctx": &prefix, "deleted": false, "$and": [{"idx.tier": {"$eq": "gold"}}, {"sk.tier": {"$eq": "gold"}}]};
+    let raw_eq_filter = doc! {"ctx": &prefix, "deleted": false, "sk.tier": "gold"};
     let big = 1_i64 << 53;
     let field = "sk.score";
     let rest = doc! {"$and": [base.clone(), {"$or": [{field: {"$lte": -big}}, {field: {"$gte": big}}, {field: {"$type": "maxKey"}}]}]};
+    let number_class = doc! {"$and": [base.clone(), {field: {"$gt": -big, "$lt": big}}]};
+    let absent_class = doc! {"$and": [base.clone(), {field: {"$exists": false}}]};
+
+    // Each op runs once per round, in turn, so a busy shared server slows all alike.
+    let eq_ops: Vec<(&'static str, Op)> = vec![
+        ("udm list tier=gold limit 50", {
+            let c = c.clone();
+            op(move || {
+                let c = c.clone();
+                async move { assert_eq!(c.list(eq_query(), ReadOpts::default()).await.expect("list").items.len(), PAGE) }
+            })
+        }),
+        ("adapter list_heads tier=gold", {
+            let (store, ctx) = (store.clone(), ctx.clone());
+            let q = head_query(Some(json!({"tier": "gold"})), None);
+            op(move || {
+                let (store, ctx, q) = (store.clone(), ctx.clone(), q.clone());
+                async move { assert_eq!(store.list_heads(&ctx, &q).await.expect("list").items.len(), PAGE) }
+            })
+        }),
+        ("replay adapter eq find: $and idx+sk, batch 51, no lim", {
+            let (h, f) = (heads.clone(), udm_eq_filter.clone());
+            op(move || {
+                let (h, f) = (h.clone(), f.clone());
+                async move {
+                    let mut cursor = h.find(f).sort(doc! {"oid": 1}).batch_size(PAGE as u32 + 1).await.expect("find");
+                    let mut n = 0;
+                    while n <= PAGE && cursor.advance().await.expect("advance") {
+                        let _d: Document = cursor.deserialize_current().expect("decode");
+                        n += 1;
+                    }
+                    assert_eq!(n, PAGE + 1);
+                }
+            })
+        }),
+        ("raw heads find {ctx,deleted,sk.tier} sort oid lim 50", {
+            let (h, f) = (heads.clone(), raw_eq_filter.clone());
+            op(move || {
+                let (h, f) = (h.clone(), f.clone());
+                async move { assert_eq!(drain(h.find(f).sort(doc! {"oid": 1}).limit(PAGE as i64)).await.len(), PAGE) }
+            })
+        }),
+        ("raw plain find {tier} sort _id lim 50", {
+            let p = plain.clone();
+            op(move || {
+                let p = p.clone();
+                async move {
+                    let d = drain(p.find(doc! {"tier": "gold"}).sort(doc! {"_id": 1}).limit(PAGE as i64)).await;
+                    assert_eq!(d.len(), PAGE);
+                }
+            })
+        }),
+    ];
+    let mut out = measure_interleaved(LIST_WARMUP, LIST_ITERS, eq_ops).await;
+    let sort_ops: Vec<(&'static str, Op)> = vec![
+        ("udm list sort_by score limit 50", {
+            let c = c.clone();
+            op(move || {
+                let c = c.clone();
+                async move { assert_eq!(c.list(sort_query(), ReadOpts::default()).await.expect("list").items.len(), PAGE) }
+            })
+        }),
+        ("raw heads find {ctx,deleted} sort sk.score,oid lim 50", {
+            let (h, f) = (heads.clone(), base.clone());
+            op(move || {
+                let (h, f) = (h.clone(), f.clone());
+                async move {
+                    let d = drain(h.find(f).sort(doc! {"sk.score": 1, "oid": 1}).limit(PAGE as i64)).await;
+                    assert_eq!(d.len(), PAGE);
+                }
+            })
+        }),
+        ("raw heads same, hint sk.score index", {
+            let (h, f) = (heads.clone(), base.clone());
+            op(move || {
+                let (h, f) = (h.clone(), f.clone());
+                async move {
+                    let find = h
+                        .find(f)
+                        .sort(doc! {"sk.score": 1, "oid": 1})
+                        .limit(PAGE as i64)
+                        .hint(mongodb::options::Hint::Name("ctx_1_deleted_1_sk.score_1_oid_1".into()));
+                    assert_eq!(drain(find).await.len(), PAGE);
+                }
+            })
+        }),
+        ("raw plain find {} sort score,_id lim 50", {
+            let p = plain.clone();
+            op(move || {
+                let p = p.clone();
+                async move {
+                    let d = drain(p.find(doc! {}).sort(doc! {"score": 1, "_id": 1}).limit(PAGE as i64)).await;
+                    assert_eq!(d.len(), PAGE);
+                }
+            })
+        }),
+    ];
+    out.extend(measure_interleaved(LIST_WARMUP, LIST_ITERS, sort_ops).await);
+
+    // ---- Where the time goes (fewer rounds): the adapter alone, and its queries replayed.
+    let mut diag_ops: Vec<(&'static str, Op)> = vec![("adapter list_heads sort_by score", {
+        let (store, ctx) = (store.clone(), ctx.clone());
+        let q = head_query(None, Some("score"));
+        op(move || {
+            let (store, ctx, q) = (store.clone(), ctx.clone(), q.clone());
+            async move { assert_eq!(store.list_heads(&ctx, &q).await.expect("list").items.len(), PAGE) }
+        })
+    })];
+    // The sorted list's queries as sent (list.rs list_sorted: the rest whole, then each pushed
+    // class in order with sort + limit until limit + 1 heads are found).
     let class_queries: Vec<(&'static str, Document)> = vec![
-        ("replay: sorted 1/5 rest ($or, no sort/limit)", rest.clone()),
-        ("replay: sorted 2/5 absent ($exists:false)", doc! {"$and": [base.clone(), {field: {"$exists": false}}]}),
-        ("replay: sorted 3/5 null ($type null)", doc! {"$and": [base.clone(), {field: {"$type": "null"}}]}),
-        ("replay: sorted 4/5 bool ($type bool)", doc! {"$and": [base.clone(), {field: {"$type": "bool"}}]}),
-        ("replay: sorted 5/5 number (range, lim 51)", doc! {"$and": [base.clone(), {field: {"$gt": -big, "$lt": big}}]}),
+        ("replay sorted 1/5 rest ($or, no sort/limit)", rest.clone()),
+        ("replay sorted 2/5 absent ($exists:false) lim 51", absent_class.clone()),
+        ("replay sorted 3/5 null ($type null) lim 51", doc! {"$and": [base.clone(), {field: {"$type": "null"}}]}),
+        ("replay sorted 4/5 bool ($type bool) lim 51", doc! {"$and": [base.clone(), {field: {"$type": "bool"}}]}),
+        ("replay sorted 5/5 number (range) lim 51", number_class.clone()),
     ];
     for (i, (name, f)) in class_queries.iter().enumerate() {
-        let sorted = i > 0;
-        diag.push(
-            measure_n(*name, LIST_WARMUP, LIST_ITERS, |_| {
-                let (h, f) = (heads.clone(), f.clone());
+        let (h, f, sorted) = (heads.clone(), f.clone(), i > 0);
+        diag_ops.push((
+            *name,
+            op(move || {
+                let (h, f) = (h.clone(), f.clone());
                 async move {
                     let find = h.find(f);
                     let find = if sorted { find.sort(doc! {field: 1, "oid": 1}).limit(PAGE as i64 + 1) } else { find };
                     drain(find).await;
                 }
-            })
-            .await,
-        );
+            }),
+        ));
     }
+    let diag = measure_interleaved(2, 10, diag_ops).await;
+
+    // CPU per page, no server: what the adapter and facade do with 51 fetched head documents
+    // (parse the `json` text into a Head, then the facade's inline checksum and record).
+    let docs = drain(heads.find(raw_eq_filter.clone()).sort(doc! {"oid": 1}).limit(PAGE as i64 + 1)).await;
+    let cpu = |f: &dyn Fn()| {
+        let t = Instant::now();
+        for _ in 0..200 {
+            f();
+        }
+        t.elapsed().as_secs_f64() * 1e6 / 200.0
+    };
+    let parse = cpu(&|| {
+        for d in &docs {
+            let _h: udm_core::Head = serde_json::from_str(d.get_str("json").expect("json")).expect("head");
+        }
+    });
+    let parsed: Vec<udm_core::Head> =
+        docs.iter().map(|d| serde_json::from_str(d.get_str("json").expect("json")).expect("head")).collect();
+    let verify = cpu(&|| {
+        for h in &parsed {
+            let inline = h.inline.as_ref().expect("inline");
+            udm_core::Checksum::of_json(inline).verify(&h.snapshot.checksum, "inline").expect("verify");
+            let _ = h.render_system();
+        }
+    });
+    let head_bytes: usize = docs.iter().map(|d| d.get_str("json").map_or(0, str::len)).sum::<usize>() / docs.len();
+    let cpu_line = format!(
+        "per page of {} heads (avg json {head_bytes} B): parse json -> Head {parse:.0} µs; inline checksum + render _system {verify:.0} µs",
+        docs.len()
+    );
+    extra.insert(
+        "list cpu per page".into(),
+        json!({"parse_us": parse, "verify_render_us": verify, "head_json_bytes": head_bytes}),
+    );
+
     let db = raw.database(LIST_DB);
     let mut plans = serde_json::Map::new();
     for (name, f, s, l) in [
-        ("adapter eq find", udm_eq_filter.clone(), doc! {"oid": 1}, None),
-        ("raw heads eq find", doc! {"ctx": &prefix, "deleted": false, "sk.tier": "gold"}, doc! {"oid": 1}, Some(50)),
-        ("raw heads sorted find", base.clone(), doc! {field: 1, "oid": 1}, Some(50)),
+        ("adapter eq find ($and idx+sk, no limit)", udm_eq_filter.clone(), doc! {"oid": 1}, None),
+        ("raw heads eq find (flat sk.tier, limit 50)", raw_eq_filter.clone(), doc! {"oid": 1}, Some(50)),
+        ("raw heads sorted find (limit 50)", base.clone(), doc! {field: 1, "oid": 1}, Some(50)),
         ("sorted rest", rest.clone(), doc! {}, None),
-        ("sorted absent", class_queries[1].1.clone(), doc! {field: 1, "oid": 1}, Some(51)),
-        ("sorted number", class_queries[4].1.clone(), doc! {field: 1, "oid": 1}, Some(51)),
+        ("sorted absent (limit 51)", absent_class.clone(), doc! {field: 1, "oid": 1}, Some(51)),
+        ("sorted number (limit 51)", number_class.clone(), doc! {field: 1, "oid": 1}, Some(51)),
+        ("plain eq find (limit 50)", doc! {"tier": "gold"}, doc! {"_id": 1}, Some(50)),
+        ("plain sorted find (limit 50)", doc! {}, doc! {"score": 1, "_id": 1}, Some(50)),
     ] {
-        let p = explain(&db, "udm_heads", f, s, l).await;
-        plans.insert(name.into(), json!(p));
-    }
-    // Server-side operations per UDM list page (the server is shared: others' calls add noise).
-    let mut counts = serde_json::Map::new();
-    for (name, q) in [("eq", eq_query()), ("sorted", sort_query())] {
-        let before = opcounters(&raw).await;
-        for _ in 0..20 {
-            c.list(q.clone(), ReadOpts::default()).await.expect("list");
-        }
-        let after = opcounters(&raw).await;
-        counts.insert(name.into(), json!(format!("20 pages: {}", opcounter_delta(&before, &after))));
+        let dbx = if name.starts_with("plain") { plain_db.clone() } else { db.clone() };
+        let coll = if name.starts_with("plain") { "items" } else { "udm_heads" };
+        plans.insert(name.into(), json!(explain(&dbx, coll, f, s, l).await));
     }
 
-    println!("\nlists on {LIST_DOCS} documents ({LIST_ITERS} iterations after {LIST_WARMUP} warm-up, sequential)");
-    println!("{:<52} {:>9} {:>9} {:>9}", "operation", "p50 µs", "p95 µs", "ops/s");
+    println!(
+        "\nlists on {LIST_DOCS} documents ({LIST_ITERS} rounds after {LIST_WARMUP} warm-up; ops of a group interleaved)"
+    );
+    println!("{:<56} {:>9} {:>9} {:>9}", "operation", "p50 µs", "p95 µs", "ops/s");
     for s in &out {
         print_stats(s);
     }
-    println!("-- where the time goes");
+    println!("-- where the time goes (10 rounds)");
     for s in &diag {
         print_stats(s);
     }
+    println!("{cpu_line}");
     println!("-- server plans (explain executionStats)");
     for (k, v) in &plans {
         println!("{k}: {}", v.as_str().unwrap_or_default());
     }
-    println!("-- server op counters around 20 UDM list pages");
-    for (k, v) in &counts {
-        println!("{k}: {}", v.as_str().unwrap_or_default());
-    }
     extra.insert("list explain".into(), serde_json::Value::Object(plans));
-    extra.insert("list opcounters".into(), serde_json::Value::Object(counts));
     for s in &diag {
         extra.insert(s.name.to_owned(), s.json());
     }
