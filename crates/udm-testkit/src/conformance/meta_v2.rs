@@ -1,4 +1,4 @@
-//! [`MetaStore`] v2 scenarios: enumeration, import with given OV/CV/timestamps, prune.
+//! [`MetaStore`](udm_core::ports::MetaStore) v2 scenarios: enumeration, import with given OV/CV/timestamps, prune.
 
 use serde_json::json;
 use udm_core::ports::{Commit, ImportOutcome, ImportedVersion};
