@@ -36,6 +36,17 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// A page from up to `limit + 1` items fetched in order: the extra one only says there is
+    /// more; the cursor is `cursor` of the page's last item then.
+    pub fn from_overfetch(mut items: Vec<T>, limit: usize, cursor: impl FnOnce(&T) -> String) -> Self {
+        let more = items.len() > limit;
+        items.truncate(limit);
+        let next = if more { items.last().map(cursor) } else { None };
+        Page { items, next }
+    }
+}
+
 /// Sort direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Order {
@@ -227,10 +238,7 @@ pub fn select_history<T: Clone>(records: &[T], ov_of: impl Fn(&T) -> Ov, query: 
         Order::Asc => records.iter().filter(after).take(query.limit + 1).cloned().collect(),
         Order::Desc => records.iter().rev().filter(after).take(query.limit + 1).cloned().collect(),
     };
-    let more = picked.len() > query.limit;
-    let items: Vec<T> = picked.into_iter().take(query.limit).collect();
-    let next = if more { items.last().map(|r| history_cursor(ov_of(r))) } else { None };
-    Ok(Page { items, next })
+    Ok(Page::from_overfetch(picked, query.limit, |r| history_cursor(ov_of(r))))
 }
 
 #[cfg(test)]

@@ -505,10 +505,7 @@ impl MetaStore for EmbeddedStore {
                 let (_, v) = row.map_err(db_err)?;
                 items.push(decode::<VersionRecord>(v.value(), "version")?);
             }
-            let more = items.len() > q.limit;
-            items.truncate(q.limit);
-            let next = if more { items.last().map(|r| history_cursor(r.ov)) } else { None };
-            Ok(Page { items, next })
+            Ok(Page::from_overfetch(items, q.limit, |r| history_cursor(r.ov)))
         })
         .await
     }
@@ -574,10 +571,7 @@ impl MetaStore for EmbeddedStore {
                     break;
                 }
             }
-            let more = items.len() > limit;
-            items.truncate(limit);
-            let next = if more { items.last().map(ToString::to_string) } else { None };
-            Ok(Page { items, next })
+            Ok(Page::from_overfetch(items, limit, ToString::to_string))
         })
         .await
     }

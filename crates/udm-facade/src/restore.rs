@@ -17,7 +17,7 @@ use udm_core::{Checksum, Cv, Error, ErrorKind, ObjectKey, RequestId, Result, Tim
 use crate::options::{Collection, Confirm, Target, WriteOpts};
 use crate::read::Lookup;
 use crate::record::{HardDeleteReport, RestoreOutcome};
-use crate::write::{Change, Intent};
+use crate::write::{Change, Intent, restore_fingerprint};
 
 /// What a collection restore targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,11 +76,10 @@ impl Collection {
         self.inner.check_open()?;
         let named = json!(target);
         // A replay comes first and answers what the first call did, whatever happened since.
-        if opts.request_id.is_some() {
-            let probe = Intent::restore(key.clone(), Change::Delete, &named, request.clone(), opts);
-            if let Some(done) = self.replay(&request, &probe.fingerprint_for_replay()).await? {
-                return Ok(RestoreOutcome::Restored(done));
-            }
+        if opts.request_id.is_some()
+            && let Some(done) = self.replay(&request, &restore_fingerprint(&key, &named)).await?
+        {
+            return Ok(RestoreOutcome::Restored(done));
         }
         let lookup = match target {
             Target::Ov(ov) => Lookup::Ov(ov),

@@ -102,13 +102,8 @@ impl Intent {
     pub(crate) fn restore(key: ObjectKey, change: Change, target: &Value, request: RequestId, o: &WriteOpts) -> Self {
         let op = if matches!(change, Change::Delete) { Op::Delete } else { Op::Restore };
         let mut intent = Self::new(key, op, change, None, request, o);
-        intent.fingerprint = Some(fingerprint(&intent.key, Op::Restore, None, &json!({"target": target})));
+        intent.fingerprint = Some(restore_fingerprint(&intent.key, target));
         intent
-    }
-
-    /// The fingerprint of a write whose fingerprint does not depend on staged data.
-    pub(crate) fn fingerprint_for_replay(&self) -> Checksum {
-        self.fingerprint_with(&Checksum::of_bytes(b""))
     }
 
     /// The fingerprint, given the checksum of the data as staged (used for new data).
@@ -131,6 +126,11 @@ impl Intent {
             Change::Delete => Ok(()),
         }
     }
+}
+
+/// A restore's fingerprint: the object and the target as the caller named it.
+pub(crate) fn restore_fingerprint(key: &ObjectKey, target: &Value) -> Checksum {
+    fingerprint(key, Op::Restore, None, &json!({"target": target}))
 }
 
 fn fingerprint(key: &ObjectKey, op: Op, expected: Option<Ov>, payload: &Value) -> Checksum {

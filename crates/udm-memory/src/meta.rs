@@ -168,17 +168,14 @@ impl MetaStore for MemoryMeta {
         check_limit(limit)?;
         let after = after.map(parse_object_cursor).transpose()?;
         let s = self.lock();
-        let mut ids: Vec<ObjectId> = s
+        let ids: Vec<ObjectId> = s
             .heads
             .keys()
             .filter(|k| &k.ctx == ctx && after.as_ref().is_none_or(|a| &k.id > a))
             .take(limit + 1)
             .map(|k| k.id.clone())
             .collect();
-        let more = ids.len() > limit;
-        ids.truncate(limit);
-        let next = if more { ids.last().map(ToString::to_string) } else { None };
-        Ok(Page { items: ids, next })
+        Ok(Page::from_overfetch(ids, limit, ToString::to_string))
     }
 
     async fn import(&self, versions: Vec<ImportedVersion>) -> Result<ImportOutcome> {

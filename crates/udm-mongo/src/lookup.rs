@@ -281,11 +281,9 @@ impl MongoStore {
                 }
             }
         }
-        let more = items.len() > q.limit;
-        items.truncate(q.limit);
-        let items: Vec<VersionRecord> = items.iter().map(|d| from_json(d, "version")).collect::<Result<_>>()?;
-        let next = if more { items.last().map(|r| history_cursor(r.ov)) } else { None };
-        Ok(Page { items, next })
+        let items: Vec<VersionRecord> =
+            items.iter().take(q.limit + 1).map(|d| from_json(d, "version")).collect::<Result<_>>()?;
+        Ok(Page::from_overfetch(items, q.limit, |r| history_cursor(r.ov)))
     }
 }
 

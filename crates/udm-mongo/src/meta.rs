@@ -497,10 +497,7 @@ impl MetaStore for MongoStore {
                 let oid = d.get_str("oid").map_err(|e| corrupt("head", e))?;
                 items.push(ObjectId::with_max(oid, udm_core::id::MAX_STORED_ID_BYTES)?);
             }
-            let more = items.len() > limit;
-            items.truncate(limit);
-            let next = if more { items.last().map(ToString::to_string) } else { None };
-            Ok(Page { items, next })
+            Ok(Page::from_overfetch(items, limit, ToString::to_string))
         })
         .await
     }

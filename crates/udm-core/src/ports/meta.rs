@@ -315,10 +315,7 @@ pub fn select_collections(
         .collect();
     picked.sort();
     picked.dedup();
-    let more = picked.len() > limit;
-    picked.truncate(limit);
-    let next = if more { picked.last().map(collection_cursor) } else { None };
-    Ok(Page { items: picked, next })
+    Ok(Page::from_overfetch(picked, limit, collection_cursor))
 }
 
 /// Parses a [`MetaStore::list_objects`] cursor (an object id); anything else is a validation
