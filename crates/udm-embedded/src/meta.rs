@@ -15,7 +15,7 @@
 //! its semantics (and cursors) are exactly the reference implementation's.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
@@ -26,7 +26,7 @@ use udm_core::counters::CounterDelta;
 use udm_core::layout::{collection_record_prefix, head_record_id, version_record_id};
 use udm_core::ports::{
     Commit, Committed, CounterStore, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, ShrinkPolicy,
-    ShrinkStats, check_prune, parse_object_cursor, select_collections,
+    ShrinkStats, check_batch, check_prune, parse_object_cursor, plan_batch, select_collections,
 };
 use udm_core::query::{
     Cursor, HeadQuery, HistoryQuery, Order, Page, check_head_query, check_limit, history_cursor, select_heads, sort_cmp,
@@ -136,33 +136,49 @@ fn last_ov_where(
     Ok(best)
 }
 
-fn commit_in(tx: &WriteTransaction, c: &Commit) -> Result<Committed> {
-    let ctx = &c.key.ctx;
-    let req_key = request_key(ctx, &c.version.provenance.request_id);
+fn commit_many_in(tx: &WriteTransaction, commits: &[Commit]) -> Result<Vec<Result<Committed>>> {
+    let Some(first) = commits.first() else { return Ok(Vec::new()) };
+    let ctx = &first.key.ctx;
     let mut requests = tx.open_table(REQUESTS).map_err(db_err)?;
-    if let Some(r) = get_json::<RequestRecord>(&requests, &req_key, "request")? {
-        return r.done.replay(&r.fingerprint, &c.fingerprint);
-    }
     let mut heads = tx.open_table(HEADS).map_err(db_err)?;
-    let obj = head_record_id(&c.key);
-    let head: Option<Head> = get_json(&heads, &obj, "head")?;
-    c.check_head(head.as_ref())?;
+    // What the plan needs, read once: the batch's request records and heads.
+    let mut recorded = HashMap::new();
+    let mut current = HashMap::new();
+    for c in commits {
+        let request = &c.version.provenance.request_id;
+        if let Some(r) = get_json::<RequestRecord>(&requests, &request_key(ctx, request), "request")? {
+            recorded.insert(request.clone(), (r.done, r.fingerprint));
+        }
+        if !current.contains_key(&c.key) {
+            let head: Option<Head> = get_json(&heads, &head_record_id(&c.key), "head")?;
+            current.insert(c.key.clone(), head);
+        }
+    }
+    let plan = plan_batch(commits, |r| recorded.get(r).cloned(), |k| current.get(k).cloned().flatten())?;
     let mut cvs = tx.open_table(CVS).map_err(db_err)?;
     let prefix = collection_record_prefix(ctx);
-    let cv = Cv(cvs.get(prefix.as_str()).map_err(db_err)?.map_or(0, |v| v.value())).next()?;
-    cvs.insert(prefix.as_str(), cv.0).map_err(db_err)?;
-    let (record, new_head, done) = c.outcome(cv);
-    tx.open_table(VERSIONS)
-        .map_err(db_err)?
-        .insert(version_record_id(&c.key, record.ov).as_str(), encode(&record)?.as_str())
-        .map_err(db_err)?;
-    heads.insert(obj.as_str(), encode(&new_head)?.as_str()).map_err(db_err)?;
-    let req = RequestRecord { done: done.clone(), fingerprint: c.fingerprint };
-    requests.insert(req_key.as_str(), encode(&req)?.as_str()).map_err(db_err)?;
-    let by_obj = format!("{obj}/{}", c.version.provenance.request_id);
-    tx.open_table(REQUESTS_BY_OBJECT).map_err(db_err)?.insert(by_obj.as_str(), req_key.as_str()).map_err(db_err)?;
-    apply_counters(&mut tx.open_table(COUNTERS).map_err(db_err)?, &c.counters)?;
-    Ok(done)
+    let cv = Cv(cvs.get(prefix.as_str()).map_err(db_err)?.map_or(0, |v| v.value()));
+    let w = plan.finish(commits, cv)?;
+    if w.accepted.is_empty() {
+        return Ok(w.answers);
+    }
+    cvs.insert(prefix.as_str(), w.last_cv.0).map_err(db_err)?;
+    let mut versions = tx.open_table(VERSIONS).map_err(db_err)?;
+    let mut by_object = tx.open_table(REQUESTS_BY_OBJECT).map_err(db_err)?;
+    for a in &w.accepted {
+        let r = &a.record;
+        versions.insert(version_record_id(&r.key, r.ov).as_str(), encode(r)?.as_str()).map_err(db_err)?;
+        let req_key = request_key(ctx, &r.provenance.request_id);
+        let req = RequestRecord { done: a.done.clone(), fingerprint: a.fingerprint };
+        requests.insert(req_key.as_str(), encode(&req)?.as_str()).map_err(db_err)?;
+        let by_obj = format!("{}/{}", head_record_id(&r.key), r.provenance.request_id);
+        by_object.insert(by_obj.as_str(), req_key.as_str()).map_err(db_err)?;
+    }
+    for h in w.final_heads() {
+        heads.insert(head_record_id(&h.key).as_str(), encode(h)?.as_str()).map_err(db_err)?;
+    }
+    apply_counters(&mut tx.open_table(COUNTERS).map_err(db_err)?, &w.counters)?;
+    Ok(w.answers)
 }
 
 fn hard_delete_in(tx: &WriteTransaction, key: &ObjectKey, counters: &[CounterDelta]) -> Result<HardDeleted> {
@@ -447,7 +463,16 @@ impl EmbeddedStore {
 impl MetaStore for EmbeddedStore {
     async fn commit(&self, commit: Commit) -> Result<Committed> {
         commit.check()?;
-        self.write(move |tx| commit_in(tx, &commit)).await
+        let mut answers = self.commit_many(vec![commit]).await?;
+        answers.pop().unwrap_or_else(|| Err(udm_core::Error::internal("a batch of one answered nothing")))
+    }
+
+    async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>> {
+        check_batch(&commits)?;
+        if commits.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |tx| commit_many_in(tx, &commits)).await
     }
 
     async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<(Committed, Checksum)>> {

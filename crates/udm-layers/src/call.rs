@@ -10,7 +10,7 @@ use udm_core::ports::{
 };
 use udm_core::query::Page;
 use udm_core::version::SnapshotRef;
-use udm_core::{Checksum, Cv, ErrorKind, ObjectId, ObjectKey, Ov, RequestId, RouteContext};
+use udm_core::{Checksum, Cv, ErrorKind, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext};
 
 /// Which port a call goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -144,6 +144,8 @@ impl<T: Send> Answer for Option<T> {
 }
 
 impl<T: Send> Answer for Page<T> {}
+
+impl<T: Send> Answer for Vec<Result<T>> {}
 
 macro_rules! answers {
     ($($t:ty),* $(,)?) => { $(impl Answer for $t {})* };

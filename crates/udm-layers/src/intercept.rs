@@ -84,6 +84,15 @@ impl<S: MetaStore, I: Interceptor> LayeredMeta for Intercepted<S, I> {
         let call = meta("commit").object(&key).ov(ov).request_id(&request);
         self.interceptor.intercept(call, || self.inner.commit(commit)).await
     }
+    async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>> {
+        let ctx = commits.first().map(|c| c.key.ctx.clone());
+        let call = meta("commit_many");
+        let call = match &ctx {
+            Some(ctx) => call.ctx(ctx),
+            None => call,
+        };
+        self.interceptor.intercept(call, || self.inner.commit_many(commits)).await
+    }
     async fn find_request(&self, ctx: &RouteContext, r: &RequestId) -> Result<Option<(Committed, Checksum)>> {
         let call = meta("find_request").ctx(ctx).request_id(r);
         self.interceptor.intercept(call, || self.inner.find_request(ctx, r)).await

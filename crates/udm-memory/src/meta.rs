@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use udm_core::counters::CounterDelta;
 use udm_core::ports::{
     Commit, Committed, CounterStore, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, ShrinkPolicy,
-    ShrinkStats, check_prune, parse_object_cursor, select_collections,
+    ShrinkStats, check_prune, parse_object_cursor, plan_batch, select_collections,
 };
 use udm_core::query::{HeadQuery, HistoryQuery, Page, check_limit, select_heads, select_history};
 use udm_core::version::SnapshotRef;
@@ -62,21 +62,30 @@ fn last_where(records: &[VersionRecord], pred: impl Fn(&VersionRecord) -> bool) 
 impl MetaStore for MemoryMeta {
     async fn commit(&self, c: Commit) -> Result<Committed> {
         c.check()?;
+        let mut answers = self.commit_many(vec![c]).await?;
+        answers.pop().unwrap_or_else(|| Err(Error::internal("a batch of one answered nothing")))
+    }
+
+    async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>> {
+        let Some(first) = commits.first() else { return Ok(Vec::new()) };
+        let ctx = first.key.ctx.clone();
         let mut s = self.lock();
-        let ctx = c.key.ctx.clone();
-        let req = (ctx.clone(), c.version.provenance.request_id.clone());
-        if let Some((done, fp)) = s.requests.get(&req) {
-            return done.replay(fp, &c.fingerprint);
+        let plan =
+            plan_batch(&commits, |r| s.requests.get(&(ctx.clone(), r.clone())).cloned(), |k| s.heads.get(k).cloned())?;
+        let cv = s.cvs.get(&ctx).copied().unwrap_or(Cv::ZERO);
+        let w = plan.finish(&commits, cv)?;
+        if w.accepted.is_empty() {
+            return Ok(w.answers);
         }
-        c.check_head(s.heads.get(&c.key))?;
-        let cv = s.cvs.get(&ctx).copied().unwrap_or(Cv::ZERO).next()?;
-        let (record, new_head, done) = c.outcome(cv);
-        s.cvs.insert(ctx, cv);
-        s.versions.entry(c.key.clone()).or_default().push(record);
-        s.heads.insert(c.key, new_head);
-        s.requests.insert(req, (done.clone(), c.fingerprint));
-        apply_counters(&mut s.counters, &c.counters);
-        Ok(done)
+        s.cvs.insert(ctx.clone(), w.last_cv);
+        for a in &w.accepted {
+            s.versions.entry(a.record.key.clone()).or_default().push(a.record.clone());
+            s.heads.insert(a.head.key.clone(), a.head.clone());
+            let req = (ctx.clone(), a.record.provenance.request_id.clone());
+            s.requests.insert(req, (a.done.clone(), a.fingerprint));
+        }
+        apply_counters(&mut s.counters, &w.counters);
+        Ok(w.answers)
     }
 
     async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<(Committed, Checksum)>> {

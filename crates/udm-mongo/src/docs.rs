@@ -107,6 +107,7 @@ pub(crate) fn head_doc(h: &Head) -> Result<Document> {
         "ctx": collection_record_prefix(&h.key.ctx),
         "oid": h.key.id.as_str(),
         "ov": to_i64(h.ov.get(), "ov")?,
+        "at": h.at.as_millis(),
         "deleted": h.is_deleted(),
         "idx": nested_index(&h.indexed),
         "sk": sort_keys(&h.indexed),

@@ -3,16 +3,19 @@
 //! [`MongoStore`] implements [`MetaStore`](udm_core::ports::MetaStore),
 //! [`QueueStore`](udm_core::ports::QueueStore) and
 //! [`CounterStore`](udm_core::ports::CounterStore) on the official `mongodb` driver. A version
-//! commit is **one multi-document transaction** (request-id check, head compare-and-set, CV
-//! increment, version insert — which also records the request —, head replace, one counter
-//! `$inc` per collection), retried as the
+//! commit — of one version or of a group ([`MetaStore::commit_many`](udm_core::ports::MetaStore::commit_many)) —
+//! is **one multi-document transaction**: the collection document's `$inc` (CV and counters
+//! in one statement), the version records' insert (which also records the request ids: a
+//! unique `req` index), the heads' insert or compare-and-set replace; a lone update is four
+//! round trips including the commit (see the `commit` module for the fast and careful
+//! modes). It is retried as the
 //! driver documents on `TransientTransactionError` (including write conflicts between racing
 //! writers) and `UnknownTransactionCommitResult`. Transactions need a replica set (a
 //! single-node one is enough).
 //!
 //! Collections (in the configured database), created with their base indexes on connect:
-//! `udm_heads`, `udm_versions` (also the request records: unique `req`), `udm_cvs`,
-//! `udm_counters` (one document per collection), `udm_jobs`, `udm_queue`. Record ids come from [`udm_core::layout`].
+//! `udm_heads`, `udm_versions` (also the request records: unique `req`), `udm_collections`
+//! (one document per collection: its CV and its counters), `udm_jobs`, `udm_queue`. Record ids come from [`udm_core::layout`].
 //! The indexes that serve list queries by an indexed prop are created by
 //! [`MongoStore::ensure_indexes`] with the props of the configured collections.
 //!
@@ -31,6 +34,7 @@
 //! # Ok(()) }
 //! ```
 
+mod commit;
 mod docs;
 mod error;
 mod list;
@@ -251,12 +255,15 @@ impl MongoStore {
         self.coll("udm_versions")
     }
 
+    /// One document per collection (`_id` = its record prefix): its CV (`cv`) and its
+    /// counters (`c.<name>`), so a commit moves both with one statement.
     pub(crate) fn cvs(&self) -> Collection<Document> {
-        self.coll("udm_cvs")
+        self.coll("udm_collections")
     }
 
+    /// The same documents as [`MongoStore::cvs`].
     pub(crate) fn counters(&self) -> Collection<Document> {
-        self.coll("udm_counters")
+        self.cvs()
     }
 
     pub(crate) fn jobs(&self) -> Collection<Document> {
@@ -345,7 +352,7 @@ impl MongoStore {
     /// Drops every UDM collection of this database (tests and dev resets only).
     pub async fn drop_all(&self) -> Result<()> {
         self.bounded("drop", async {
-            for name in ["udm_heads", "udm_versions", "udm_cvs", "udm_counters", "udm_jobs", "udm_queue"] {
+            for name in ["udm_heads", "udm_versions", "udm_collections", "udm_jobs", "udm_queue"] {
                 self.coll(name).drop().await.map_err(|e| classify("drop", e))?;
             }
             Ok(())

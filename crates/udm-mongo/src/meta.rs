@@ -1,19 +1,19 @@
 //! [`MetaStore`] and [`CounterStore`] on MongoDB.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
 use async_trait::async_trait;
 use bson::{Bson, Document, doc};
 use futures_util::TryStreamExt;
 use mongodb::ClientSession;
 use mongodb::error::{Error as MongoError, UNKNOWN_TRANSACTION_COMMIT_RESULT};
-use mongodb::options::ReturnDocument;
 use udm_core::counters::CounterDelta;
 use udm_core::layout::collection_record_prefix;
 use udm_core::layout::version_record_id;
 use udm_core::ports::{
     Commit, Committed, CounterStore, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, ShrinkPolicy,
-    ShrinkStats, check_prune, parse_object_cursor, select_collections,
+    ShrinkStats, check_batch, check_prune, parse_object_cursor, select_collections,
 };
 use udm_core::query::{Cursor, HeadQuery, HistoryQuery, Order, Page, check_head_query, check_limit, select_heads};
 use udm_core::version::SnapshotRef;
@@ -21,6 +21,7 @@ use udm_core::{
     Checksum, Cv, Error, Head, Name, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord,
 };
 
+use crate::commit::Attempt;
 use crate::docs::{
     counter_field, counter_name, from_json, head_doc, json_of, obj_id, prefilter, request_id_of, sort_key_prefilter,
     version_doc,
@@ -49,8 +50,9 @@ macro_rules! in_transaction {
         let mut backoff = Backoff::new(jitter_seed());
         let mut session = $store.start().await?;
         let mut attempts: u32 = 0;
+        let mut redo = false;
         loop {
-            if attempts > 0 {
+            if attempts > 0 && !std::mem::take(&mut redo) {
                 tokio::time::sleep(backoff.delay(attempts).min(deadline.remaining())).await;
             }
             attempts += 1;
@@ -64,6 +66,11 @@ macro_rules! in_transaction {
                 Ok(Step::Abort(answer)) => {
                     let _ = session.abort_transaction().await;
                     break answer;
+                }
+                Ok(Step::Redo) => {
+                    let _ = session.abort_transaction().await;
+                    redo = true;
+                    continue;
                 }
                 Ok(Step::Commit(value)) => {
                     match commit_with_retry(&mut session, &deadline, &mut backoff, &mut attempts).await {
@@ -95,10 +102,12 @@ fn budget_exhausted(what: &str, deadline: &Deadline, attempts: u32, last: &Error
     ))
 }
 
-/// What one transaction attempt decided: commit with this result, or abort and answer.
-enum Step<T> {
+/// What one transaction attempt decided: commit with this result, abort and answer, or
+/// abort and run the attempt again at once (no backoff: nothing raced).
+pub(crate) enum Step<T> {
     Commit(T),
     Abort(Result<T>),
+    Redo,
 }
 
 impl MongoStore {
@@ -106,49 +115,12 @@ impl MongoStore {
         self.client().start_session().await.map_err(|e| classify("starting a session", e))
     }
 
-    /// One attempt of the commit transaction's reads and writes (not the commit itself).
-    async fn commit_attempt(&self, s: &mut ClientSession, c: &Commit) -> Result<Step<Committed>, MongoError> {
-        let ctx = &c.key.ctx;
-        let req_id = request_id_of(ctx, &c.version.provenance.request_id);
-        if let Some(done) = self.versions().find_one(doc! {"req": &req_id}).session(&mut *s).await? {
-            let answer = replay_answer(&done, &c.fingerprint);
-            return Ok(Step::Abort(answer));
-        }
-        let head: Option<Head> = match self.heads().find_one(doc! {"_id": obj_id(&c.key)}).session(&mut *s).await? {
-            Some(d) => match from_json(&d, "head") {
-                Ok(h) => Some(h),
-                Err(e) => return Ok(Step::Abort(Err(e))),
-            },
-            None => None,
-        };
-        if let Err(e) = c.check_head(head.as_ref()) {
-            return Ok(Step::Abort(Err(e)));
-        }
-        let cv_doc = self
-            .cvs()
-            .find_one_and_update(doc! {"_id": collection_record_prefix(ctx)}, doc! {"$inc": {"cv": 1_i64}})
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .session(&mut *s)
-            .await?;
-        let cv = match cv_doc.as_ref().and_then(|d| d.get_i64("cv").ok()).and_then(|n| u64::try_from(n).ok()) {
-            Some(n) => Cv(n),
-            None => return Ok(Step::Abort(Err(Error::internal("collection version counter is missing")))),
-        };
-        let (record, new_head, done) = c.outcome(cv);
-        let docs = (|| Ok::<_, Error>((version_doc(&record, &c.fingerprint)?, head_doc(&new_head)?)))();
-        let (vdoc, hdoc) = match docs {
-            Ok(d) => d,
-            Err(e) => return Ok(Step::Abort(Err(e))),
-        };
-        self.versions().insert_one(vdoc).session(&mut *s).await?;
-        self.heads().replace_one(doc! {"_id": obj_id(&c.key)}, hdoc).upsert(true).session(&mut *s).await?;
-        self.apply_counters(s, &c.counters).await?;
-        Ok(Step::Commit(done))
-    }
-
     /// One `$inc` per collection touched (one document holds a collection's counters).
-    async fn apply_counters(&self, s: &mut ClientSession, deltas: &[CounterDelta]) -> Result<(), MongoError> {
+    pub(crate) async fn apply_counters(
+        &self,
+        s: &mut ClientSession,
+        deltas: &[CounterDelta],
+    ) -> Result<(), MongoError> {
         let mut by_ctx: BTreeMap<String, Document> = BTreeMap::new();
         for d in deltas {
             let inc = by_ctx.entry(collection_record_prefix(&d.ctx)).or_default();
@@ -274,23 +246,38 @@ pub(crate) async fn commit_with_retry<S: CommitOnce>(
 }
 
 /// The commit a version document records, and the fingerprint of the request that wrote it.
-fn committed_by(stored: &Document) -> Result<(Committed, Checksum)> {
+pub(crate) fn committed_by(stored: &Document) -> Result<(Committed, Checksum)> {
     let v: VersionRecord = from_json(stored, "version")?;
     let fp = stored.get_str("fp").map_err(|e| corrupt("version", e)).and_then(Checksum::from_hex)?;
     Ok((Committed { key: v.key, ov: v.ov, cv: v.cv, at: v.at, replayed: true }, fp))
 }
 
-fn replay_answer(stored: &Document, fingerprint: &Checksum) -> Result<Committed> {
-    let (done, recorded) = committed_by(stored)?;
-    done.replay(&recorded, fingerprint)
-}
-
 #[async_trait]
 impl MetaStore for MongoStore {
     async fn commit(&self, commit: Commit) -> Result<Committed> {
+        commit.check()?;
+        let mut answers = self.commit_many(vec![commit]).await?;
+        answers.pop().unwrap_or_else(|| Err(Error::internal("a batch of one answered nothing")))
+    }
+
+    async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>> {
+        check_batch(&commits)?;
+        if commits.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Fast mode first for a lone commit or a batch of creates (see `commit.rs`).
+        let fast = commits.len() == 1 || commits.iter().all(|c| c.expected.is_none());
+        let careful = AtomicBool::new(!fast);
         self.bounded_txn("commit", async {
-            commit.check()?;
-            in_transaction!(self, "commit", |s| self.commit_attempt(s, &commit))
+            in_transaction!(self, "commit", |s| async {
+                match self.commit_many_attempt(s, &commits, careful.load(AtomicOrdering::Relaxed)).await? {
+                    Attempt::Done(step) => Ok(step),
+                    Attempt::Careful => {
+                        careful.store(true, AtomicOrdering::Relaxed);
+                        Ok(Step::Redo)
+                    }
+                }
+            })
         })
         .await
     }
@@ -701,7 +688,8 @@ impl CounterStore for MongoStore {
         self.bounded("counters reset", async {
             let id = collection_record_prefix(ctx);
             let result = match counters {
-                None => self.counters().delete_one(doc! {"_id": id}).await.map(|_| ()),
+                // The document also holds the collection's CV: only the counters go.
+                None => self.counters().update_one(doc! {"_id": id}, doc! {"$unset": {"c": ""}}).await.map(|_| ()),
                 Some(names) => {
                     let unset: Document =
                         names.iter().map(|n| (counter_field(n), Bson::String(String::new()))).collect();

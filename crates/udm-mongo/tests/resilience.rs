@@ -144,7 +144,7 @@ async fn commit_retries_stop_at_the_budget() {
     s.commit(commit(&k, None, Op::Create, ts(1), "first", &json!({}))).await.unwrap();
 
     let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
-    let cvs = client.database("udm_resilience").collection::<bson::Document>("udm_cvs");
+    let cvs = client.database("udm_resilience").collection::<bson::Document>("udm_collections");
     let mut holder = client.start_session().await.unwrap();
     holder.start_transaction().await.unwrap();
     let id = udm_core::layout::collection_record_prefix(&ctx);

@@ -98,6 +98,9 @@ pub trait LayeredMeta: Layered<Inner: MetaStore> {
     async fn commit(&self, commit: Commit) -> Result<Committed> {
         self.inner().commit(commit).await
     }
+    async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>> {
+        self.inner().commit_many(commits).await
+    }
     async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<(Committed, Checksum)>> {
         self.inner().find_request(ctx, request_id).await
     }
@@ -254,6 +257,9 @@ macro_rules! forward {
         impl<$($gen)*> MetaStore for $for {
             async fn commit(&self, commit: Commit) -> Result<Committed> {
                 <$via as $tr>::commit(self, commit).await
+            }
+            async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>> {
+                <$via as $tr>::commit_many(self, commits).await
             }
             async fn find_request(&self, ctx: &RouteContext, r: &RequestId) -> Result<Option<(Committed, Checksum)>> {
                 <$via as $tr>::find_request(self, ctx, r).await

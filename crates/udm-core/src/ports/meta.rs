@@ -391,6 +391,22 @@ pub trait MetaStore: Send + Sync + fmt::Debug {
     /// commit may or may not have happened — replaying it with the same request id is safe.
     async fn commit(&self, commit: Commit) -> Result<Committed>;
 
+    /// Group commit: commits a batch of versions of **one collection** in **one** atomic
+    /// transaction, as if each commit ran after the one before it (see
+    /// [`plan_batch`](super::plan_batch)), and answers **per item**, in batch order:
+    /// - an item whose request id was committed before — in the store or by an earlier item
+    ///   of this batch — is answered like [`MetaStore::commit`] answers a replay (same
+    ///   fingerprint: the earlier result with `replayed = true`; else `Conflict`);
+    /// - an item that fails [`Commit::check`] or its head check (an earlier item of the batch
+    ///   may have moved that head) is answered with that error and writes nothing;
+    /// - every other item commits: consecutive CVs in batch order, records, heads, request
+    ///   ids and counters — all of them or, on a store failure, none (the outer `Err`, a
+    ///   retryable `Unavailable` after which replaying the batch is safe).
+    ///
+    /// A batch of several collections or of more than [`MAX_BATCH`](super::MAX_BATCH)
+    /// commits is a validation error (outer); an empty batch commits nothing.
+    async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>>;
+
     /// The earlier result of `request_id` in this collection (`replayed = true`) and the
     /// fingerprint it was committed with, if it was committed.
     async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<(Committed, Checksum)>>;

@@ -14,6 +14,7 @@
 //! Every contract stated in these docs is a scenario of the conformance suite in
 //! `udm_testkit::conformance`.
 
+mod batch;
 mod blob;
 mod clock;
 mod counter;
@@ -21,6 +22,7 @@ mod layer;
 mod meta;
 mod queue;
 
+pub use batch::{Accepted, BatchPlan, BatchWrites, MAX_BATCH, check_batch, plan_batch};
 pub use blob::{
     BlobBody, BlobCapabilities, BlobListing, BlobMeta, BlobPage, BlobStore, ETag, MAX_KEY_BYTES, MAX_LIST_PAGE,
     PutMode, PutOptions, PutResult, check_key, check_prefix, check_presign_ttl, etag_mismatch, skip_past,

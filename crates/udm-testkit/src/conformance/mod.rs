@@ -18,6 +18,7 @@
 
 pub mod blob;
 pub mod counter;
+pub mod group;
 pub mod meta;
 pub mod meta_query;
 pub mod meta_v2;
@@ -65,6 +66,9 @@ macro_rules! conformance_tests {
         $crate::__conformance_cases!(meta_v2, $make;
             enumeration_pages_and_isolates_tenants, import_is_idempotent_and_never_moves_cvs_back,
             prune_leaves_readable_gaps);
+        $crate::__conformance_cases!(group, $make;
+            group_commit_assigns_consecutive_cvs, group_commit_answers_each_item,
+            group_commit_rejections_and_replays_change_nothing, group_commit_racing_batches);
     };
     (blob, $make:expr) => {
         $crate::__conformance_cases!(blob, $make;
