@@ -33,6 +33,10 @@ pub struct Stats {
     pub conflicts: u64,
     /// Writes answered by replaying a committed request id.
     pub replays: u64,
+    /// Metadata transactions run by the group committer.
+    pub commit_batches: u64,
+    /// Commits those transactions carried (÷ `commit_batches` = mean batch size).
+    pub batched_commits: u64,
 }
 
 /// Health of one pair.
@@ -136,6 +140,8 @@ impl Admin {
             snapshot_reads: s.snapshot_reads.get(),
             conflicts: s.conflicts.get(),
             replays: s.replays.get(),
+            commit_batches: s.commit_batches.get(),
+            batched_commits: s.batched_commits.get(),
         }
     }
 

@@ -34,6 +34,7 @@
 
 mod admin;
 mod build;
+mod commit;
 mod observe;
 mod ops;
 mod options;
@@ -56,7 +57,10 @@ use udm_router::Router;
 
 pub use admin::{Admin, BackendInfo, Counters, HealthReport, PairHealth, Stats};
 pub use build::{BackendFuture, Backends, BlobFactory, MetaFactory};
-pub use ops::{Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, Target, WriteOpts};
+pub use ops::{
+    BATCH_WRITE_CONCURRENCY, Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, Target, WriteItem,
+    WriteOpts,
+};
 pub use read::LIST_FETCH_CONCURRENCY;
 pub use record::{FailedItem, HardDeleteReport, ListPage, Record, RestoreOutcome, Written};
 pub use restore::{CollectionRestoreReport, CollectionTarget, RestoreProgress};
@@ -97,7 +101,8 @@ pub(crate) struct Inner {
     no_collection: CollectionRuntime,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) ids: Arc<dyn IdGenerator>,
-    pub(crate) stats: admin::StatCounters,
+    pub(crate) stats: Arc<admin::StatCounters>,
+    pub(crate) committer: commit::Committer,
     pub(crate) closed: AtomicBool,
 }
 
@@ -228,7 +233,8 @@ impl UdmBuilder {
                 no_collection: CollectionRuntime::default(),
                 clock,
                 ids,
-                stats: admin::StatCounters::default(),
+                stats: Arc::default(),
+                committer: commit::Committer::default(),
                 closed: AtomicBool::new(false),
             }),
         })

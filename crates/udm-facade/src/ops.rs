@@ -38,7 +38,10 @@ use crate::read::Lookup;
 use crate::record::{HardDeleteReport, ListPage, Record, RestoreOutcome, Written};
 use crate::write::Intent;
 
-pub use crate::options::{Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, Target, WriteOpts};
+pub use crate::options::{
+    BATCH_WRITE_CONCURRENCY, Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, Target, WriteItem,
+    WriteOpts,
+};
 
 impl Collection {
     pub(crate) fn new(inner: Arc<Inner>, ctx: RouteContext) -> Self {
@@ -97,6 +100,45 @@ impl Collection {
         let key = self.key(id)?;
         let request = self.request_id(&opts.write)?;
         self.write(Intent::enrich(key, patch, request, &opts)).await
+    }
+
+    /// Creates many objects: [`Collection::write_many`] of creates. One result per item, in
+    /// order.
+    ///
+    /// ```
+    /// # async fn demo(users: &udm_facade::Collection) {
+    /// use serde_json::json;
+    /// use udm_facade::WriteOpts;
+    /// let items = (0..3).map(|i| (json!({"n": i}), WriteOpts::id(&format!("u{i}")))).collect();
+    /// for result in users.create_many(items).await {
+    ///     let written = result.expect("created");
+    ///     assert_eq!(written.ov.get(), 1);
+    /// }
+    /// # }
+    /// ```
+    pub async fn create_many(&self, items: Vec<(Value, WriteOpts)>) -> Vec<Result<Written>> {
+        self.write_many(items.into_iter().map(|(data, opts)| WriteItem::Create { data, opts }).collect()).await
+    }
+
+    /// Runs many writes — each its own atomic write with its own request id, validation and
+    /// answer, in order — up to [`BATCH_WRITE_CONCURRENCY`] at a time. Their snapshot puts
+    /// run concurrently and their commits reach the metadata store together, so the group
+    /// committer commits them in a few transactions instead of one each. Items are not
+    /// ordered against each other: two items of the same object race as two callers would
+    /// (give them `expected` OVs, or put them in separate calls, to order them).
+    pub async fn write_many(&self, items: Vec<WriteItem>) -> Vec<Result<Written>> {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(items)
+            .map(|item| async move {
+                match item {
+                    WriteItem::Create { data, opts } => self.create(data, opts).await,
+                    WriteItem::Update { id, data, expected, opts } => self.update(&id, data, expected, opts).await,
+                    WriteItem::Delete { id, expected, opts } => self.delete(&id, expected, opts).await,
+                }
+            })
+            .buffered(BATCH_WRITE_CONCURRENCY)
+            .collect()
+            .await
     }
 
     /// Enriches many objects; one result per item, in order (each item is its own atomic write).

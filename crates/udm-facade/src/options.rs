@@ -52,6 +52,41 @@ impl WriteOpts {
     }
 }
 
+/// One write of a batch ([`Collection::write_many`]).
+#[derive(Debug, Clone)]
+pub enum WriteItem {
+    /// [`Collection::create`].
+    Create {
+        /// The data.
+        data: Value,
+        /// Id, actor, reason, request id.
+        opts: WriteOpts,
+    },
+    /// [`Collection::update`].
+    Update {
+        /// The object.
+        id: String,
+        /// The new data.
+        data: Value,
+        /// Optimistic lock.
+        expected: Option<Ov>,
+        /// Actor, reason, request id.
+        opts: WriteOpts,
+    },
+    /// [`Collection::delete`].
+    Delete {
+        /// The object.
+        id: String,
+        /// Optimistic lock.
+        expected: Option<Ov>,
+        /// Actor, reason, request id.
+        opts: WriteOpts,
+    },
+}
+
+/// How many writes of one batch call run at once ([`Collection::write_many`]).
+pub const BATCH_WRITE_CONCURRENCY: usize = 64;
+
 /// Options of an enrichment.
 #[derive(Debug, Clone, Default)]
 pub struct EnrichOpts {

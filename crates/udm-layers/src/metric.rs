@@ -14,6 +14,8 @@
 //! | `udm_snapshot_reads_total` | counter | | snapshots fetched from blob stores |
 //! | `udm_write_conflicts_total` | counter | | optimistic retries after a lost race |
 //! | `udm_write_replays_total` | counter | | writes answered by replaying a request id |
+//! | `udm_commit_batches_total` | counter | | metadata transactions the group committer ran |
+//! | `udm_batched_commits_total` | counter | | commits those transactions carried |
 //! | `udm_retries_total` | counter | `reason` | retries of a backend call ([`retry`]) |
 //!
 //! `port` is `meta`, `blob`, `queue` or `counter`; `op` the port method (`commit`, `put`, …)
@@ -48,6 +50,10 @@ pub const SNAPSHOT_READS_TOTAL: &str = "udm_snapshot_reads_total";
 pub const WRITE_CONFLICTS_TOTAL: &str = "udm_write_conflicts_total";
 /// Writes answered by replaying a committed request id.
 pub const WRITE_REPLAYS_TOTAL: &str = "udm_write_replays_total";
+/// Metadata transactions the facade's group committer ran.
+pub const COMMIT_BATCHES_TOTAL: &str = "udm_commit_batches_total";
+/// Commits carried by those transactions (÷ batches = mean batch size).
+pub const BATCHED_COMMITS_TOTAL: &str = "udm_batched_commits_total";
 /// Retries of a backend call (`reason`).
 pub const RETRIES_TOTAL: &str = "udm_retries_total";
 
@@ -58,6 +64,8 @@ pub fn describe() {
     describe_histogram!(OP_SECONDS, Unit::Seconds, "Latency of each UDM operation.");
     describe_counter!(OP_ERRORS_TOTAL, Unit::Count, "Failed UDM operations, by error kind.");
     describe_counter!(WRITES_TOTAL, Unit::Count, "Committed writes.");
+    describe_counter!(COMMIT_BATCHES_TOTAL, Unit::Count, "Metadata transactions run by the group committer.");
+    describe_counter!(BATCHED_COMMITS_TOTAL, Unit::Count, "Commits carried by group-commit transactions.");
     describe_counter!(READS_TOTAL, Unit::Count, "Reads served.");
     describe_counter!(SNAPSHOT_READS_TOTAL, Unit::Count, "Snapshots fetched from blob stores.");
     describe_counter!(WRITE_CONFLICTS_TOTAL, Unit::Count, "Optimistic write retries after a lost race.");
@@ -166,6 +174,10 @@ pub struct FacadeCounters {
     pub conflicts: EventCounter,
     /// Writes answered by replaying a request id.
     pub replays: EventCounter,
+    /// Metadata transactions the group committer ran.
+    pub commit_batches: EventCounter,
+    /// Commits those transactions carried.
+    pub batched_commits: EventCounter,
 }
 
 impl Default for FacadeCounters {
@@ -176,6 +188,8 @@ impl Default for FacadeCounters {
             snapshot_reads: EventCounter::new(SNAPSHOT_READS_TOTAL),
             conflicts: EventCounter::new(WRITE_CONFLICTS_TOTAL),
             replays: EventCounter::new(WRITE_REPLAYS_TOTAL),
+            commit_batches: EventCounter::new(COMMIT_BATCHES_TOTAL),
+            batched_commits: EventCounter::new(BATCHED_COMMITS_TOTAL),
         }
     }
 }

@@ -43,4 +43,6 @@ setups!(
     hard_delete,
     bad_input_changes_nothing,
     hot_object_writers,
+    many_creators_of_one_collection,
+    batch_writes_answer_per_item,
 );

@@ -8,7 +8,9 @@ use udm_facade::{
     WriteOpts,
 };
 
-pub(crate) use crate::concurrency::hot_object_writers;
+pub(crate) use crate::concurrency::{
+    batch_writes_answer_per_item, hot_object_writers, many_creators_of_one_collection,
+};
 use crate::setup::Env;
 
 fn users(env: &Env) -> Collection {
