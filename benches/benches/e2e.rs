@@ -4,6 +4,7 @@
 //!
 //! Run: `cargo xtask bench` (starts the servers), or with servers up:
 //! `cargo bench -p udm-benches --bench e2e`. Writes `target/bench/e2e.json`.
+//! `UDM_BENCH_E2E_ONLY=lists` or `=concurrency` runs only that section.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,9 @@ use aws_sdk_s3::config::{BehaviorVersion, Builder, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 use mongodb::bson::{Document, doc};
 use serde_json::json;
+
+#[path = "e2e/concurrency.rs"]
+mod concurrency;
 
 const WARMUP: usize = 30;
 const ITERS: usize = 300;
@@ -260,6 +264,9 @@ async fn main() {
     let endpoint = udm_testkit::services::s3_endpoint();
     // `UDM_BENCH_E2E_ONLY=lists` runs only the list section (the others take a few minutes).
     let only_lists = std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "lists");
+    if std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "concurrency") {
+        return save(&concurrency::run(&uri, &endpoint).await, "e2e-concurrency.json");
+    }
     let mut all = Vec::new();
     if !only_lists {
         all.extend(mongo(&uri).await);
@@ -287,11 +294,19 @@ async fn main() {
         report.insert(s.name.to_owned(), s.json());
     }
     report.extend(list_extra);
+    if !only_lists {
+        report.extend(concurrency::run(&uri, &endpoint).await);
+    }
+    // A partial run does not overwrite the full report.
+    save(&report, if only_lists { "e2e-lists.json" } else { "e2e.json" });
+}
+
+/// Writes the JSON report to `target/bench/<file>`.
+fn save(report: &serde_json::Map<String, serde_json::Value>, file: &str) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).expect("bench dir");
-    // A partial run does not overwrite the full report.
-    let path = dir.join(if only_lists { "e2e-lists.json" } else { "e2e.json" });
-    std::fs::write(&path, serde_json::to_string_pretty(&report).expect("json")).expect("write report");
+    let path = dir.join(file);
+    std::fs::write(&path, serde_json::to_string_pretty(report).expect("json")).expect("write report");
     println!("written to {}", path.display());
 }
 

@@ -9,7 +9,7 @@
 //! <t>/<d>/<c>/objects/<id>/versions/<ov:020>.<request id>.json   snapshot envelope
 //! <t>/<d>/<c>/objects/<id>/index/<segment:020>.json  shadow version-index segment
 //! <t>/<d>/<c>/content/<id>/<blake3>                  externalized binary field
-//! <t>/<d>/<c>/cvlog/<cv:020>.json                    commit log entry (CV -> object, OV)
+//! <t>/<d>/<c>/log/<cv:020>-<cv:020>.json            commit log segment (see crate::shadow)
 //! <t>/<d>/<c>/backups/<label>                        backups
 //! ```
 //!
@@ -84,9 +84,15 @@ impl Layout {
         format!("{}{hash}", self.content_prefix(key))
     }
 
-    /// The commit-log entry of collection version `cv`.
-    pub fn cv_log(&self, ctx: &RouteContext, cv: Cv) -> String {
-        format!("{}cvlog/{:020}.json", self.collection_prefix(ctx), cv.0)
+    /// The commit-log segment covering CVs `first..=last` of a collection
+    /// ([`crate::shadow`]): names sort in CV order.
+    pub fn log_segment(&self, ctx: &RouteContext, first: Cv, last: Cv) -> String {
+        format!("{}{:020}-{:020}.json", self.log_prefix(ctx), first.0, last.0)
+    }
+
+    /// Where a collection's commit-log segments live.
+    pub fn log_prefix(&self, ctx: &RouteContext) -> String {
+        format!("{}log/", self.collection_prefix(ctx))
     }
 
     /// A backup of a collection.

@@ -39,6 +39,7 @@ pub mod query;
 pub mod retention;
 pub mod retry;
 pub mod route_key;
+pub mod shadow;
 pub mod time;
 pub mod validate;
 pub mod version;

@@ -132,7 +132,10 @@ fn key_layout_is_pinned() {
     let hash = ContentHash::of(b"hello");
     assert_eq!(plain.content(&k, &hash), format!("acme/crm/users/content/u-42/{hash}"));
     assert_eq!(hash.to_string(), "ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f");
-    assert_eq!(plain.cv_log(&k.ctx, Cv(7)), "acme/crm/users/cvlog/00000000000000000007.json");
+    assert_eq!(
+        plain.log_segment(&k.ctx, Cv(7), Cv(9)),
+        "acme/crm/users/log/00000000000000000007-00000000000000000009.json"
+    );
     assert_eq!(plain.backup(&k.ctx, &Name::new("2026-11-21").unwrap()), "acme/crm/users/backups/2026-11-21");
     let prefixed = Layout::new(Some(Name::new("udm").unwrap()));
     assert_eq!(

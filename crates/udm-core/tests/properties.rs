@@ -67,7 +67,7 @@ proptest! {
         let tenant = l.tenant_prefix(&ctx.tenant);
         let content = ContentHash::of(b"x");
         let req = udm_core::RequestId::new("req-1.a").unwrap();
-        for k in [l.snapshot(&key, ov, &req), l.index_segment(&key, ov), l.content(&key, &content), l.cv_log(&ctx, udm_core::Cv(ov.get()))] {
+        for k in [l.snapshot(&key, ov, &req), l.index_segment(&key, ov), l.content(&key, &content), l.log_segment(&ctx, udm_core::Cv(ov.get()), udm_core::Cv(ov.get() + 1))] {
             prop_assert!(k.starts_with(&tenant), "{k} escapes {tenant}");
             prop_assert!(k.split('/').all(|s| !s.is_empty() && s != "." && s != ".."), "{k}");
             prop_assert!(udm_core::ports::check_key(&k).is_ok(), "{k}");
