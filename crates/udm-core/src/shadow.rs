@@ -48,6 +48,19 @@ pub struct LogEntry {
     pub fingerprint: Checksum,
 }
 
+/// What the shadow log of a collection lacks ([`MetaStore::shadow_pending`](crate::ports::MetaStore::shadow_pending)):
+/// the committed versions with a CV in `after + 1 ..= upto`, in CV order (versions pruned or
+/// hard-deleted since their commit are absent). `after == upto` means the log is complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowPending {
+    /// The logged watermark: every version up to this CV is in the log.
+    pub after: Cv,
+    /// The last CV this batch covers.
+    pub upto: Cv,
+    /// The versions to log.
+    pub entries: Vec<LogEntry>,
+}
+
 /// A decoded, verified segment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogSegment {

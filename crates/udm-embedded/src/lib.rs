@@ -21,6 +21,7 @@
 
 mod meta;
 mod queue;
+mod shadow;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,10 @@ pub(crate) const REQUESTS: TableDefinition<'static, &'static str, &'static str> 
 /// `<object record id>/<request id>` → "": which requests belong to an object (hard delete).
 pub(crate) const REQUESTS_BY_OBJECT: TableDefinition<'static, &'static str, &'static str> =
     TableDefinition::new("requests_by_object");
+/// Version record ids by CV: `<collection prefix><cv:020>` → version record id.
+pub(crate) const BY_CV: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("by_cv");
+/// The shadow log's watermark per collection prefix.
+pub(crate) const LOGGED: TableDefinition<'static, &'static str, u64> = TableDefinition::new("logged");
 pub(crate) const COUNTERS: TableDefinition<'static, &'static str, i64> = TableDefinition::new("counters");
 pub(crate) const JOBS: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("jobs");
 pub(crate) const QUEUE: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("queue");
@@ -92,6 +97,8 @@ impl EmbeddedStore {
             tx.open_table(REQUESTS).map_err(db_err)?;
             tx.open_table(REQUESTS_BY_OBJECT).map_err(db_err)?;
             tx.open_table(COUNTERS).map_err(db_err)?;
+            tx.open_table(BY_CV).map_err(db_err)?;
+            tx.open_table(LOGGED).map_err(db_err)?;
             tx.open_table(JOBS).map_err(db_err)?;
             tx.open_table(QUEUE).map_err(db_err)?;
         }

@@ -31,27 +31,31 @@ use udm_core::ports::{
 use udm_core::query::{
     Cursor, HeadQuery, HistoryQuery, Order, Page, check_head_query, check_limit, history_cursor, select_heads, sort_cmp,
 };
+use udm_core::shadow::ShadowPending;
+
+use crate::shadow::{backlog_in, cv_key, pending_in};
 use udm_core::version::SnapshotRef;
 use udm_core::{
     Checksum, Cv, Head, Name, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord,
 };
 
 use crate::{
-    COUNTERS, CVS, EmbeddedStore, HEADS, JOBS, REQUESTS, REQUESTS_BY_OBJECT, VERSIONS, db_err, decode, encode,
+    BY_CV, COUNTERS, CVS, EmbeddedStore, HEADS, JOBS, LOGGED, REQUESTS, REQUESTS_BY_OBJECT, VERSIONS, db_err, decode,
+    encode,
 };
 
 /// A committed request: its result and payload fingerprint.
 #[derive(Serialize, Deserialize)]
-struct RequestRecord {
-    done: Committed,
-    fingerprint: Checksum,
+pub(crate) struct RequestRecord {
+    pub(crate) done: Committed,
+    pub(crate) fingerprint: Checksum,
 }
 
-fn request_key(ctx: &RouteContext, request: &RequestId) -> String {
+pub(crate) fn request_key(ctx: &RouteContext, request: &RequestId) -> String {
     format!("{}{request}", collection_record_prefix(ctx))
 }
 
-fn get_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
     t: &impl ReadableTable<&'static str, &'static str>,
     key: &str,
     what: &str,
@@ -165,9 +169,12 @@ fn commit_many_in(tx: &WriteTransaction, commits: &[Commit]) -> Result<Vec<Resul
     cvs.insert(prefix.as_str(), w.last_cv.0).map_err(db_err)?;
     let mut versions = tx.open_table(VERSIONS).map_err(db_err)?;
     let mut by_object = tx.open_table(REQUESTS_BY_OBJECT).map_err(db_err)?;
+    let mut by_cv = tx.open_table(BY_CV).map_err(db_err)?;
     for a in &w.accepted {
         let r = &a.record;
-        versions.insert(version_record_id(&r.key, r.ov).as_str(), encode(r)?.as_str()).map_err(db_err)?;
+        let vid = version_record_id(&r.key, r.ov);
+        versions.insert(vid.as_str(), encode(r)?.as_str()).map_err(db_err)?;
+        by_cv.insert(cv_key(&prefix, r.cv).as_str(), vid.as_str()).map_err(db_err)?;
         let req_key = request_key(ctx, &r.provenance.request_id);
         let req = RequestRecord { done: a.done.clone(), fingerprint: a.fingerprint };
         requests.insert(req_key.as_str(), encode(&req)?.as_str()).map_err(db_err)?;
@@ -238,6 +245,8 @@ fn import_in(tx: &WriteTransaction, versions: &[ImportedVersion]) -> Result<Impo
             out.heads_moved += 1;
         }
         records.insert(vid.as_str(), encode(r)?.as_str()).map_err(db_err)?;
+        let prefix = collection_record_prefix(&r.key.ctx);
+        tx.open_table(BY_CV).map_err(db_err)?.insert(cv_key(&prefix, r.cv).as_str(), vid.as_str()).map_err(db_err)?;
         if recorded.is_none() {
             let req = RequestRecord { done: v.committed(), fingerprint: v.fingerprint };
             requests.insert(req_key.as_str(), encode(&req)?.as_str()).map_err(db_err)?;
@@ -271,6 +280,13 @@ fn prune_in(tx: &WriteTransaction, key: &ObjectKey, ovs: &[Ov]) -> Result<Vec<Sn
 }
 
 /// The collections of a tenant (`prefix` = `<tenant>/` or `<tenant>/<db>/`) that have a head.
+/// The collection of a record prefix `<tenant>/<db>/<collection>/`.
+pub(crate) fn parse_prefix(prefix: &str) -> Option<RouteContext> {
+    let parts: Vec<&str> = prefix.trim_end_matches('/').split('/').collect();
+    let [t, d, c] = parts[..] else { return None };
+    RouteContext::new(t, d, c).ok()
+}
+
 fn collections_in(tx: &redb::ReadTransaction, prefix: &str) -> Result<Vec<RouteContext>> {
     let cvs = tx.open_table(CVS).map_err(db_err)?;
     let heads = tx.open_table(HEADS).map_err(db_err)?;
@@ -281,9 +297,7 @@ fn collections_in(tx: &redb::ReadTransaction, prefix: &str) -> Result<Vec<RouteC
         if !coll.starts_with(prefix) {
             break;
         }
-        let parts: Vec<&str> = coll.trim_end_matches('/').split('/').collect();
-        let [t, d, c] = parts[..] else { continue };
-        let Ok(ctx) = RouteContext::new(t, d, c) else { continue };
+        let Some(ctx) = parse_prefix(coll) else { continue };
         let first = heads.range(coll..).map_err(db_err)?.next().transpose().map_err(db_err)?;
         if first.is_some_and(|(hk, _)| hk.value().starts_with(coll)) {
             out.push(ctx);
@@ -473,6 +487,31 @@ impl MetaStore for EmbeddedStore {
             return Ok(Vec::new());
         }
         self.write(move |tx| commit_many_in(tx, &commits)).await
+    }
+
+    async fn shadow_backlog(&self, after: Option<&str>, limit: usize) -> Result<Page<RouteContext>> {
+        check_limit(limit)?;
+        let after = after.map(str::to_owned);
+        self.read(move |tx| backlog_in(tx, after.as_deref(), limit)).await
+    }
+
+    async fn shadow_pending(&self, ctx: &RouteContext, limit: usize) -> Result<ShadowPending> {
+        check_limit(limit)?;
+        let ctx = ctx.clone();
+        self.read(move |tx| pending_in(tx, &ctx, limit)).await
+    }
+
+    async fn shadow_logged(&self, ctx: &RouteContext, upto: Cv) -> Result<()> {
+        let prefix = collection_record_prefix(ctx);
+        self.write(move |tx| {
+            let mut t = tx.open_table(LOGGED).map_err(db_err)?;
+            let now = t.get(prefix.as_str()).map_err(db_err)?.map_or(0, |v| v.value());
+            if upto.0 > now {
+                t.insert(prefix.as_str(), upto.0).map_err(db_err)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<(Committed, Checksum)>> {

@@ -171,6 +171,7 @@ answers!(
     Vec<QueueEntry>,
     QueueStats,
     BTreeMap<String, i64>,
+    udm_core::shadow::ShadowPending,
 );
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use udm_core::ports::{
 };
 use udm_core::query::{HeadQuery, HistoryQuery, Page};
 use udm_core::retry::NextStep;
+use udm_core::shadow::ShadowPending;
 use udm_core::version::SnapshotRef;
 use udm_core::{
     Checksum, Cv, Head, Name, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord,
@@ -92,6 +93,15 @@ impl<S: MetaStore, I: Interceptor> LayeredMeta for Intercepted<S, I> {
             None => call,
         };
         self.interceptor.intercept(call, || self.inner.commit_many(commits)).await
+    }
+    async fn shadow_backlog(&self, after: Option<&str>, limit: usize) -> Result<Page<RouteContext>> {
+        self.interceptor.intercept(meta("shadow_backlog"), || self.inner.shadow_backlog(after, limit)).await
+    }
+    async fn shadow_pending(&self, ctx: &RouteContext, limit: usize) -> Result<ShadowPending> {
+        self.interceptor.intercept(meta("shadow_pending").ctx(ctx), || self.inner.shadow_pending(ctx, limit)).await
+    }
+    async fn shadow_logged(&self, ctx: &RouteContext, upto: Cv) -> Result<()> {
+        self.interceptor.intercept(meta("shadow_logged").ctx(ctx), || self.inner.shadow_logged(ctx, upto)).await
     }
     async fn find_request(&self, ctx: &RouteContext, r: &RequestId) -> Result<Option<(Committed, Checksum)>> {
         let call = meta("find_request").ctx(ctx).request_id(r);

@@ -5,11 +5,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use udm_core::counters::CounterDelta;
+use udm_core::layout::collection_record_prefix;
 use udm_core::ports::{
     Commit, Committed, CounterStore, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, ShrinkPolicy,
     ShrinkStats, check_prune, parse_object_cursor, plan_batch, select_collections,
 };
 use udm_core::query::{HeadQuery, HistoryQuery, Page, check_limit, select_heads, select_history};
+use udm_core::shadow::{LogEntry, ShadowPending};
 use udm_core::version::SnapshotRef;
 use udm_core::{
     Checksum, Cv, Error, Head, Name, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord,
@@ -23,6 +25,8 @@ struct State {
     requests: HashMap<(RouteContext, RequestId), (Committed, Checksum)>,
     counters: BTreeMap<RouteContext, BTreeMap<String, i64>>,
     jobs: HashMap<String, JobRecord>,
+    /// The shadow log's watermark per collection.
+    logged: HashMap<RouteContext, Cv>,
 }
 
 /// Metadata + counters in process memory: the reference implementation of the
@@ -86,6 +90,50 @@ impl MetaStore for MemoryMeta {
         }
         apply_counters(&mut s.counters, &w.counters);
         Ok(w.answers)
+    }
+
+    async fn shadow_backlog(&self, after: Option<&str>, limit: usize) -> Result<Page<RouteContext>> {
+        check_limit(limit)?;
+        let s = self.lock();
+        let mut behind: Vec<(String, RouteContext)> = s
+            .cvs
+            .iter()
+            .filter(|(ctx, cv)| s.logged.get(*ctx).copied().unwrap_or(Cv::ZERO) < **cv)
+            .map(|(ctx, _)| (collection_record_prefix(ctx), ctx.clone()))
+            .filter(|(p, _)| after.is_none_or(|a| p.as_str() > a))
+            .collect();
+        behind.sort();
+        behind.truncate(limit + 1);
+        let items = behind.into_iter().map(|(_, ctx)| ctx).collect();
+        Ok(Page::from_overfetch(items, limit, collection_record_prefix))
+    }
+
+    async fn shadow_pending(&self, ctx: &RouteContext, limit: usize) -> Result<ShadowPending> {
+        check_limit(limit)?;
+        let s = self.lock();
+        let after = s.logged.get(ctx).copied().unwrap_or(Cv::ZERO);
+        let cv = s.cvs.get(ctx).copied().unwrap_or(Cv::ZERO);
+        let upto = Cv(cv.0.min(after.0.saturating_add(limit as u64))).max(after);
+        let mut entries: Vec<LogEntry> = s
+            .versions
+            .iter()
+            .filter(|(k, _)| &k.ctx == ctx)
+            .flat_map(|(_, records)| records.iter().filter(|r| r.cv > after && r.cv <= upto))
+            .map(|r| {
+                let fp = s.requests.get(&(ctx.clone(), r.provenance.request_id.clone())).map(|(_, fp)| *fp);
+                fp.map(|fingerprint| LogEntry { record: r.clone(), fingerprint })
+                    .ok_or_else(|| Error::internal(format!("{} of {} has no request record", r.ov, r.key)))
+            })
+            .collect::<Result<_>>()?;
+        entries.sort_by_key(|e| e.record.cv);
+        Ok(ShadowPending { after, upto, entries })
+    }
+
+    async fn shadow_logged(&self, ctx: &RouteContext, upto: Cv) -> Result<()> {
+        let mut s = self.lock();
+        let w = s.logged.entry(ctx.clone()).or_insert(Cv::ZERO);
+        *w = (*w).max(upto);
+        Ok(())
     }
 
     async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<(Committed, Checksum)>> {

@@ -95,7 +95,10 @@ impl MongoStore {
         }
         let updated = self
             .cvs()
-            .find_one_and_update(doc! {"_id": collection_record_prefix(ctx)}, doc! {"$inc": inc})
+            .find_one_and_update(
+                doc! {"_id": collection_record_prefix(ctx)},
+                doc! {"$inc": inc, "$set": {"dirty": true}},
+            )
             .upsert(true)
             .return_document(ReturnDocument::After)
             .session(&mut *s)

@@ -125,6 +125,7 @@ pub(crate) fn version_doc(v: &VersionRecord, fingerprint: &udm_core::Checksum) -
     Ok(doc! {
         "_id": version_record_id(&v.key, v.ov),
         "obj": head_record_id(&v.key),
+        "ctx": udm_core::layout::collection_record_prefix(&v.key.ctx),
         "ov": to_i64(v.ov.get(), "ov")?,
         "cv": to_i64(v.cv.0, "cv")?,
         "at": v.at.as_millis(),

@@ -42,6 +42,7 @@ mod lookup;
 mod meta;
 mod queue;
 mod runtime;
+mod shadow;
 
 use std::fmt;
 use std::sync::Arc;
@@ -312,8 +313,8 @@ impl MongoStore {
                 vec![
                     ix(doc! {"obj": 1, "ov": 1}, true),
                     ix(doc! {"req": 1}, true),
-                    ix(doc! {"obj": 1, "at": 1, "ov": 1}, false),
-                    ix(doc! {"obj": 1, "cv": 1}, false),
+                    // The shadow log's flusher reads a collection's versions by CV range.
+                    ix(doc! {"ctx": 1, "cv": 1}, false),
                 ],
             ),
             (self.queue(), vec![ix(doc! {"state": 1, "next_at": 1, "_id": 1}, false)]),

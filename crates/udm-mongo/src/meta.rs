@@ -16,6 +16,7 @@ use udm_core::ports::{
     ShrinkStats, check_batch, check_prune, parse_object_cursor, select_collections,
 };
 use udm_core::query::{Cursor, HeadQuery, HistoryQuery, Order, Page, check_head_query, check_limit, select_heads};
+use udm_core::shadow::ShadowPending;
 use udm_core::version::SnapshotRef;
 use udm_core::{
     Checksum, Cv, Error, Head, Name, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord,
@@ -280,6 +281,20 @@ impl MetaStore for MongoStore {
             })
         })
         .await
+    }
+
+    async fn shadow_backlog(&self, after: Option<&str>, limit: usize) -> Result<Page<RouteContext>> {
+        check_limit(limit)?;
+        self.bounded("shadow backlog", self.backlog(after, limit)).await
+    }
+
+    async fn shadow_pending(&self, ctx: &RouteContext, limit: usize) -> Result<ShadowPending> {
+        check_limit(limit)?;
+        self.bounded("shadow pending", self.pending(ctx, limit)).await
+    }
+
+    async fn shadow_logged(&self, ctx: &RouteContext, upto: Cv) -> Result<()> {
+        self.bounded("shadow logged", self.logged(ctx, upto)).await
     }
 
     async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<(Committed, Checksum)>> {
@@ -588,7 +603,10 @@ impl MongoStore {
             self.versions().insert_one(vdoc).session(&mut *s).await?;
             let cv = or_abort!(to_i64(r.cv.0, "cv"));
             self.cvs()
-                .update_one(doc! {"_id": collection_record_prefix(&r.key.ctx)}, doc! {"$max": {"cv": cv}})
+                .update_one(
+                    doc! {"_id": collection_record_prefix(&r.key.ctx)},
+                    doc! {"$max": {"cv": cv}, "$set": {"dirty": true}},
+                )
                 .upsert(true)
                 .session(&mut *s)
                 .await?;

@@ -65,6 +65,7 @@ use crate::error::Result;
 use crate::id::{Name, ObjectId, ObjectKey, RequestId, RouteContext};
 use crate::query::{HeadQuery, HistoryQuery, Page};
 use crate::retry::NextStep;
+use crate::shadow::ShadowPending;
 use crate::time::Timestamp;
 use crate::version::{Cv, Head, Ov, SnapshotRef, VersionRecord};
 
@@ -100,6 +101,15 @@ pub trait LayeredMeta: Layered<Inner: MetaStore> {
     }
     async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>> {
         self.inner().commit_many(commits).await
+    }
+    async fn shadow_backlog(&self, after: Option<&str>, limit: usize) -> Result<Page<RouteContext>> {
+        self.inner().shadow_backlog(after, limit).await
+    }
+    async fn shadow_pending(&self, ctx: &RouteContext, limit: usize) -> Result<ShadowPending> {
+        self.inner().shadow_pending(ctx, limit).await
+    }
+    async fn shadow_logged(&self, ctx: &RouteContext, upto: Cv) -> Result<()> {
+        self.inner().shadow_logged(ctx, upto).await
     }
     async fn find_request(&self, ctx: &RouteContext, request_id: &RequestId) -> Result<Option<(Committed, Checksum)>> {
         self.inner().find_request(ctx, request_id).await
@@ -260,6 +270,15 @@ macro_rules! forward {
             }
             async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>> {
                 <$via as $tr>::commit_many(self, commits).await
+            }
+            async fn shadow_backlog(&self, after: Option<&str>, limit: usize) -> Result<Page<RouteContext>> {
+                <$via as $tr>::shadow_backlog(self, after, limit).await
+            }
+            async fn shadow_pending(&self, ctx: &RouteContext, limit: usize) -> Result<ShadowPending> {
+                <$via as $tr>::shadow_pending(self, ctx, limit).await
+            }
+            async fn shadow_logged(&self, ctx: &RouteContext, upto: Cv) -> Result<()> {
+                <$via as $tr>::shadow_logged(self, ctx, upto).await
             }
             async fn find_request(&self, ctx: &RouteContext, r: &RequestId) -> Result<Option<(Committed, Checksum)>> {
                 <$via as $tr>::find_request(self, ctx, r).await

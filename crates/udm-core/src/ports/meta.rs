@@ -11,6 +11,7 @@ use crate::counters::CounterDelta;
 use crate::error::{Error, Result};
 use crate::id::{Name, ObjectId, ObjectKey, RequestId, RouteContext};
 use crate::query::{HeadQuery, HistoryQuery, Page};
+use crate::shadow::ShadowPending;
 use crate::time::Timestamp;
 use crate::version::{Cv, DevShadow, Head, Op, Ov, Provenance, SnapshotRef, SystemHeader, VersionRecord};
 
@@ -488,6 +489,23 @@ pub trait MetaStore: Send + Sync + fmt::Debug {
     /// `version_at`/`version_at_cv` answer the last remaining version satisfying them, and
     /// `history` skips the pruned OVs.
     async fn prune(&self, key: &ObjectKey, ovs: &[Ov]) -> Result<Vec<SnapshotRef>>;
+
+    /// A page of the collections whose shadow commit log may lag (committed versions with a
+    /// CV above the collection's logged watermark, [`crate::shadow`]), of every tenant, in
+    /// record-prefix order ([`collection_record_prefix`](crate::layout::collection_record_prefix)),
+    /// strictly after the cursor `after` (a [`Page::next`]), at most `limit` (`1..=1000`,
+    /// else a validation error). After a crash, these are what a repair pass flushes. A
+    /// collection may stay listed until a flush confirms it caught up.
+    async fn shadow_backlog(&self, after: Option<&str>, limit: usize) -> Result<Page<RouteContext>>;
+
+    /// The committed versions of `ctx` the shadow log lacks: those with a CV above the logged
+    /// watermark, up to `limit` CVs past it (`1..=1000`, else a validation error), in CV
+    /// order, each with the fingerprint of its request.
+    async fn shadow_pending(&self, ctx: &RouteContext, limit: usize) -> Result<ShadowPending>;
+
+    /// Records that the shadow log of `ctx` holds every committed version up to CV `upto`.
+    /// The watermark never moves backwards (a lower `upto` is a no-op).
+    async fn shadow_logged(&self, ctx: &RouteContext, upto: Cv) -> Result<()>;
 
     /// Stores (replaces) a job's progress record.
     async fn save_job(&self, job: &JobRecord) -> Result<()>;

@@ -20,7 +20,11 @@ fn entry(id: &str, ov: u64, cv: u64) -> LogEntry {
             cv: Cv(cv),
             op: if ov == 1 { Op::Create } else { Op::Update },
             at: Timestamp::from_millis(cv as i64).unwrap(),
-            provenance: Provenance { actor: Some("a".into()), reason: None, request_id: RequestId::new(&request).unwrap() },
+            provenance: Provenance {
+                actor: Some("a".into()),
+                reason: None,
+                request_id: RequestId::new(&request).unwrap(),
+            },
             snapshot: SnapshotRef {
                 key: format!("snap/{request}"),
                 checksum: Checksum::of_bytes(request.as_bytes()),
@@ -41,7 +45,10 @@ fn segments_round_trip_and_pin_their_bytes() {
     assert!(bytes.starts_with(br#"{"ctx":{"#), "canonical: keys sorted");
     let s = LogSegment::decode(&bytes).unwrap();
     assert_eq!((s.first, s.last, s.entries), (Cv(1), Cv(4), entries));
-    assert_eq!(LogSegment::encode(&ctx(), Cv(1), Cv(4), vec![entry("a", 1, 1), entry("b", 1, 2), entry("a", 2, 4)]).unwrap(), bytes);
+    assert_eq!(
+        LogSegment::encode(&ctx(), Cv(1), Cv(4), vec![entry("a", 1, 1), entry("b", 1, 2), entry("a", 2, 4)]).unwrap(),
+        bytes
+    );
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub mod meta;
 pub mod meta_query;
 pub mod meta_v2;
 pub mod queue;
+pub mod shadow;
 
 use std::sync::Arc;
 
@@ -69,6 +70,7 @@ macro_rules! conformance_tests {
         $crate::__conformance_cases!(group, $make;
             group_commit_assigns_consecutive_cvs, group_commit_answers_each_item,
             group_commit_rejections_and_replays_change_nothing, group_commit_racing_batches);
+        $crate::__conformance_cases!(shadow, $make; shadow_log_lists_what_it_lacks);
     };
     (blob, $make:expr) => {
         $crate::__conformance_cases!(blob, $make;
