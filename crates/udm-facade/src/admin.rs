@@ -145,6 +145,28 @@ impl Admin {
         }
     }
 
+    /// The repair pass of the shadow commit log ([`udm_core::shadow`]): on every pair, writes
+    /// the log segments of every collection whose log lags its commits (after a crash, or a
+    /// blob store outage during a flush), and reports what it wrote. Idempotent; safe while
+    /// writes run. `Udm` runs it in the background when it is built.
+    ///
+    /// ```
+    /// # async fn demo(udm: &udm_facade::Udm) -> udm_core::Result<()> {
+    /// let report = udm.admin().flush_shadow().await?;
+    /// println!("{} versions logged in {} segments", report.versions, report.segments);
+    /// # Ok(()) }
+    /// ```
+    pub async fn flush_shadow(&self) -> Result<crate::FlushReport> {
+        let mut total = crate::FlushReport::default();
+        for pair in 0..self.inner.pairs.len() {
+            let r = crate::shadow::flush_backlog(&self.inner.shadow_target(pair)).await?;
+            total.collections += r.collections;
+            total.segments += r.segments;
+            total.versions += r.versions;
+        }
+        Ok(total)
+    }
+
     /// Removes dev shadows older than the configured TTL or larger than the configured cap
     /// (in `ctx`, or everywhere); with `dry_run`, only reports.
     pub async fn shrink(&self, ctx: Option<&RouteContext>, dry_run: bool) -> Result<ShrinkStats> {

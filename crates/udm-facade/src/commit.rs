@@ -25,6 +25,7 @@ use udm_core::ports::{Commit, Committed, MAX_BATCH, MetaStore};
 use udm_core::{Error, Result, RouteContext};
 
 use crate::admin::StatCounters;
+use crate::shadow::{Flusher, Target};
 
 type Reply = oneshot::Sender<Result<Committed>>;
 
@@ -35,15 +36,17 @@ type Lanes = HashMap<(usize, RouteContext), Vec<(Commit, Reply)>>;
 #[derive(Debug, Default)]
 pub(crate) struct Committer {
     lanes: Arc<Mutex<Lanes>>,
+    /// Told about every batch that committed something.
+    flusher: Flusher,
 }
 
 impl Committer {
-    /// Commits `commit` on pair `pair` (whose metadata store is `meta`) in the next batch of
-    /// its lane, and answers as [`MetaStore::commit`] would.
+    /// Commits `commit` on pair `pair` (whose stores are `target`) in the next batch of its
+    /// lane, and answers as [`MetaStore::commit`] would.
     pub(crate) async fn commit(
         &self,
         pair: usize,
-        meta: &Arc<dyn MetaStore>,
+        target: &Target,
         stats: &Arc<StatCounters>,
         commit: Commit,
     ) -> Result<Committed> {
@@ -63,7 +66,8 @@ impl Committer {
             }
         };
         if start {
-            tokio::spawn(drain(self.lanes.clone(), lane, meta.clone(), stats.clone()));
+            let lanes = self.lanes.clone();
+            tokio::spawn(drain(lanes, lane, target.clone(), self.flusher.clone(), stats.clone()));
         }
         rx.await.unwrap_or_else(|_| Err(Error::internal("the group committer stopped before answering")))
     }
@@ -73,9 +77,11 @@ impl Committer {
 async fn drain(
     lanes: Arc<Mutex<Lanes>>,
     lane: (usize, RouteContext),
-    meta: Arc<dyn MetaStore>,
+    target: Target,
+    flusher: Flusher,
     stats: Arc<StatCounters>,
 ) {
+    let meta = &target.meta;
     loop {
         let batch = {
             let mut all = lanes.lock().unwrap_or_else(PoisonError::into_inner);
@@ -106,6 +112,9 @@ async fn drain(
                 Err(e) => vec![Err(e); n],
             }
         };
+        if answers.iter().any(|a| a.as_ref().is_ok_and(|c| !c.replayed)) {
+            flusher.notify(lane.0, &lane.1, &target);
+        }
         for (reply, answer) in replies.into_iter().zip(answers) {
             // A writer that stopped waiting is not an error of the batch.
             let _ = reply.send(answer);

@@ -42,6 +42,7 @@ mod read;
 mod record;
 mod restore;
 mod runtime;
+mod shadow;
 mod write;
 
 use std::sync::Arc;
@@ -65,6 +66,7 @@ pub use read::LIST_FETCH_CONCURRENCY;
 pub use record::{FailedItem, HardDeleteReport, ListPage, Record, RestoreOutcome, Written};
 pub use restore::{CollectionRestoreReport, CollectionTarget, RestoreProgress};
 pub use runtime::{OsEntropy, SystemClock};
+pub use shadow::{FLUSH_BATCH, FlushReport};
 
 /// One backend pair: a metadata store (with its counters) and the blob stores for snapshots
 /// and externalized content.
@@ -112,6 +114,12 @@ impl Inner {
         self.config
             .collection_index(ctx.tenant.as_str(), ctx.db.as_str(), ctx.collection.as_str())
             .map_or(&self.no_collection, |i| &self.collections[i])
+    }
+
+    /// Pair `pair`'s stores as the shadow log flusher needs them.
+    pub(crate) fn shadow_target(&self, pair: usize) -> shadow::Target {
+        let p = &self.pairs[pair];
+        shadow::Target { meta: p.meta.clone(), json: p.json.clone(), layout: self.layout.clone() }
     }
 
     pub(crate) fn check_open(&self) -> Result<()> {
@@ -223,7 +231,7 @@ impl UdmBuilder {
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let ids = self.ids.unwrap_or_else(|| Arc::new(UlidGenerator::new(clock.clone(), OsEntropy::default())));
         let pairs = self.pairs.into_iter().map(observed).collect();
-        Ok(Udm {
+        let udm = Udm {
             inner: Arc::new(Inner {
                 pairs,
                 router,
@@ -237,7 +245,18 @@ impl UdmBuilder {
                 committer: commit::Committer::default(),
                 closed: AtomicBool::new(false),
             }),
-        })
+        };
+        // The shadow log's repair pass: completes what a crash left unflushed. In the
+        // background, when built inside a Tokio runtime (else `Admin::flush_shadow` does it).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let admin = udm.admin();
+            rt.spawn(async move {
+                if let Err(e) = admin.flush_shadow().await {
+                    tracing::warn!(error = %e, "udm: the shadow log's repair pass failed; run Admin::flush_shadow");
+                }
+            });
+        }
+        Ok(udm)
     }
 }
 

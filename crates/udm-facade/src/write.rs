@@ -273,8 +273,8 @@ impl Collection {
         let staged = self.stage(pair, intent, head).await?;
         let (commit, created) = self.build_commit(pair, intent, head, staged).await?;
         let snapshot = commit.version.snapshot.key.clone();
-        let meta = &self.inner.pairs[pair].meta;
-        match self.inner.committer.commit(pair, meta, &self.inner.stats, commit).await {
+        let target = self.inner.shadow_target(pair);
+        match self.inner.committer.commit(pair, &target, &self.inner.stats, commit).await {
             Ok(done) => Ok(done.into()),
             Err(e) => {
                 if created && e.kind() == ErrorKind::VersionConflict {

@@ -242,8 +242,10 @@ impl FaultLayer {
 
     /// Removes every rule.
     pub fn clear(&self) {
-        for id in 0..self.lock().rules.len() {
-            self.remove(RuleId(id));
+        // One lock for all of them (a guard in the loop's range expression would live
+        // through the loop, and `remove` would wait for it forever).
+        for armed in self.lock().rules.iter_mut().flatten() {
+            armed.rule.trigger = Trigger::Next(0);
         }
     }
 
@@ -373,6 +375,26 @@ mod tests {
         assert_eq!(xs, (0..100).map(|_| split_mix(&mut b)).collect::<Vec<_>>());
         let below_half = xs.iter().filter(|&&x| unit(x) < 0.5).count();
         assert!((30..70).contains(&below_half), "{below_half}");
+    }
+
+    #[test]
+    fn clear_disarms_every_rule_and_returns() {
+        // It used to wait for its own lock forever: run it on a thread, with a deadline.
+        let f = FaultLayer::seeded(1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let g = f.clone();
+        std::thread::spawn(move || {
+            let a = g.add(FaultRule::fail_before().op("head"));
+            g.add(FaultRule::fail_before().op("commit"));
+            g.clear();
+            let head = Call::new(Port::Meta, "head");
+            let disarmed = g.plan(&head).before.is_none() && g.plan(&Call::new(Port::Meta, "commit")).before.is_none();
+            g.add(FaultRule::fail_before().op("head"));
+            let rearmed = g.plan(&head).before.is_some();
+            let _ = tx.send((disarmed, rearmed, g.hits(a)));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(got, Ok((true, true, 0)), "clear returned, disarmed every rule, and new rules apply");
     }
 
     #[test]

@@ -56,6 +56,12 @@ impl MemoryBlobs {
         self.lock().map.len()
     }
 
+    /// How many stored keys contain `part` (e.g. `/objects/`: the snapshots, not the commit
+    /// log's segments).
+    pub fn count_containing(&self, part: &str) -> usize {
+        self.lock().map.keys().filter(|k| k.contains(part)).count()
+    }
+
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
         self.lock().map.is_empty()

@@ -1,0 +1,135 @@
+//! The shadow log flusher: keeps each pair's blob store a self-sufficient copy by writing
+//! the commit log ([`udm_core::shadow`]) behind the commits.
+//!
+//! After the group committer commits a batch, it *notifies* the (pair, collection). A
+//! notified collection without a running flush gets one (a spawned task): it asks the
+//! metadata store for the committed versions past the logged watermark
+//! ([`MetaStore::shadow_pending`], up to [`FLUSH_BATCH`] CVs), puts them as one segment and
+//! advances the watermark ([`MetaStore::shadow_logged`]), until the log has caught up; a
+//! notification during a flush makes it go round once more. Writers never wait for it: the
+//! write path gains no blob round trip, and under load one segment carries many commits.
+//!
+//! A failed flush is logged (`tracing` warning) and left: the watermark did not move, so
+//! the next flush — or [`Admin::flush_shadow`](crate::Admin::flush_shadow), the repair pass
+//! that walks every collection on the metadata store's backlog and that `Udm` runs when it
+//! is built — writes the same range again. Segments of the same range are overwritten
+//! (their content is a pure function of the committed versions).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::Serialize;
+use udm_core::layout::Layout;
+use udm_core::ports::{BlobStore, MetaStore, PutOptions};
+use udm_core::shadow::LogSegment;
+use udm_core::{Cv, Result, RouteContext};
+
+/// The most CVs one segment covers.
+pub const FLUSH_BATCH: usize = 256;
+
+/// What a flush wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FlushReport {
+    /// Collections flushed.
+    pub collections: u64,
+    /// Segments written.
+    pub segments: u64,
+    /// Committed versions those segments hold.
+    pub versions: u64,
+}
+
+/// Everything a flush of one pair needs (cheap clones).
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) meta: Arc<dyn MetaStore>,
+    pub(crate) json: Arc<dyn BlobStore>,
+    pub(crate) layout: Layout,
+}
+
+/// Flushes of running (pair, collection)s, each with "notified again while running".
+type Running = HashMap<(usize, RouteContext), bool>;
+
+/// See the [module docs](self).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Flusher {
+    running: Arc<Mutex<Running>>,
+}
+
+impl Flusher {
+    /// Makes sure a flush of `ctx` on pair `pair` runs after now.
+    pub(crate) fn notify(&self, pair: usize, ctx: &RouteContext, target: &Target) {
+        let lane = (pair, ctx.clone());
+        {
+            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(again) = running.get_mut(&lane) {
+                *again = true;
+                return;
+            }
+            running.insert(lane.clone(), false);
+        }
+        tokio::spawn(run(self.running.clone(), lane, target.clone()));
+    }
+}
+
+async fn run(running: Arc<Mutex<Running>>, lane: (usize, RouteContext), target: Target) {
+    loop {
+        if let Err(e) = flush(&target, &lane.1, false).await {
+            tracing::warn!(ctx = %lane.1, pair = lane.0, error = %e, "udm: shadow log flush failed; the repair pass will redo it");
+        }
+        let mut all = running.lock().unwrap_or_else(PoisonError::into_inner);
+        match all.get_mut(&lane) {
+            Some(again) if *again => *again = false,
+            _ => {
+                all.remove(&lane);
+                return;
+            }
+        }
+    }
+}
+
+/// Writes the segments `ctx` lacks until its log has caught up. With `confirm`, an
+/// already caught-up collection is confirmed to the store (which takes it off the backlog).
+pub(crate) async fn flush(t: &Target, ctx: &RouteContext, confirm: bool) -> Result<FlushReport> {
+    let mut report = FlushReport { collections: 1, ..FlushReport::default() };
+    loop {
+        let p = t.meta.shadow_pending(ctx, FLUSH_BATCH).await?;
+        if p.upto == p.after {
+            if confirm {
+                t.meta.shadow_logged(ctx, p.upto).await?;
+            }
+            return Ok(report);
+        }
+        if !p.entries.is_empty() {
+            let first = Cv(p.after.0 + 1);
+            report.segments += 1;
+            report.versions += p.entries.len() as u64;
+            let bytes = LogSegment::encode(ctx, first, p.upto, p.entries)?;
+            let key = t.layout.log_segment(ctx, first, p.upto);
+            t.json.put(&key, bytes, &PutOptions::overwrite("application/json")).await?;
+        }
+        t.meta.shadow_logged(ctx, p.upto).await?;
+        if p.upto.0 < p.after.0 + FLUSH_BATCH as u64 {
+            // Fewer CVs than a full batch: the log held everything up to the CV just read.
+            return Ok(report);
+        }
+    }
+}
+
+/// The repair pass over one pair: flushes every collection on its backlog.
+pub(crate) async fn flush_backlog(t: &Target) -> Result<FlushReport> {
+    let mut total = FlushReport::default();
+    let mut after: Option<String> = None;
+    loop {
+        let page = t.meta.shadow_backlog(after.as_deref(), 100).await?;
+        for ctx in &page.items {
+            let r = flush(t, ctx, true).await?;
+            total.collections += r.collections;
+            total.segments += r.segments;
+            total.versions += r.versions;
+        }
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return Ok(total),
+        }
+    }
+}
