@@ -66,7 +66,7 @@ pub use read::LIST_FETCH_CONCURRENCY;
 pub use record::{FailedItem, HardDeleteReport, ListPage, Record, RestoreOutcome, Written};
 pub use restore::{CollectionRestoreReport, CollectionTarget, RestoreProgress};
 pub use runtime::{OsEntropy, SystemClock};
-pub use shadow::{FLUSH_BATCH, FlushReport};
+pub use shadow::{FLUSH_BATCH, FLUSH_DELAY, FlushReport};
 
 /// One backend pair: a metadata store (with its counters) and the blob stores for snapshots
 /// and externalized content.

@@ -6,7 +6,8 @@
 //! metadata store for the committed versions past the logged watermark
 //! ([`MetaStore::shadow_pending`], up to [`FLUSH_BATCH`] CVs), puts them as one segment and
 //! advances the watermark ([`MetaStore::shadow_logged`]), until the log has caught up; a
-//! notification during a flush makes it go round once more. Writers never wait for it: the
+//! notification during a flush makes it go round once more; each round first waits
+//! [`FLUSH_DELAY`] to gather the commits that follow. Writers never wait for it: the
 //! write path gains no blob round trip, and under load one segment carries many commits.
 //!
 //! A failed flush is logged (`tracing` warning) and left: the watermark did not move, so
@@ -26,6 +27,11 @@ use udm_core::{Cv, Result, RouteContext};
 
 /// The most CVs one segment covers.
 pub const FLUSH_BATCH: usize = 256;
+
+/// How long a notified flush waits before it reads what to log, so that the commits of the
+/// next few milliseconds share its segment (bounds the flush work per collection to one
+/// round per window under any write rate; the log lags its commits by about this much).
+pub const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// What a flush wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -73,6 +79,7 @@ impl Flusher {
 
 async fn run(running: Arc<Mutex<Running>>, lane: (usize, RouteContext), target: Target) {
     loop {
+        tokio::time::sleep(FLUSH_DELAY).await;
         if let Err(e) = flush(&target, &lane.1, false).await {
             tracing::warn!(ctx = %lane.1, pair = lane.0, error = %e, "udm: shadow log flush failed; the repair pass will redo it");
         }
