@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
-use udm_core::ports::{Commit, Committed, MAX_BATCH, MetaStore};
+use udm_core::ports::{Commit, Committed, Durable, MAX_BATCH, MetaStore};
 use udm_core::{Error, Result, RouteContext};
 
 use crate::admin::StatCounters;
@@ -29,8 +29,19 @@ use crate::shadow::{Flusher, Target};
 
 type Reply = oneshot::Sender<Result<Committed>>;
 
+/// Resolves when the writer's snapshot (and content) is durable, or failed to be.
+pub(crate) type Gate = oneshot::Receiver<Result<()>>;
+
+/// A commit waiting in a lane: its answer channel and, when its snapshot put is still in
+/// flight, the gate its transaction's commit waits for.
+struct Waiting {
+    commit: Commit,
+    reply: Reply,
+    gate: Option<Gate>,
+}
+
 /// Commits waiting in one lane; the lane exists while a drain task runs for it.
-type Lanes = HashMap<(usize, RouteContext), Vec<(Commit, Reply)>>;
+type Lanes = HashMap<(usize, RouteContext), Vec<Waiting>>;
 
 /// See the [module docs](self).
 #[derive(Debug, Default)]
@@ -40,27 +51,38 @@ pub(crate) struct Committer {
     flusher: Flusher,
 }
 
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting").field("key", &self.commit.key).finish_non_exhaustive()
+    }
+}
+
 impl Committer {
     /// Commits `commit` on pair `pair` (whose stores are `target`) in the next batch of its
-    /// lane, and answers as [`MetaStore::commit`] would.
+    /// lane, and answers as [`MetaStore::commit`] would. With a `gate`, the batch's
+    /// transaction runs while the snapshot put is in flight and commits only once every
+    /// gate of the batch opened `Ok` ([`MetaStore::commit_many_after`]); a commit whose
+    /// gate failed is answered with that error and never committed.
     pub(crate) async fn commit(
         &self,
         pair: usize,
         target: &Target,
         stats: &Arc<StatCounters>,
         commit: Commit,
+        gate: Option<Gate>,
     ) -> Result<Committed> {
-        let (tx, rx) = oneshot::channel();
+        let (reply, rx) = oneshot::channel();
         let lane = (pair, commit.key.ctx.clone());
+        let item = Waiting { commit, reply, gate };
         let start = {
             let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
             match lanes.get_mut(&lane) {
                 Some(waiting) => {
-                    waiting.push((commit, tx));
+                    waiting.push(item);
                     false
                 }
                 None => {
-                    lanes.insert(lane.clone(), vec![(commit, tx)]);
+                    lanes.insert(lane.clone(), vec![item]);
                     true
                 }
             }
@@ -81,7 +103,6 @@ async fn drain(
     flusher: Flusher,
     stats: Arc<StatCounters>,
 ) {
-    let meta = &target.meta;
     loop {
         let batch = {
             let mut all = lanes.lock().unwrap_or_else(PoisonError::into_inner);
@@ -97,21 +118,15 @@ async fn drain(
         for _ in &batch {
             stats.batched_commits.inc();
         }
-        let (commits, replies): (Vec<Commit>, Vec<Reply>) = batch.into_iter().unzip();
-        let answers: Vec<Result<Committed>> = if commits.len() == 1 {
-            let mut one = commits;
-            match one.pop() {
-                Some(c) => vec![meta.commit(c).await],
-                None => Vec::new(),
-            }
-        } else {
-            let n = commits.len();
-            match meta.commit_many(commits).await {
-                Ok(answers) if answers.len() == n => answers,
-                Ok(_) => vec![Err(Error::internal("commit_many answered another number of items")); n],
-                Err(e) => vec![Err(e); n],
-            }
-        };
+        let mut commits = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut gates = Vec::with_capacity(batch.len());
+        for w in batch {
+            commits.push(w.commit);
+            replies.push(w.reply);
+            gates.push(w.gate);
+        }
+        let answers = commit_batch(&*target.meta, commits, gates).await;
         if answers.iter().any(|a| a.as_ref().is_ok_and(|c| !c.replayed)) {
             flusher.notify(lane.0, &lane.1, &target);
         }
@@ -119,5 +134,79 @@ async fn drain(
             // A writer that stopped waiting is not an error of the batch.
             let _ = reply.send(answer);
         }
+    }
+}
+
+/// One batch's answers, one per commit.
+async fn commit_batch(meta: &dyn MetaStore, commits: Vec<Commit>, gates: Vec<Option<Gate>>) -> Vec<Result<Committed>> {
+    if gates.iter().all(Option::is_none) {
+        return commit_plain(meta, commits).await;
+    }
+    let n = commits.len();
+    let outcomes: Arc<Mutex<Vec<Option<Result<()>>>>> = Arc::new(Mutex::new(vec![None; n]));
+    let seen = outcomes.clone();
+    let durable: Durable = Box::pin(async move {
+        let mut failed = None;
+        for (i, gate) in gates.into_iter().enumerate() {
+            let r = match gate {
+                None => Ok(()),
+                Some(rx) => rx
+                    .await
+                    .unwrap_or_else(|_| Err(Error::unavailable("the write stopped before its snapshot was durable"))),
+            };
+            if let Err(e) = &r {
+                failed.get_or_insert_with(|| e.clone());
+            }
+            seen.lock().unwrap_or_else(PoisonError::into_inner)[i] = Some(r);
+        }
+        failed.map_or(Ok(()), Err)
+    });
+    let kept = commits.clone();
+    match meta.commit_many_after(commits, durable).await {
+        Ok(answers) if answers.len() == n => answers,
+        Ok(_) => vec![Err(Error::internal("commit_many answered another number of items")); n],
+        Err(e) => {
+            let outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(PoisonError::into_inner));
+            if outcomes.iter().all(Option::is_some) && outcomes.iter().any(|o| matches!(o, Some(Err(_)))) {
+                // Some snapshots failed: those commits get their error; the others' snapshots
+                // are durable, so they commit now.
+                let mut answers: Vec<Option<Result<Committed>>> = vec![None; n];
+                let mut rest = Vec::new();
+                let mut at = Vec::new();
+                for (i, (o, c)) in outcomes.into_iter().zip(kept).enumerate() {
+                    match o {
+                        Some(Err(gate_error)) => answers[i] = Some(Err(gate_error)),
+                        _ => {
+                            rest.push(c);
+                            at.push(i);
+                        }
+                    }
+                }
+                for (i, a) in at.into_iter().zip(commit_plain(meta, rest).await) {
+                    answers[i] = Some(a);
+                }
+                answers.into_iter().map(|a| a.unwrap_or_else(|| Err(Error::internal("an unanswered commit")))).collect()
+            } else {
+                vec![Err(e); n]
+            }
+        }
+    }
+}
+
+/// A batch whose snapshots are all durable: `commit` for one, `commit_many` for several.
+async fn commit_plain(meta: &dyn MetaStore, mut commits: Vec<Commit>) -> Vec<Result<Committed>> {
+    let n = commits.len();
+    if n == 1
+        && let Some(c) = commits.pop()
+    {
+        return vec![meta.commit(c).await];
+    }
+    if n == 0 {
+        return Vec::new();
+    }
+    match meta.commit_many(commits).await {
+        Ok(answers) if answers.len() == n => answers,
+        Ok(_) => vec![Err(Error::internal("commit_many answered another number of items")); n],
+        Err(e) => vec![Err(e); n],
     }
 }

@@ -267,14 +267,46 @@ impl Collection {
         Ok(routed_head)
     }
 
-    /// One optimistic attempt against the head just read.
+    /// One optimistic attempt against the head just read. The snapshot put (content first)
+    /// runs while the group committer already runs the commit's statements; the commit waits
+    /// for the put (a gate), so a committed version always has its durable snapshot.
     async fn attempt(&self, pair: usize, intent: &Intent, head: Option<&Head>) -> Result<Written> {
         check_preconditions(intent, head)?;
         let staged = self.stage(pair, intent, head).await?;
-        let (commit, created) = self.build_commit(pair, intent, head, staged).await?;
-        let snapshot = commit.version.snapshot.key.clone();
+        let (envelope, encoded) = self.envelope(intent, head, &staged)?;
+        let key = self.inner.layout.snapshot(&intent.key, envelope.ov, &intent.request);
+        let size = encoded.bytes.len() as u64;
+        let snapshot = SnapshotRef { key: key.clone(), checksum: envelope.checksum, seal: encoded.seal, size };
+        let commit = self.commit_of(intent, head, &staged, envelope, snapshot);
+        let (gate, gate_rx) = tokio::sync::oneshot::channel();
+        let put = async {
+            let r = self.put_blobs(pair, &intent.key, &staged.content, &key, encoded.bytes).await;
+            let _ = gate.send(r.clone());
+            r
+        };
         let target = self.inner.shadow_target(pair);
-        match self.inner.committer.commit(pair, &target, &self.inner.stats, commit).await {
+        let committer = &self.inner.committer;
+        let (put, committed) =
+            tokio::join!(put, committer.commit(pair, &target, &self.inner.stats, commit, Some(gate_rx)));
+        let (committed, created) = match put {
+            Ok(()) => (committed, true),
+            // This request's own earlier attempt at this OV wrote the snapshot (its commit
+            // failed): the gated commit was refused; commit that envelope as written, so the
+            // record pins exactly the stored bytes.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                let commit = self.reuse_snapshot(pair, intent, head, &staged, key.clone()).await?;
+                (committer.commit(pair, &target, &self.inner.stats, commit, None).await, false)
+            }
+            // The gate failed, so nothing committed (a replay answered before it is still
+            // the answer).
+            Err(e) => {
+                return match committed {
+                    Ok(done) if done.replayed => Ok(done.into()),
+                    _ => Err(e),
+                };
+            }
+        };
+        match committed {
             Ok(done) => Ok(done.into()),
             Err(e) => {
                 if created && e.kind() == ErrorKind::VersionConflict {
@@ -282,7 +314,7 @@ impl Collection {
                     // request id with a replay before it compares heads), and the key holds
                     // this request's id and OV, so no committed version can point at it.
                     // Best effort: a failed delete leaves an orphan that drift reports.
-                    let _ = self.inner.pairs[pair].json.delete(&snapshot).await;
+                    let _ = self.inner.pairs[pair].json.delete(&key).await;
                 }
                 Err(e)
             }
@@ -311,22 +343,18 @@ impl Collection {
         Ok(Staged { data, bytes, content, function_id, target_deleted })
     }
 
-    /// Puts content and the snapshot envelope (create-only), and builds the commit; also
-    /// says whether this call created the snapshot (rather than reusing its own earlier one).
-    async fn build_commit(
+    /// The envelope of this attempt's version and its bytes (no IO).
+    fn envelope(
         &self,
-        pair: usize,
         intent: &Intent,
         head: Option<&Head>,
-        s: Staged,
-    ) -> Result<(Commit, bool)> {
-        self.put_content(pair, &intent.key, &s.content).await?;
+        s: &Staged,
+    ) -> Result<(SnapshotEnvelope, udm_core::version::EncodedEnvelope)> {
         let at = Timestamp::monotonic_after(head.map(|h| h.at), self.inner.clock.now());
         let system = match head {
             None => SystemHeader::created(at),
             Some(h) => h.system.next(intent.op, at, s.function_id.as_deref(), s.target_deleted),
         };
-        let ov = Ov::after(head.map(|h| h.ov))?;
         let provenance = Provenance {
             actor: intent.actor.clone(),
             reason: intent.reason.clone(),
@@ -336,49 +364,43 @@ impl Collection {
             Change::Restore { from, .. } => Some(*from),
             _ => None,
         };
-        let rt = self.inner.collection(&self.ctx);
-        let indexed = rt.map.extract_indexed(&s.data)?;
-        let checksum = Checksum::of_bytes(&s.bytes);
+        let indexed = self.inner.collection(&self.ctx).map.extract_indexed(&s.data)?;
         let envelope = SnapshotEnvelope {
             format: ENVELOPE_FORMAT.into(),
             key: intent.key.clone(),
-            ov,
+            ov: Ov::after(head.map(|h| h.ov))?,
             op: intent.op,
             at,
-            provenance: provenance.clone(),
+            provenance,
             restored_from,
-            system: system.clone(),
-            indexed: indexed.clone(),
-            checksum,
-            data: Value::Null, // the bytes below are the data
+            system,
+            indexed,
+            checksum: Checksum::of_bytes(&s.bytes),
+            data: Value::Null, // the staged bytes are the data
         };
         let encoded = envelope.encode(&s.bytes)?;
-        let snapshot_key = self.inner.layout.snapshot(&intent.key, ov, &intent.request);
-        let len = encoded.bytes.len() as u64;
-        let (envelope, seal, size, created) = match self.put_snapshot(pair, &snapshot_key, encoded.bytes).await? {
-            None => (envelope, encoded.seal, len, true),
-            // This request's own earlier attempt at this OV (its commit failed): commit that
-            // envelope as written, so the record pins exactly the stored bytes.
-            Some((existing, stored_len)) => {
-                if existing.checksum != checksum || existing.key != intent.key || existing.op != intent.op {
-                    return Err(Error::new(
-                        ErrorKind::Conflict,
-                        format!("request {} already wrote a different {ov} of {}", intent.request, intent.key),
-                    ));
-                }
-                let seal = existing.seal()?;
-                (SnapshotEnvelope { data: Value::Null, ..existing }, seal, stored_len, false)
-            }
-        };
-        let snapshot = SnapshotRef { key: snapshot_key, checksum, seal, size };
-        let SnapshotEnvelope { at, system, provenance, restored_from, indexed, .. } = envelope;
+        Ok((envelope, encoded))
+    }
+
+    /// The commit of `envelope`'s version, whose snapshot is `snapshot`.
+    fn commit_of(
+        &self,
+        intent: &Intent,
+        head: Option<&Head>,
+        s: &Staged,
+        envelope: SnapshotEnvelope,
+        snapshot: SnapshotRef,
+    ) -> Commit {
+        let rt = self.inner.collection(&self.ctx);
+        let SnapshotEnvelope { ov, at, system, provenance, restored_from, indexed, .. } = envelope;
         let was_deleted = head.is_some_and(Head::is_deleted);
         let counted =
             CountedVersion { op: intent.op, was_deleted, system: &system, provenance: &provenance, data: &s.data };
         let counters = deltas(&self.ctx, &counted, &rt.rules);
         let inline = (s.bytes.len() <= self.inner.config.storage.inline_max_bytes).then(|| s.data.clone());
         let dev_shadow = self.dev_shadow(&s.data, s.bytes.len(), at);
-        let commit = Commit {
+        let fingerprint = intent.fingerprint_with(&snapshot.checksum);
+        Commit {
             key: intent.key.clone(),
             expected: head.map(|h| h.ov),
             version: NewVersion {
@@ -394,9 +416,45 @@ impl Collection {
                 dev_shadow,
             },
             counters,
-            fingerprint: intent.fingerprint_with(&checksum),
-        };
-        Ok((commit, created))
+            fingerprint,
+        }
+    }
+
+    /// The commit of the envelope this request already stored under `key` (an earlier attempt
+    /// whose commit failed), checked to be the same write.
+    async fn reuse_snapshot(
+        &self,
+        pair: usize,
+        intent: &Intent,
+        head: Option<&Head>,
+        s: &Staged,
+        key: String,
+    ) -> Result<Commit> {
+        let stored = self.inner.pairs[pair].json.get(&key).await?;
+        let existing = SnapshotEnvelope::decode(&stored, None)?;
+        let checksum = Checksum::of_bytes(&s.bytes);
+        if existing.checksum != checksum || existing.key != intent.key || existing.op != intent.op {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("request {} already wrote a different {} of {}", intent.request, existing.ov, intent.key),
+            ));
+        }
+        let snapshot = SnapshotRef { key, checksum, seal: existing.seal()?, size: stored.len() as u64 };
+        Ok(self.commit_of(intent, head, s, SnapshotEnvelope { data: Value::Null, ..existing }, snapshot))
+    }
+
+    /// Puts the content, then the snapshot envelope create-only (`AlreadyExists` when this
+    /// request's earlier attempt stored it).
+    async fn put_blobs(
+        &self,
+        pair: usize,
+        key: &ObjectKey,
+        content: &[udm_core::metamap::Content],
+        snapshot: &str,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        self.put_content(pair, key, content).await?;
+        self.inner.pairs[pair].json.put(snapshot, bytes, &PutOptions::create_json()).await.map(|_| ())
     }
 
     /// Puts externalized content (content-addressed: an existing blob holds the same bytes).
@@ -411,21 +469,6 @@ impl Collection {
             }
         }
         Ok(())
-    }
-
-    /// Puts the envelope create-only. `None` when this call created it; else the envelope
-    /// already stored under that key (a retry of this very request after a failed commit).
-    async fn put_snapshot(&self, pair: usize, key: &str, bytes: Vec<u8>) -> Result<Option<(SnapshotEnvelope, u64)>> {
-        let json = &self.inner.pairs[pair].json;
-        match json.put(key, bytes, &PutOptions::create_json()).await {
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                let stored = json.get(key).await?;
-                let len = stored.len() as u64;
-                Ok(Some((SnapshotEnvelope::decode(&stored, None)?, len)))
-            }
-            Err(e) => Err(e),
-        }
     }
 
     fn dev_shadow(&self, data: &Value, bytes: usize, at: Timestamp) -> Option<DevShadow> {

@@ -321,3 +321,34 @@ proptest! {
         rt.block_on(run_steps(steps));
     }
 }
+
+/// The snapshot put runs while the commit's statements do, but the commit waits for it: a
+/// write whose put fails commits nothing, and writers batched with it whose puts succeed
+/// still commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_snapshot_put_commits_nothing_and_spares_its_batch() {
+    let r = rig(16 * 1024);
+    let c = coll(&r.udm);
+    // Slow puts so concurrent writers share a batch; the put of `bad` fails.
+    r.faults.add(FaultRule::latency(Duration::from_millis(20)).port(Port::Blob).op("put"));
+    r.faults.add(FaultRule::fail_before().port(Port::Blob).op("put").prefix("t/d/c/objects/bad/"));
+    let writers: Vec<_> = ["a", "b", "bad", "d", "e"]
+        .into_iter()
+        .map(|id| {
+            let c = c.clone();
+            tokio::spawn(async move { (id, c.create(json!({"id": id}), WriteOpts::id(id)).await) })
+        })
+        .collect();
+    for w in writers {
+        let (id, result) = w.await.unwrap();
+        if id == "bad" {
+            assert_eq!(result.unwrap_err().kind(), ErrorKind::Unavailable);
+        } else {
+            assert_eq!(result.unwrap().ov, Ov::FIRST, "{id} commits");
+        }
+    }
+    assert_eq!(c.get_latest("bad", ReadOpts::default()).await.unwrap_err().kind(), ErrorKind::NotFound);
+    let cvs: u64 = c.current_cvs().await.unwrap().iter().map(|(_, cv)| cv.0).sum();
+    assert_eq!(cvs, 4, "only the four good writes committed");
+    assert!(r.udm.admin().stats().batched_commits > r.udm.admin().stats().commit_batches, "writers shared a batch");
+}

@@ -9,9 +9,9 @@ use std::future::Future;
 use async_trait::async_trait;
 use udm_core::counters::CounterDelta;
 use udm_core::ports::{
-    BlobBody, BlobListing, BlobMeta, BlobPage, BlobStore, Commit, Committed, CounterStore, HardDeleted, ImportOutcome,
-    ImportedVersion, JobRecord, Layered, LayeredBlob, LayeredCounter, LayeredMeta, LayeredQueue, MetaStore, PutOptions,
-    PutResult, QueueEntry, QueueState, QueueStats, QueueStore, ShrinkPolicy, ShrinkStats,
+    BlobBody, BlobListing, BlobMeta, BlobPage, BlobStore, Commit, Committed, CounterStore, Durable, HardDeleted,
+    ImportOutcome, ImportedVersion, JobRecord, Layered, LayeredBlob, LayeredCounter, LayeredMeta, LayeredQueue,
+    MetaStore, PutOptions, PutResult, QueueEntry, QueueState, QueueStats, QueueStore, ShrinkPolicy, ShrinkStats,
 };
 use udm_core::query::{HeadQuery, HistoryQuery, Page};
 use udm_core::retry::NextStep;
@@ -93,6 +93,17 @@ impl<S: MetaStore, I: Interceptor> LayeredMeta for Intercepted<S, I> {
             None => call,
         };
         self.interceptor.intercept(call, || self.inner.commit_many(commits)).await
+    }
+    async fn commit_many_after(&self, commits: Vec<Commit>, durable: Durable) -> Result<Vec<Result<Committed>>> {
+        // Reported as `commit` for one commit (as `commit` is), `commit_many` for several, so
+        // a rule on either op sees every commit of that size.
+        let first = commits.first().map(|c| (c.key.clone(), c.version.ov, c.version.provenance.request_id.clone()));
+        let call = match (&first, commits.len()) {
+            (Some((key, ov, request)), 1) => meta("commit").object(key).ov(*ov).request_id(request),
+            (Some((key, ..)), _) => meta("commit_many").ctx(&key.ctx),
+            (None, _) => meta("commit_many"),
+        };
+        self.interceptor.intercept(call, || self.inner.commit_many_after(commits, durable)).await
     }
     async fn shadow_backlog(&self, after: Option<&str>, limit: usize) -> Result<Page<RouteContext>> {
         self.interceptor.intercept(meta("shadow_backlog"), || self.inner.shadow_backlog(after, limit)).await

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use bson::{Bson, Document, doc};
 use mongodb::ClientSession;
-use mongodb::error::Error as MongoError;
+use mongodb::error::{Error as MongoError, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::options::ReturnDocument;
 use udm_core::counters::CounterDelta;
 use udm_core::layout::collection_record_prefix;
@@ -32,6 +32,7 @@ use crate::MongoStore;
 use crate::docs::{counter_field, from_json, head_doc, obj_id, request_id_of, version_doc};
 use crate::error::{DUPLICATE_KEY, code};
 use crate::meta::{Step, committed_by};
+use crate::runtime::{Backoff, Deadline};
 
 /// One attempt's outcome when it must be run again in careful mode.
 pub(crate) enum Attempt<T> {
@@ -222,4 +223,88 @@ fn is_duplicate(e: &MongoError) -> bool {
         }
         _ => false,
     }
+}
+
+/// One `commitTransaction`, abstracted so the retry loop can be tested without a server.
+pub(crate) trait CommitOnce: Send {
+    /// The error of one commit.
+    type Error: Send;
+    /// Whether the outcome of a failed commit is unknown (retry the commit itself).
+    fn unknown_result(e: &Self::Error) -> bool;
+    /// Sends the commit.
+    fn commit_once(&mut self) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send;
+}
+
+impl CommitOnce for ClientSession {
+    type Error = MongoError;
+
+    fn unknown_result(e: &MongoError) -> bool {
+        e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
+    }
+
+    async fn commit_once(&mut self) -> Result<(), MongoError> {
+        self.commit_transaction().await
+    }
+}
+
+/// Commits, retrying the commit while its result is unknown — with backoff, and only while
+/// `deadline` has time left (then the last unknown-result error is returned). Each retry
+/// counts in `attempts`.
+pub(crate) async fn commit_with_retry<S: CommitOnce>(
+    s: &mut S,
+    deadline: &Deadline,
+    backoff: &mut Backoff,
+    attempts: &mut u32,
+) -> Result<(), S::Error> {
+    loop {
+        match s.commit_once().await {
+            Err(e) if S::unknown_result(&e) && !deadline.expired() => {
+                *attempts += 1;
+                tokio::time::sleep(backoff.delay(*attempts).min(deadline.remaining())).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A commit whose outcome is always unknown (the server never answers the commit's
+    /// acknowledgement): the old loop retried it forever.
+    struct NeverKnown {
+        calls: u32,
+    }
+
+    impl CommitOnce for NeverKnown {
+        type Error = &'static str;
+
+        fn unknown_result(e: &&'static str) -> bool {
+            *e == "unknown"
+        }
+
+        async fn commit_once(&mut self) -> Result<(), &'static str> {
+            self.calls += 1;
+            Err("unknown")
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_commit_results_are_retried_only_within_the_budget() {
+        let deadline = Deadline::after(Duration::from_millis(50));
+        let mut attempts = 1;
+        let mut s = NeverKnown { calls: 0 };
+        let mut backoff = Backoff::new(3);
+        let run = commit_with_retry(&mut s, &deadline, &mut backoff, &mut attempts);
+        let answer =
+            tokio::time::timeout(Duration::from_secs(10), run).await.expect("the commit retry loop is bounded");
+        assert_eq!(answer, Err("unknown"));
+        assert!(s.calls > 1, "retried at least once: {}", s.calls);
+        assert_eq!(attempts, s.calls, "every retry counted");
+    }
+
 }

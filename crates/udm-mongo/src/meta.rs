@@ -12,8 +12,8 @@ use udm_core::counters::CounterDelta;
 use udm_core::layout::collection_record_prefix;
 use udm_core::layout::version_record_id;
 use udm_core::ports::{
-    Commit, Committed, CounterStore, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, ShrinkPolicy,
-    ShrinkStats, check_batch, check_prune, parse_object_cursor, select_collections,
+    Commit, Committed, CounterStore, Durable, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore,
+    ShrinkPolicy, ShrinkStats, check_batch, check_prune, parse_object_cursor, select_collections,
 };
 use udm_core::query::{Cursor, HeadQuery, HistoryQuery, Order, Page, check_head_query, check_limit, select_heads};
 use udm_core::shadow::ShadowPending;
@@ -22,7 +22,7 @@ use udm_core::{
     Checksum, Cv, Error, Head, Name, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord,
 };
 
-use crate::commit::Attempt;
+use crate::commit::{Attempt, commit_with_retry};
 use crate::docs::{
     counter_field, counter_name, from_json, head_doc, json_of, obj_id, prefilter, request_id_of, sort_key_prefilter,
     version_doc,
@@ -112,6 +112,42 @@ pub(crate) enum Step<T> {
 }
 
 impl MongoStore {
+    /// A group commit (see `commit.rs`); with `durable`, the transaction's statements run
+    /// while it is pending and the commit waits for it (once: a retried transaction after it
+    /// resolved does not wait again).
+    async fn commit_batch(&self, commits: Vec<Commit>, durable: Option<Durable>) -> Result<Vec<Result<Committed>>> {
+        check_batch(&commits)?;
+        if commits.is_empty() {
+            if let Some(d) = durable {
+                d.await?;
+            }
+            return Ok(Vec::new());
+        }
+        // Fast mode first for a lone commit or a batch of creates (see `commit.rs`).
+        let fast = commits.len() == 1 || commits.iter().all(|c| c.expected.is_none());
+        let careful = AtomicBool::new(!fast);
+        let mut durable = durable;
+        self.bounded_txn("commit", async {
+            in_transaction!(self, "commit", |s| async {
+                match self.commit_many_attempt(s, &commits, careful.load(AtomicOrdering::Relaxed)).await? {
+                    Attempt::Done(Step::Commit(answers)) => match durable.take() {
+                        Some(d) => match d.await {
+                            Ok(()) => Ok(Step::Commit(answers)),
+                            Err(e) => Ok(Step::Abort(Err(e))),
+                        },
+                        None => Ok(Step::Commit(answers)),
+                    },
+                    Attempt::Done(step) => Ok(step),
+                    Attempt::Careful => {
+                        careful.store(true, AtomicOrdering::Relaxed);
+                        Ok(Step::Redo)
+                    }
+                }
+            })
+        })
+        .await
+    }
+
     async fn start(&self) -> Result<ClientSession> {
         self.client().start_session().await.map_err(|e| classify("starting a session", e))
     }
@@ -204,48 +240,6 @@ impl MongoStore {
     }
 }
 
-/// One `commitTransaction`, abstracted so the retry loop can be tested without a server.
-pub(crate) trait CommitOnce: Send {
-    /// The error of one commit.
-    type Error: Send;
-    /// Whether the outcome of a failed commit is unknown (retry the commit itself).
-    fn unknown_result(e: &Self::Error) -> bool;
-    /// Sends the commit.
-    fn commit_once(&mut self) -> impl std::future::Future<Output = Result<(), Self::Error>> + Send;
-}
-
-impl CommitOnce for ClientSession {
-    type Error = MongoError;
-
-    fn unknown_result(e: &MongoError) -> bool {
-        e.contains_label(UNKNOWN_TRANSACTION_COMMIT_RESULT)
-    }
-
-    async fn commit_once(&mut self) -> Result<(), MongoError> {
-        self.commit_transaction().await
-    }
-}
-
-/// Commits, retrying the commit while its result is unknown — with backoff, and only while
-/// `deadline` has time left (then the last unknown-result error is returned). Each retry
-/// counts in `attempts`.
-pub(crate) async fn commit_with_retry<S: CommitOnce>(
-    s: &mut S,
-    deadline: &Deadline,
-    backoff: &mut Backoff,
-    attempts: &mut u32,
-) -> Result<(), S::Error> {
-    loop {
-        match s.commit_once().await {
-            Err(e) if S::unknown_result(&e) && !deadline.expired() => {
-                *attempts += 1;
-                tokio::time::sleep(backoff.delay(*attempts).min(deadline.remaining())).await;
-            }
-            other => return other,
-        }
-    }
-}
-
 /// The commit a version document records, and the fingerprint of the request that wrote it.
 pub(crate) fn committed_by(stored: &Document) -> Result<(Committed, Checksum)> {
     let v: VersionRecord = from_json(stored, "version")?;
@@ -262,25 +256,11 @@ impl MetaStore for MongoStore {
     }
 
     async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>> {
-        check_batch(&commits)?;
-        if commits.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Fast mode first for a lone commit or a batch of creates (see `commit.rs`).
-        let fast = commits.len() == 1 || commits.iter().all(|c| c.expected.is_none());
-        let careful = AtomicBool::new(!fast);
-        self.bounded_txn("commit", async {
-            in_transaction!(self, "commit", |s| async {
-                match self.commit_many_attempt(s, &commits, careful.load(AtomicOrdering::Relaxed)).await? {
-                    Attempt::Done(step) => Ok(step),
-                    Attempt::Careful => {
-                        careful.store(true, AtomicOrdering::Relaxed);
-                        Ok(Step::Redo)
-                    }
-                }
-            })
-        })
-        .await
+        self.commit_batch(commits, None).await
+    }
+
+    async fn commit_many_after(&self, commits: Vec<Commit>, durable: Durable) -> Result<Vec<Result<Committed>>> {
+        self.commit_batch(commits, Some(durable)).await
     }
 
     async fn shadow_backlog(&self, after: Option<&str>, limit: usize) -> Result<Page<RouteContext>> {
@@ -735,39 +715,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    /// A commit whose outcome is always unknown (the server never answers the commit's
-    /// acknowledgement): the old loop retried it forever.
-    struct NeverKnown {
-        calls: u32,
-    }
-
-    impl CommitOnce for NeverKnown {
-        type Error = &'static str;
-
-        fn unknown_result(e: &&'static str) -> bool {
-            *e == "unknown"
-        }
-
-        async fn commit_once(&mut self) -> Result<(), &'static str> {
-            self.calls += 1;
-            Err("unknown")
-        }
-    }
-
-    #[tokio::test]
-    async fn unknown_commit_results_are_retried_only_within_the_budget() {
-        let deadline = Deadline::after(Duration::from_millis(50));
-        let mut attempts = 1;
-        let mut s = NeverKnown { calls: 0 };
-        let mut backoff = Backoff::new(3);
-        let run = commit_with_retry(&mut s, &deadline, &mut backoff, &mut attempts);
-        let answer =
-            tokio::time::timeout(Duration::from_secs(10), run).await.expect("the commit retry loop is bounded");
-        assert_eq!(answer, Err("unknown"));
-        assert!(s.calls > 1, "retried at least once: {}", s.calls);
-        assert_eq!(attempts, s.calls, "every retry counted");
-    }
 
     #[test]
     fn exhausted_budget_message() {

@@ -56,7 +56,8 @@ use async_trait::async_trait;
 use super::blob::{BlobBody, BlobCapabilities, BlobListing, BlobMeta, BlobPage, BlobStore, PutOptions, PutResult};
 use super::counter::CounterStore;
 use super::meta::{
-    Commit, Committed, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, ShrinkPolicy, ShrinkStats,
+    Commit, Committed, Durable, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, ShrinkPolicy,
+    ShrinkStats,
 };
 use super::queue::{QueueEntry, QueueState, QueueStats, QueueStore};
 use crate::canonical::Checksum;
@@ -101,6 +102,9 @@ pub trait LayeredMeta: Layered<Inner: MetaStore> {
     }
     async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>> {
         self.inner().commit_many(commits).await
+    }
+    async fn commit_many_after(&self, commits: Vec<Commit>, durable: Durable) -> Result<Vec<Result<Committed>>> {
+        self.inner().commit_many_after(commits, durable).await
     }
     async fn shadow_backlog(&self, after: Option<&str>, limit: usize) -> Result<Page<RouteContext>> {
         self.inner().shadow_backlog(after, limit).await
@@ -270,6 +274,9 @@ macro_rules! forward {
             }
             async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>> {
                 <$via as $tr>::commit_many(self, commits).await
+            }
+            async fn commit_many_after(&self, commits: Vec<Commit>, durable: Durable) -> Result<Vec<Result<Committed>>> {
+                <$via as $tr>::commit_many_after(self, commits, durable).await
             }
             async fn shadow_backlog(&self, after: Option<&str>, limit: usize) -> Result<Page<RouteContext>> {
                 <$via as $tr>::shadow_backlog(self, after, limit).await

@@ -15,6 +15,10 @@ use crate::shadow::ShadowPending;
 use crate::time::Timestamp;
 use crate::version::{Cv, DevShadow, Head, Op, Ov, Provenance, SnapshotRef, SystemHeader, VersionRecord};
 
+/// What [`MetaStore::commit_many_after`] waits for before it commits: the batch's snapshots
+/// being durable.
+pub type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'static>>;
+
 /// The version a commit adds (its snapshot is already durable in the blob store).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewVersion {
@@ -407,6 +411,17 @@ pub trait MetaStore: Send + Sync + fmt::Debug {
     /// A batch of several collections or of more than [`MAX_BATCH`](super::MAX_BATCH)
     /// commits is a validation error (outer); an empty batch commits nothing.
     async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>>;
+
+    /// [`MetaStore::commit_many`] that may run its transaction's statements while the
+    /// batch's snapshots are still being written, and **commits only after `durable`
+    /// resolves `Ok`** — so a committed version still always has a durable snapshot, and
+    /// only the commit waits for it. If `durable` fails, nothing is committed and its error
+    /// is the answer. The default waits for `durable`, then commits; a store whose commit
+    /// is several round trips overlaps them with the wait.
+    async fn commit_many_after(&self, commits: Vec<Commit>, durable: Durable) -> Result<Vec<Result<Committed>>> {
+        durable.await?;
+        self.commit_many(commits).await
+    }
 
     /// The earlier result of `request_id` in this collection (`replayed = true`) and the
     /// fingerprint it was committed with, if it was committed.

@@ -31,7 +31,8 @@ pub use clock::{Clock, Entropy, IdGenerator, UlidGenerator};
 pub use counter::CounterStore;
 pub use layer::{Layer, Layered, LayeredBlob, LayeredCounter, LayeredMeta, LayeredQueue};
 pub use meta::{
-    Commit, Committed, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, NewVersion, ShrinkPolicy,
-    ShrinkStats, check_prune, collection_cursor, parse_collection_cursor, parse_object_cursor, select_collections,
+    Commit, Committed, Durable, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, NewVersion,
+    ShrinkPolicy, ShrinkStats, check_prune, collection_cursor, parse_collection_cursor, parse_object_cursor,
+    select_collections,
 };
 pub use queue::{QueueEntry, QueueState, QueueStats, QueueStore};

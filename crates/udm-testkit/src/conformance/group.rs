@@ -164,3 +164,35 @@ pub async fn group_commit_racing_batches(a: MetaAdapters) {
         assert_eq!(h.ov, ov(rounds as u64));
     }
 }
+
+/// A commit that waits for its snapshots: it commits once `durable` resolves `Ok`, and
+/// commits nothing — answering `durable`'s error — when it fails (however far its statements
+/// got meanwhile).
+pub async fn group_commit_waits_for_durable_snapshots(a: MetaAdapters) {
+    let ctx = unique_ctx("group-durable");
+    let keys: Vec<_> = (0..3).map(|i| key(&ctx, &format!("d{i}"))).collect();
+    let batch = |tag: &str| -> Vec<Commit> {
+        keys.iter()
+            .map(|k| commit(k, None, Op::Create, ts(1), &format!("{tag}-{}", k.id), &json!({"tag": tag})))
+            .collect()
+    };
+    let failed: udm_core::ports::Durable = Box::pin(async {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        Err(udm_core::Error::unavailable("snapshot put failed"))
+    });
+    let before = meta_state(&a, &ctx, &keys).await;
+    let e = a.meta.commit_many_after(batch("lost"), failed).await.unwrap_err();
+    assert_eq!((e.kind(), e.message().contains("snapshot put failed")), (ErrorKind::Unavailable, true), "{e}");
+    let lone: udm_core::ports::Durable = Box::pin(async { Err(udm_core::Error::unavailable("no")) });
+    assert!(a.meta.commit_many_after(batch("lone")[..1].to_vec(), lone).await.is_err());
+    assert_eq!(meta_state(&a, &ctx, &keys).await, before, "nothing committed");
+    assert!(a.meta.find_request(&ctx, &crate::fixtures::rid("lost-d0")).await.unwrap().is_none());
+
+    let ok: udm_core::ports::Durable = Box::pin(async {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        Ok(())
+    });
+    let answers = a.meta.commit_many_after(batch("kept"), ok).await.unwrap();
+    assert_eq!(answers.iter().map(|r| r.as_ref().unwrap().cv.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(a.meta.head(&keys[2]).await.unwrap().unwrap().inline, Some(json!({"tag": "kept"})));
+}

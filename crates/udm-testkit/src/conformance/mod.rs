@@ -69,7 +69,8 @@ macro_rules! conformance_tests {
             prune_leaves_readable_gaps);
         $crate::__conformance_cases!(group, $make;
             group_commit_assigns_consecutive_cvs, group_commit_answers_each_item,
-            group_commit_rejections_and_replays_change_nothing, group_commit_racing_batches);
+            group_commit_rejections_and_replays_change_nothing, group_commit_racing_batches,
+            group_commit_waits_for_durable_snapshots);
         $crate::__conformance_cases!(shadow, $make; shadow_log_lists_what_it_lacks);
     };
     (blob, $make:expr) => {
