@@ -267,7 +267,6 @@ pub(crate) async fn commit_with_retry<S: CommitOnce>(
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -306,5 +305,4 @@ mod tests {
         assert!(s.calls > 1, "retried at least once: {}", s.calls);
         assert_eq!(attempts, s.calls, "every retry counted");
     }
-
 }
