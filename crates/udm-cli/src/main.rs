@@ -1,8 +1,8 @@
 //! `udm` — the UDM command line.
 //!
-//! `udm quickstart [--dir DIR]` runs a short tour on the zero-setup default (an embedded
-//! metadata store and local-directory blobs under DIR; a fresh temporary directory by
-//! default): create, update, enrich, read as of an instant, restore, history — printing what
+//! `udm quickstart [--dir DIR]` runs a short tour on the zero-setup default (one embedded
+//! store file, `DIR/udm.redb`, with the metadata and the snapshots; a fresh temporary
+//! directory by default): create, update, enrich, read as of an instant, restore, history — printing what
 //! happens. `udm health --dir DIR` checks the stores of a data directory.
 
 use std::path::PathBuf;
@@ -71,7 +71,7 @@ fn show(label: &str, v: &Value) {
 
 async fn quickstart(dir: Option<PathBuf>) -> Result<()> {
     let dir = data_dir(dir)?;
-    println!("UDM quick start — embedded metadata + local blobs in {}\n", dir.display());
+    println!("UDM quick start — embedded store (metadata + snapshots) in {}\n", dir.display());
     let udm = Udm::embedded(&dir).await?;
     let users = udm.with(RouteContext::new("acme", "crm", "users")?);
     let id = format!("ada-{}", std::process::id());

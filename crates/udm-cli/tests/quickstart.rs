@@ -13,7 +13,7 @@ fn quickstart_runs_with_zero_setup() {
     {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }
-    assert!(dir.path().join("meta.redb").exists());
+    assert!(dir.path().join("udm.redb").exists());
     // Health of the same directory afterwards.
     let h = Command::new(env!("CARGO_BIN_EXE_udm")).args(["health", "--dir"]).arg(dir.path()).output().unwrap();
     assert!(h.status.success(), "{}", String::from_utf8_lossy(&h.stdout));

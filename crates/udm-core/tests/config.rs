@@ -260,3 +260,15 @@ fn custom_backend_kinds_need_no_core_change() {
     let e = Config::from_toml(&GOOD.replace("path = \"/var/lib/udm/meta.redb\"", "pth = \"x\"")).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Config, "{e}");
 }
+
+/// Blobs kept in the embedded store's file need that pair's metadata to be embedded.
+#[test]
+fn embedded_blobs_need_an_embedded_metadata_store() {
+    let pair = |meta: &str| format!("[[backends]]\nname = \"p\"\nmeta = {meta}\nblobs = {{ kind = \"embedded\" }}\n");
+    let ok = Config::from_toml(&pair(r#"{ kind = "embedded", path = "/tmp/udm.redb" }"#)).unwrap();
+    ok.validate().unwrap();
+    assert!(matches!(ok.backends[0].blobs, udm_core::config::BlobBackend::Embedded));
+    let bad = Config::from_toml(&pair(r#"{ kind = "memory" }"#)).unwrap().validate().unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::Config);
+    assert!(bad.to_string().contains("meta.kind = \"embedded\""), "{bad}");
+}

@@ -19,6 +19,7 @@
 //! # let _ = store; Ok(()) }
 //! ```
 
+mod blobs;
 mod meta;
 mod queue;
 mod shadow;
@@ -32,6 +33,8 @@ use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition, WriteTr
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use udm_core::{Error, ErrorKind, Result};
+
+pub use blobs::EmbeddedBlobs;
 
 pub(crate) const HEADS: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("heads");
 pub(crate) const VERSIONS: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("versions");
@@ -101,6 +104,8 @@ impl EmbeddedStore {
             tx.open_table(LOGGED).map_err(db_err)?;
             tx.open_table(JOBS).map_err(db_err)?;
             tx.open_table(QUEUE).map_err(db_err)?;
+            tx.open_table(blobs::BLOBS).map_err(db_err)?;
+            tx.open_table(blobs::BLOB_GENERATION).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
         Ok(store)

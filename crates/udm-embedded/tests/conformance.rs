@@ -52,3 +52,11 @@ fn unopenable_path_is_a_config_error() {
     let e = EmbeddedStore::open(std::path::Path::new("/proc/udm-cannot-exist/meta.redb")).unwrap_err();
     assert_eq!(e.kind(), udm_core::ErrorKind::Config);
 }
+
+mod embedded_blobs {
+    use super::*;
+    use udm_core::ports::BlobStore;
+    udm_testkit::conformance_tests!(blob, async {
+        Arc::new(store().blobs("json").expect("bucket")) as Arc<dyn BlobStore>
+    });
+}

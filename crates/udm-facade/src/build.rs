@@ -122,7 +122,23 @@ fn unregistered(what: &str, kind: &str) -> Error {
     Error::new(ErrorKind::Unsupported, format!("no {what} kind {kind:?} is registered (Backends::{what})"))
 }
 
-async fn meta_store(m: &MetaBackend, config: &Config, custom: &Backends) -> Result<MetaPorts> {
+/// The embedded store a pair's metadata opened, for blobs kept in the same file.
+#[cfg(feature = "embedded")]
+type EmbeddedHandle = Option<udm_embedded::EmbeddedStore>;
+#[cfg(not(feature = "embedded"))]
+type EmbeddedHandle = Option<std::convert::Infallible>;
+
+async fn meta_store(m: &MetaBackend, config: &Config, custom: &Backends) -> Result<(MetaPorts, EmbeddedHandle)> {
+    #[cfg(feature = "embedded")]
+    if let MetaBackend::Embedded { path } = m {
+        let s = udm_embedded::EmbeddedStore::open(std::path::Path::new(path))?;
+        let shared = Arc::new(s.clone());
+        return Ok(((shared.clone(), shared, format!("embedded:{path}")), Some(s)));
+    }
+    Ok((meta_ports(m, config, custom).await?, None))
+}
+
+async fn meta_ports(m: &MetaBackend, config: &Config, custom: &Backends) -> Result<MetaPorts> {
     let _ = config;
     match m {
         MetaBackend::Custom(c) => {
@@ -134,12 +150,7 @@ async fn meta_store(m: &MetaBackend, config: &Config, custom: &Backends) -> Resu
             let s = Arc::new(MemoryMeta::new());
             Ok((s.clone(), s, "memory".into()))
         }
-        #[cfg(feature = "embedded")]
-        MetaBackend::Embedded { path } => {
-            let s = Arc::new(udm_embedded::EmbeddedStore::open(std::path::Path::new(path))?);
-            Ok((s.clone(), s, format!("embedded:{path}")))
-        }
-        #[cfg(not(feature = "embedded"))]
+        // Opened by `meta_store` when the feature is on.
         MetaBackend::Embedded { .. } => Err(missing_feature("an embedded metadata store", "embedded")),
         #[cfg(feature = "mongo")]
         MetaBackend::Mongo { uri, database, .. } => {
@@ -161,9 +172,15 @@ async fn meta_store(m: &MetaBackend, config: &Config, custom: &Backends) -> Resu
 
 type BlobPorts = (Arc<dyn BlobStore>, Arc<dyn BlobStore>, String);
 
-async fn blob_stores(b: &BlobBackend, deadlines: &DeadlineConfig, custom: &Backends) -> Result<BlobPorts> {
+async fn blob_stores(
+    b: &BlobBackend,
+    deadlines: &DeadlineConfig,
+    custom: &Backends,
+    embedded: &EmbeddedHandle,
+) -> Result<BlobPorts> {
     let _ = deadlines;
     match b {
+        BlobBackend::Embedded => embedded_blobs(embedded),
         BlobBackend::Custom(c) => {
             let factory = custom.blobs.get(&c.kind).ok_or_else(|| unregistered("blobs", &c.kind))?;
             let (json, content) = factory(c).await?;
@@ -184,6 +201,21 @@ async fn blob_stores(b: &BlobBackend, deadlines: &DeadlineConfig, custom: &Backe
             s3_stores(b, *client, json_bucket, content_bucket, deadlines).map(|(j, c)| (j, c, describe))
         }
     }
+}
+
+/// Blobs in the pair's embedded metadata file (validation made sure the metadata is embedded).
+#[cfg(feature = "embedded")]
+fn embedded_blobs(embedded: &EmbeddedHandle) -> Result<BlobPorts> {
+    let s = embedded.as_ref().ok_or_else(|| {
+        Error::new(ErrorKind::Config, "blobs kind \"embedded\" needs meta kind \"embedded\" in the same pair")
+    })?;
+    let describe = format!("embedded blobs:{}", s.path().display());
+    Ok((Arc::new(s.blobs("json")?), Arc::new(s.blobs("content")?), describe))
+}
+
+#[cfg(not(feature = "embedded"))]
+fn embedded_blobs(_: &EmbeddedHandle) -> Result<BlobPorts> {
+    Err(missing_feature("blobs in the embedded store", "embedded"))
 }
 
 #[allow(unused_variables, reason = "which arguments are used depends on the S3 features")]
@@ -239,8 +271,8 @@ impl Udm {
         config.validate()?;
         let mut builder = Udm::builder();
         for b in &config.backends {
-            let (meta, counters, m) = meta_store(&b.meta, &config, backends).await?;
-            let (json, content, j) = blob_stores(&b.blobs, &config.deadlines, backends).await?;
+            let ((meta, counters, m), embedded) = meta_store(&b.meta, &config, backends).await?;
+            let (json, content, j) = blob_stores(&b.blobs, &config.deadlines, backends, &embedded).await?;
             builder = builder.pair(Pair {
                 name: b.name.clone(),
                 meta,
@@ -253,14 +285,14 @@ impl Udm {
         Ok(builder.config(config))
     }
 
-    /// The zero-setup default: an embedded metadata store and local-directory blobs under
-    /// `dir` (`dir/meta.redb`, `dir/blobs/`).
-    #[cfg(all(feature = "embedded", feature = "fs"))]
+    /// The zero-setup default: one embedded store file, `dir/udm.redb`, holding the metadata
+    /// and the snapshots and content (packed, one row each; the directory is created).
+    #[cfg(feature = "embedded")]
     pub async fn embedded(dir: &std::path::Path) -> Result<Self> {
         let pair = udm_core::config::BackendPair {
             name: "local".into(),
-            meta: MetaBackend::Embedded { path: dir.join("meta.redb").display().to_string() },
-            blobs: BlobBackend::Fs { root: dir.join("blobs").display().to_string() },
+            meta: MetaBackend::Embedded { path: dir.join("udm.redb").display().to_string() },
+            blobs: BlobBackend::Embedded,
         };
         Self::from_config(Config::single(pair)).await
     }

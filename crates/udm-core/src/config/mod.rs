@@ -205,6 +205,7 @@ enum BlobBackendDef {
         root: String,
     },
     Memory,
+    Embedded,
 }
 
 impl<'de> Deserialize<'de> for MetaBackend {
@@ -293,6 +294,10 @@ pub enum BlobBackend {
     },
     /// In memory (tests, examples).
     Memory,
+    /// Inside the pair's embedded metadata file (`blobs = { kind = "embedded" }`; needs
+    /// `meta.kind = "embedded"`): snapshots and content packed in the same redb file, one
+    /// row each — the zero-setup default.
+    Embedded,
     /// A kind provided by another crate, built by the factory registered for its `kind`.
     #[serde(untagged)]
     Custom(CustomBackend),

@@ -20,7 +20,7 @@ pub(crate) struct Env {
 }
 
 /// Collections, limits and switches shared by both setups.
-fn shared(mut cfg: Config) -> Config {
+fn shared_config(mut cfg: Config) -> Config {
     let extra = Config::from_toml(
         r#"
 [[backends]]
@@ -101,7 +101,7 @@ pub(crate) async fn servers() -> Env {
         }
     }
     let clock = Arc::new(ManualClock::at(1_700_000_000_000));
-    let mut cfg = shared(Config::single(pairs[0].clone()));
+    let mut cfg = shared_config(Config::single(pairs[0].clone()));
     cfg.backends = pairs.clone();
     let udm = build(cfg.clone(), &clock).await;
     let mut singles = Vec::new();
@@ -117,16 +117,33 @@ pub(crate) async fn servers() -> Env {
     Env { udm, clock, pairs: 2, presign: true, singles, snapshots }
 }
 
-/// The zero-setup default: embedded metadata + local-directory blobs in a fresh directory.
+/// The zero-setup default: one embedded store file holding the metadata and the snapshots
+/// (`blobs.kind = "embedded"`), in a fresh directory. The store is opened here and handed to
+/// the builder as the pair, so the test can read the same file's snapshots (redb allows one
+/// handle per file and process).
 pub(crate) async fn embedded() -> Env {
     let dir = tempfile::tempdir().expect("temp").keep();
+    let store = udm_embedded::EmbeddedStore::open(&dir.join("udm.redb")).expect("embedded store");
     let pair = BackendPair {
         name: "local".into(),
-        meta: MetaBackend::Embedded { path: dir.join("meta.redb").display().to_string() },
-        blobs: BlobBackend::Fs { root: dir.join("blobs").display().to_string() },
+        meta: MetaBackend::Embedded { path: dir.join("udm.redb").display().to_string() },
+        blobs: BlobBackend::Embedded,
     };
     let clock = Arc::new(ManualClock::at(1_700_000_000_000));
-    let udm = build(shared(Config::single(pair)), &clock).await;
-    let json = udm_s3::LocalBlobs::open(&dir.join("blobs").join("json")).expect("local blobs");
-    Env { udm, clock, pairs: 1, presign: false, singles: vec![], snapshots: vec![Arc::new(json)] }
+    let shared = Arc::new(store.clone());
+    let json: Arc<dyn BlobStore> = Arc::new(store.blobs("json").expect("bucket"));
+    let udm = Udm::builder()
+        .config(shared_config(Config::single(pair)))
+        .pair(udm_facade::Pair {
+            name: "local".into(),
+            meta: shared.clone(),
+            counters: shared,
+            json: json.clone(),
+            content: Arc::new(store.blobs("content").expect("bucket")),
+            describe: "embedded".into(),
+        })
+        .clock(clock.clone())
+        .build()
+        .expect("build");
+    Env { udm, clock, pairs: 1, presign: false, singles: vec![], snapshots: vec![json] }
 }

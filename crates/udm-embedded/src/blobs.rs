@@ -1,0 +1,229 @@
+//! [`EmbeddedBlobs`]: a [`BlobStore`] inside the embedded store's redb file, so the
+//! zero-setup default keeps its snapshots packed in one file (no file per snapshot, no
+//! filesystem block per small object) and reads a snapshot with one table lookup.
+//!
+//! Every blob is one row `<bucket>:<key>` → `[generation: u64 BE][content type length: u16
+//! BE][content type][bytes]`. A put is one write transaction (durable when redb commits:
+//! fsync), so create-only and compare-and-swap puts are atomic; the ETag is the store-wide
+//! generation of the put that wrote the row (`"e<n>"`), so every put gets a fresh one.
+//!
+//! ```
+//! # async fn demo() -> udm_core::Result<()> {
+//! use udm_core::ports::{BlobStore, PutOptions};
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = udm_embedded::EmbeddedStore::open(&dir.path().join("udm.redb"))?;
+//! let json = store.blobs("json")?;
+//! json.put("t/db/c/x.json", b"{}".to_vec(), &PutOptions::create_json()).await?;
+//! assert_eq!(json.get("t/db/c/x.json").await?, b"{}");
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::ops::Bound;
+
+use async_trait::async_trait;
+use redb::{ReadableTable, TableDefinition};
+use udm_core::ports::{
+    BlobBody, BlobCapabilities, BlobMeta, BlobPage, BlobStore, ETag, MAX_LIST_PAGE, PutMode, PutOptions, PutResult,
+    check_key, check_prefix, etag_mismatch,
+};
+use udm_core::{Checksum, Error, ErrorKind, Result};
+
+use crate::{EmbeddedStore, db_err};
+
+/// Blob rows: `<bucket>:<key>` → header + bytes.
+pub(crate) const BLOBS: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("blobs");
+/// The store-wide put generation (one row, `g`).
+pub(crate) const BLOB_GENERATION: TableDefinition<'static, &'static str, u64> = TableDefinition::new("blob_generation");
+
+/// A bucket of blobs in an [`EmbeddedStore`]'s file ([`EmbeddedStore::blobs`]).
+#[derive(Clone)]
+pub struct EmbeddedBlobs {
+    store: EmbeddedStore,
+    bucket: String,
+}
+
+impl fmt::Debug for EmbeddedBlobs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedBlobs").field("path", &self.store.path()).field("bucket", &self.bucket).finish()
+    }
+}
+
+impl EmbeddedStore {
+    /// The blob bucket `bucket` (letters, digits, `_`, `-`) in this store's file.
+    pub fn blobs(&self, bucket: &str) -> Result<EmbeddedBlobs> {
+        let ok = !bucket.is_empty()
+            && bucket.len() <= 63
+            && bucket.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            return Err(Error::validation("bucket", "1–63 ASCII letters, digits, `_` or `-`"));
+        }
+        Ok(EmbeddedBlobs { store: self.clone(), bucket: bucket.to_owned() })
+    }
+}
+
+/// One stored row, decoded.
+struct Row {
+    generation: u64,
+    content_type: Option<String>,
+    /// Empty unless asked for.
+    bytes: Vec<u8>,
+    size: u64,
+}
+
+fn encode_row(generation: u64, content_type: Option<&str>, bytes: &[u8]) -> Result<Vec<u8>> {
+    let ct = content_type.unwrap_or_default().as_bytes();
+    let ct_len = u16::try_from(ct.len()).map_err(|_| Error::validation("content_type", "at most 65535 bytes"))?;
+    let mut out = Vec::with_capacity(10 + ct.len() + bytes.len());
+    out.extend_from_slice(&generation.to_be_bytes());
+    out.extend_from_slice(&ct_len.to_be_bytes());
+    out.extend_from_slice(ct);
+    out.extend_from_slice(bytes);
+    Ok(out)
+}
+
+fn decode_row(raw: &[u8], with_bytes: bool) -> Result<Row> {
+    let bad = || Error::internal("embedded blobs: a stored row does not decode");
+    let generation = u64::from_be_bytes(raw.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+    let ct_len = usize::from(u16::from_be_bytes(raw.get(8..10).ok_or_else(bad)?.try_into().map_err(|_| bad())?));
+    let ct = raw.get(10..10 + ct_len).ok_or_else(bad)?;
+    let content_type = (!ct.is_empty()).then(|| String::from_utf8_lossy(ct).into_owned());
+    let body = raw.get(10 + ct_len..).ok_or_else(bad)?;
+    let bytes = if with_bytes { body.to_vec() } else { Vec::new() };
+    Ok(Row { generation, content_type, bytes, size: body.len() as u64 })
+}
+
+fn etag_of(generation: u64) -> ETag {
+    ETag::new(format!("\"e{generation}\""))
+}
+
+impl EmbeddedBlobs {
+    fn row_key(&self, key: &str) -> String {
+        format!("{}:{key}", self.bucket)
+    }
+
+    async fn row(&self, key: &str, with_bytes: bool) -> Result<Option<Row>> {
+        let k = self.row_key(key);
+        self.store
+            .read(move |tx| {
+                let t = tx.open_table(BLOBS).map_err(db_err)?;
+                let got = t.get(k.as_str()).map_err(db_err)?;
+                got.map(|v| decode_row(v.value(), with_bytes)).transpose()
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl BlobStore for EmbeddedBlobs {
+    async fn put_with_etag(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<PutResult> {
+        check_key(key)?;
+        let checksum = Checksum::of_bytes(&bytes);
+        let k = self.row_key(key);
+        let (mode, content_type, shown) = (options.mode.clone(), options.content_type.clone(), key.to_owned());
+        let generation = self
+            .store
+            .write(move |tx| {
+                let mut t = tx.open_table(BLOBS).map_err(db_err)?;
+                let current = t.get(k.as_str()).map_err(db_err)?.map(|v| decode_row(v.value(), false)).transpose()?;
+                let current = current.map(|r| etag_of(r.generation));
+                match &mode {
+                    PutMode::Create if current.is_some() => {
+                        return Err(Error::new(ErrorKind::AlreadyExists, format!("{shown} already exists")));
+                    }
+                    PutMode::IfMatch(want) if current.as_ref() != Some(want) => {
+                        return Err(etag_mismatch(&shown, want, Some(current.as_ref())));
+                    }
+                    _ => {}
+                }
+                let mut g = tx.open_table(BLOB_GENERATION).map_err(db_err)?;
+                let generation = g.get("g").map_err(db_err)?.map_or(0, |v| v.value()) + 1;
+                g.insert("g", generation).map_err(db_err)?;
+                t.insert(k.as_str(), encode_row(generation, content_type.as_deref(), &bytes)?.as_slice())
+                    .map_err(db_err)?;
+                Ok(generation)
+            })
+            .await?;
+        Ok(PutResult { checksum, etag: Some(etag_of(generation)) })
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        Ok(self.get_with_etag(key).await?.bytes)
+    }
+
+    async fn get_with_etag(&self, key: &str) -> Result<BlobBody> {
+        check_key(key)?;
+        match self.row(key, true).await? {
+            Some(r) => Ok(BlobBody { bytes: r.bytes, etag: Some(etag_of(r.generation)) }),
+            None => Err(Error::not_found(format!("blob {key}"))),
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<BlobMeta>> {
+        check_key(key)?;
+        Ok(self.row(key, false).await?.map(|r| BlobMeta {
+            size: r.size,
+            content_type: r.content_type,
+            etag: Some(etag_of(r.generation)),
+        }))
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        let k = self.row_key(key);
+        self.store
+            .write(move |tx| {
+                tx.open_table(BLOBS).map_err(db_err)?.remove(k.as_str()).map_err(db_err)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<BlobPage> {
+        check_prefix(prefix)?;
+        let limit = limit.clamp(1, MAX_LIST_PAGE);
+        let head = format!("{}:", self.bucket);
+        let full_prefix = format!("{head}{prefix}");
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(format!("{head}{a}")),
+            _ => Bound::Included(full_prefix.clone()),
+        };
+        let mut keys = self
+            .store
+            .read(move |tx| {
+                let t = tx.open_table(BLOBS).map_err(db_err)?;
+                let range = match &start {
+                    Bound::Excluded(s) => t.range::<&str>((Bound::Excluded(s.as_str()), Bound::Unbounded)),
+                    Bound::Included(s) => t.range::<&str>((Bound::Included(s.as_str()), Bound::Unbounded)),
+                    Bound::Unbounded => t.range::<&str>(..),
+                }
+                .map_err(db_err)?;
+                let mut keys = Vec::new();
+                for item in range {
+                    let (k, _) = item.map_err(db_err)?;
+                    let Some(rest) = k.value().strip_prefix(head.as_str()) else { break };
+                    if !k.value().starts_with(full_prefix.as_str()) {
+                        break;
+                    }
+                    keys.push(rest.to_owned());
+                    if keys.len() > limit {
+                        break;
+                    }
+                }
+                Ok(keys)
+            })
+            .await?;
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let next = if more { keys.last().cloned() } else { None };
+        Ok(BlobPage { keys, next })
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.store.read(|tx| tx.open_table(BLOBS).map(|_| ()).map_err(db_err)).await
+    }
+
+    fn capabilities(&self) -> BlobCapabilities {
+        BlobCapabilities { presign: false, durable: true, content_types: true, etags: true, conditional_put: true }
+    }
+}
