@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo xtask bench` (starts the servers), or with servers up:
 //! `cargo bench -p udm-benches --bench e2e`. Writes `target/bench/e2e.json`.
-//! `UDM_BENCH_E2E_ONLY=lists` or `=concurrency` runs only that section.
+//! `UDM_BENCH_E2E_ONLY=lists`, `=concurrency` or `=history` runs only that section.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,8 @@ use serde_json::json;
 
 #[path = "e2e/concurrency.rs"]
 mod concurrency;
+#[path = "e2e/history.rs"]
+mod history;
 
 const WARMUP: usize = 30;
 const ITERS: usize = 300;
@@ -267,6 +269,9 @@ async fn main() {
     if std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "concurrency") {
         return save(&concurrency::run(&uri, &endpoint).await, "e2e-concurrency.json");
     }
+    if std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "history") {
+        return save(&history::run(&uri).await, "e2e-history.json");
+    }
     let mut all = Vec::new();
     if !only_lists {
         all.extend(mongo(&uri).await);
@@ -296,6 +301,7 @@ async fn main() {
     report.extend(list_extra);
     if !only_lists {
         report.extend(concurrency::run(&uri, &endpoint).await);
+        report.extend(history::run(&uri).await);
     }
     // A partial run does not overwrite the full report.
     save(&report, if only_lists { "e2e-lists.json" } else { "e2e.json" });
