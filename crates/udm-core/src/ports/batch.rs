@@ -45,7 +45,8 @@ enum Planned {
     SameAs(usize),
 }
 
-/// The decision for every commit of a batch (see the [module docs](self)).
+/// The decision for every commit of a batch: made by [`plan_batch`], turned into writes and
+/// answers by [`BatchPlan::finish`].
 #[derive(Debug, Clone)]
 pub struct BatchPlan {
     items: Vec<Planned>,
@@ -106,7 +107,7 @@ pub fn check_batch(commits: &[Commit]) -> Result<()> {
     Ok(())
 }
 
-/// Plans a batch (step 1, see the [module docs](self)) as if its commits ran one after the
+/// Plans a batch (step 1; [`BatchPlan::finish`] is step 2) as if its commits ran one after the
 /// other: `recorded` answers the request record the store holds for a request id of the
 /// batch's collection, `head` the object's current head. An accepted commit moves the head
 /// the later items of the batch are checked against, and records its request id for them.

@@ -1,4 +1,4 @@
-//! [`MetaStore::commit_many`] scenarios: group commit answers per item, assigns consecutive
+//! [`MetaStore::commit_many`](udm_core::ports::MetaStore::commit_many) scenarios: group commit answers per item, assigns consecutive
 //! CVs, is all-or-nothing for what it accepts, replays, and never loses a racing batch.
 
 use std::collections::{BTreeMap, BTreeSet};
