@@ -158,14 +158,24 @@ async fn s3(endpoint: &str) -> Vec<Stats> {
     out
 }
 
-async fn udm(uri: &str, endpoint: &str) -> Vec<Stats> {
-    use udm_core::config::{BackendPair, BlobBackend, Config, MetaBackend, MongoUri, S3Client, Secret};
-    use udm_facade::{ReadOpts, Udm, WriteOpts};
-    let pair = BackendPair {
+/// One (MongoDB database `db`, S3 buckets) pair on the test servers, its buckets created.
+async fn bench_pair(
+    uri: &str,
+    endpoint: &str,
+    db: &str,
+    json_bucket: &str,
+    content_bucket: &str,
+) -> udm_core::config::BackendPair {
+    use udm_core::config::{BackendPair, BlobBackend, MetaBackend, MongoUri, S3Client, Secret};
+    let settings = udm_s3::S3Settings::compatible(endpoint, "us-east-1", "test", "testsecret");
+    for b in [json_bucket, content_bucket] {
+        udm_s3::AwsS3Blobs::new(&settings, b).ensure_bucket().await.expect("bucket");
+    }
+    BackendPair {
         name: "bench".into(),
         meta: MetaBackend::Mongo {
             uri: MongoUri::new(uri),
-            database: "udm_bench_e2e".into(),
+            database: db.into(),
             max_pool_size: None,
             connect_timeout_ms: None,
             server_selection_timeout_ms: None,
@@ -175,17 +185,19 @@ async fn udm(uri: &str, endpoint: &str) -> Vec<Stats> {
             region: "us-east-1".into(),
             access_key_id: Some(Secret::new("test")),
             secret_access_key: Some(Secret::new("testsecret")),
-            json_bucket: "udm-bench-json".into(),
-            content_bucket: "udm-bench-content".into(),
+            json_bucket: json_bucket.into(),
+            content_bucket: content_bucket.into(),
             backups_bucket: None,
             path_style: true,
             client: S3Client::AwsSdk,
         },
-    };
-    let settings = udm_s3::S3Settings::compatible(endpoint, "us-east-1", "test", "testsecret");
-    for b in ["udm-bench-json", "udm-bench-content"] {
-        udm_s3::AwsS3Blobs::new(&settings, b).ensure_bucket().await.expect("bucket");
     }
+}
+
+async fn udm(uri: &str, endpoint: &str) -> Vec<Stats> {
+    use udm_core::config::Config;
+    use udm_facade::{ReadOpts, Udm, WriteOpts};
+    let pair = bench_pair(uri, endpoint, "udm_bench_e2e", "udm-bench-json", "udm-bench-content").await;
     let mut cfg = Config::single(pair);
     // Read latest from the snapshot too, so get_latest and get_version cost the same calls.
     cfg.storage.inline_max_bytes = 0;

@@ -53,34 +53,9 @@ fn fresh(udm: &Udm, run: &str) -> Collection {
 }
 
 async fn connect(uri: &str, endpoint: &str) -> Udm {
-    use udm_core::config::{BackendPair, BlobBackend, Config, MetaBackend, MongoUri, S3Client, Secret};
-    let pair = BackendPair {
-        name: "bench".into(),
-        meta: MetaBackend::Mongo {
-            uri: MongoUri::new(uri),
-            database: DB.into(),
-            max_pool_size: None,
-            connect_timeout_ms: None,
-            server_selection_timeout_ms: None,
-        },
-        blobs: BlobBackend::S3 {
-            endpoint: Some(endpoint.to_owned()),
-            region: "us-east-1".into(),
-            access_key_id: Some(Secret::new("test")),
-            secret_access_key: Some(Secret::new("testsecret")),
-            json_bucket: JSON_BUCKET.into(),
-            content_bucket: CONTENT_BUCKET.into(),
-            backups_bucket: None,
-            path_style: true,
-            client: S3Client::AwsSdk,
-        },
-    };
-    let settings = udm_s3::S3Settings::compatible(endpoint, "us-east-1", "test", "testsecret");
-    for b in [JSON_BUCKET, CONTENT_BUCKET] {
-        udm_s3::AwsS3Blobs::new(&settings, b).ensure_bucket().await.expect("bucket");
-    }
+    let pair = crate::bench_pair(uri, endpoint, DB, JSON_BUCKET, CONTENT_BUCKET).await;
     // Default storage: the small documents stay inline in the head as well.
-    Udm::from_config(Config::single(pair)).await.expect("udm")
+    Udm::from_config(udm_core::config::Config::single(pair)).await.expect("udm")
 }
 
 /// One measured run: what happened and the group committer's work during it.

@@ -135,6 +135,14 @@ pub fn collection_record_prefix(ctx: &RouteContext) -> String {
     format!("{}/{}/{}/", ctx.tenant, ctx.db, ctx.collection)
 }
 
+/// The collection of a [`collection_record_prefix`] (`<tenant>/<db>/<collection>/`), or
+/// `None` when `prefix` is not one.
+pub fn parse_collection_record_prefix(prefix: &str) -> Option<RouteContext> {
+    let parts: Vec<&str> = prefix.strip_suffix('/')?.split('/').collect();
+    let [t, d, c] = parts[..] else { return None };
+    RouteContext::new(t, d, c).ok()
+}
+
 /// Validates a backup label or key prefix.
 pub fn label(s: &str) -> Result<Name> {
     Name::new(s)

@@ -188,7 +188,7 @@ impl BlobStore for EmbeddedBlobs {
             Some(a) if a >= prefix => Bound::Excluded(format!("{head}{a}")),
             _ => Bound::Included(full_prefix.clone()),
         };
-        let mut keys = self
+        let keys = self
             .store
             .read(move |tx| {
                 let t = tx.open_table(BLOBS).map_err(db_err)?;
@@ -213,10 +213,7 @@ impl BlobStore for EmbeddedBlobs {
                 Ok(keys)
             })
             .await?;
-        let more = keys.len() > limit;
-        keys.truncate(limit);
-        let next = if more { keys.last().cloned() } else { None };
-        Ok(BlobPage { keys, next })
+        Ok(BlobPage::from_overfetch(keys, limit))
     }
 
     async fn health(&self) -> Result<()> {

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use redb::{ReadableTable, Table, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use udm_core::counters::CounterDelta;
-use udm_core::layout::{collection_record_prefix, head_record_id, version_record_id};
+use udm_core::layout::{collection_record_prefix, head_record_id, parse_collection_record_prefix, version_record_id};
 use udm_core::ports::{
     Commit, Committed, CounterStore, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, ShrinkPolicy,
     ShrinkStats, check_batch, check_prune, parse_object_cursor, plan_batch, select_collections,
@@ -280,13 +280,6 @@ fn prune_in(tx: &WriteTransaction, key: &ObjectKey, ovs: &[Ov]) -> Result<Vec<Sn
 }
 
 /// The collections of a tenant (`prefix` = `<tenant>/` or `<tenant>/<db>/`) that have a head.
-/// The collection of a record prefix `<tenant>/<db>/<collection>/`.
-pub(crate) fn parse_prefix(prefix: &str) -> Option<RouteContext> {
-    let parts: Vec<&str> = prefix.trim_end_matches('/').split('/').collect();
-    let [t, d, c] = parts[..] else { return None };
-    RouteContext::new(t, d, c).ok()
-}
-
 fn collections_in(tx: &redb::ReadTransaction, prefix: &str) -> Result<Vec<RouteContext>> {
     let cvs = tx.open_table(CVS).map_err(db_err)?;
     let heads = tx.open_table(HEADS).map_err(db_err)?;
@@ -297,7 +290,7 @@ fn collections_in(tx: &redb::ReadTransaction, prefix: &str) -> Result<Vec<RouteC
         if !coll.starts_with(prefix) {
             break;
         }
-        let Some(ctx) = parse_prefix(coll) else { continue };
+        let Some(ctx) = parse_collection_record_prefix(coll) else { continue };
         let first = heads.range(coll..).map_err(db_err)?.next().transpose().map_err(db_err)?;
         if first.is_some_and(|(hk, _)| hk.value().starts_with(coll)) {
             out.push(ctx);
@@ -475,12 +468,6 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl MetaStore for EmbeddedStore {
-    async fn commit(&self, commit: Commit) -> Result<Committed> {
-        commit.check()?;
-        let mut answers = self.commit_many(vec![commit]).await?;
-        answers.pop().unwrap_or_else(|| Err(udm_core::Error::internal("a batch of one answered nothing")))
-    }
-
     async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>> {
         check_batch(&commits)?;
         if commits.is_empty() {

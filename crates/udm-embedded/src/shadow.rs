@@ -1,12 +1,12 @@
 //! The shadow commit log's bookkeeping on redb ([`udm_core::shadow`]): the [`BY_CV`] index
 //! that lists a collection's versions in CV order and the [`LOGGED`] watermark.
 
-use udm_core::layout::collection_record_prefix;
+use udm_core::layout::{collection_record_prefix, parse_collection_record_prefix};
 use udm_core::query::Page;
 use udm_core::shadow::{LogEntry, ShadowPending};
 use udm_core::{Cv, Result, RouteContext, VersionRecord};
 
-use crate::meta::{RequestRecord, get_json, parse_prefix, request_key};
+use crate::meta::{RequestRecord, get_json, request_key};
 use crate::{BY_CV, CVS, LOGGED, REQUESTS, VERSIONS, db_err};
 
 /// The [`BY_CV`] key of CV `cv` of the collection with record prefix `prefix`.
@@ -58,7 +58,7 @@ pub(crate) fn backlog_in(tx: &redb::ReadTransaction, after: Option<&str>, limit:
         let (prefix, cv) = item.map_err(db_err)?;
         let done = logged.get(prefix.value()).map_err(db_err)?.map_or(0, |v| v.value());
         if done < cv.value()
-            && let Some(ctx) = parse_prefix(prefix.value())
+            && let Some(ctx) = parse_collection_record_prefix(prefix.value())
         {
             out.push(ctx);
             if out.len() > limit {

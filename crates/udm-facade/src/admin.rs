@@ -159,10 +159,7 @@ impl Admin {
     pub async fn flush_shadow(&self) -> Result<crate::FlushReport> {
         let mut total = crate::FlushReport::default();
         for pair in 0..self.inner.pairs.len() {
-            let r = crate::shadow::flush_backlog(&self.inner.shadow_target(pair)).await?;
-            total.collections += r.collections;
-            total.segments += r.segments;
-            total.versions += r.versions;
+            total += crate::shadow::flush_backlog(&self.inner.shadow_target(pair)).await?;
         }
         Ok(total)
     }

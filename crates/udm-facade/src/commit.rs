@@ -163,8 +163,7 @@ async fn commit_batch(meta: &dyn MetaStore, commits: Vec<Commit>, gates: Vec<Opt
     });
     let kept = commits.clone();
     match meta.commit_many_after(commits, durable).await {
-        Ok(answers) if answers.len() == n => answers,
-        Ok(_) => vec![Err(Error::internal("commit_many answered another number of items")); n],
+        Ok(answers) => per_item(Ok(answers), n),
         Err(e) => {
             let outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(PoisonError::into_inner));
             if outcomes.iter().all(Option::is_some) && outcomes.iter().any(|o| matches!(o, Some(Err(_)))) {
@@ -204,7 +203,12 @@ async fn commit_plain(meta: &dyn MetaStore, mut commits: Vec<Commit>) -> Vec<Res
     if n == 0 {
         return Vec::new();
     }
-    match meta.commit_many(commits).await {
+    per_item(meta.commit_many(commits).await, n)
+}
+
+/// A batch's result as one answer per item (a store-level failure is every item's).
+fn per_item(batch: Result<Vec<Result<Committed>>>, n: usize) -> Vec<Result<Committed>> {
+    match batch {
         Ok(answers) if answers.len() == n => answers,
         Ok(_) => vec![Err(Error::internal("commit_many answered another number of items")); n],
         Err(e) => vec![Err(e); n],

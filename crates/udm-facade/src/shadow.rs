@@ -44,6 +44,14 @@ pub struct FlushReport {
     pub versions: u64,
 }
 
+impl std::ops::AddAssign for FlushReport {
+    fn add_assign(&mut self, other: Self) {
+        self.collections += other.collections;
+        self.segments += other.segments;
+        self.versions += other.versions;
+    }
+}
+
 /// Everything a flush of one pair needs (cheap clones).
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
@@ -129,10 +137,7 @@ pub(crate) async fn flush_backlog(t: &Target) -> Result<FlushReport> {
     loop {
         let page = t.meta.shadow_backlog(after.as_deref(), 100).await?;
         for ctx in &page.items {
-            let r = flush(t, ctx, true).await?;
-            total.collections += r.collections;
-            total.segments += r.segments;
-            total.versions += r.versions;
+            total += flush(t, ctx, true).await?;
         }
         match page.next {
             Some(n) => after = Some(n),

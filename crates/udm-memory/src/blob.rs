@@ -125,7 +125,7 @@ impl BlobStore for MemoryBlobs {
             Some(a) if a >= prefix => Bound::Excluded(a.to_owned()),
             _ => Bound::Included(prefix.to_owned()),
         };
-        let mut keys: Vec<String> = m
+        let keys: Vec<String> = m
             .map
             .range((start, Bound::Unbounded))
             .map(|(k, _)| k)
@@ -133,10 +133,7 @@ impl BlobStore for MemoryBlobs {
             .take(limit + 1)
             .cloned()
             .collect();
-        let more = keys.len() > limit;
-        keys.truncate(limit);
-        let next = if more { keys.last().cloned() } else { None };
-        Ok(BlobPage { keys, next })
+        Ok(BlobPage::from_overfetch(keys, limit))
     }
 
     async fn health(&self) -> Result<()> {

@@ -64,12 +64,6 @@ fn last_where(records: &[VersionRecord], pred: impl Fn(&VersionRecord) -> bool) 
 
 #[async_trait]
 impl MetaStore for MemoryMeta {
-    async fn commit(&self, c: Commit) -> Result<Committed> {
-        c.check()?;
-        let mut answers = self.commit_many(vec![c]).await?;
-        answers.pop().unwrap_or_else(|| Err(Error::internal("a batch of one answered nothing")))
-    }
-
     async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>> {
         let Some(first) = commits.first() else { return Ok(Vec::new()) };
         let ctx = first.key.ctx.clone();

@@ -9,8 +9,8 @@ use futures_util::TryStreamExt;
 use mongodb::ClientSession;
 use mongodb::error::{Error as MongoError, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use udm_core::counters::CounterDelta;
-use udm_core::layout::collection_record_prefix;
 use udm_core::layout::version_record_id;
+use udm_core::layout::{collection_record_prefix, parse_collection_record_prefix};
 use udm_core::ports::{
     Commit, Committed, CounterStore, Durable, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore,
     ShrinkPolicy, ShrinkStats, check_batch, check_prune, parse_object_cursor, select_collections,
@@ -249,12 +249,6 @@ pub(crate) fn committed_by(stored: &Document) -> Result<(Committed, Checksum)> {
 
 #[async_trait]
 impl MetaStore for MongoStore {
-    async fn commit(&self, commit: Commit) -> Result<Committed> {
-        commit.check()?;
-        let mut answers = self.commit_many(vec![commit]).await?;
-        answers.pop().unwrap_or_else(|| Err(Error::internal("a batch of one answered nothing")))
-    }
-
     async fn commit_many(&self, commits: Vec<Commit>) -> Result<Vec<Result<Committed>>> {
         self.commit_batch(commits, None).await
     }
@@ -373,8 +367,7 @@ impl MetaStore for MongoStore {
                 .find_one(doc! {"_id": collection_record_prefix(ctx)})
                 .await
                 .map_err(|e| classify("collection cv", e))?;
-            let n = found.and_then(|d| d.get_i64("cv").ok()).unwrap_or(0);
-            Ok(Cv(u64::try_from(n).map_err(|_| corrupt("cv", n))?))
+            found.as_ref().map_or(Ok(Cv::ZERO), |d| crate::shadow::cv_of(d, "cv"))
         })
         .await
     }
@@ -438,9 +431,7 @@ impl MetaStore for MongoStore {
             let mut ctxs = Vec::new();
             while let Some(d) = cursor.try_next().await.map_err(|e| classify("list collections", e))? {
                 let id = d.get_str("_id").map_err(|e| corrupt("cv", e))?;
-                let parts: Vec<&str> = id.trim_end_matches('/').split('/').collect();
-                let [t, d, c] = parts[..] else { continue };
-                let Ok(ctx) = RouteContext::new(t, d, c) else { continue };
+                let Some(ctx) = parse_collection_record_prefix(id) else { continue };
                 let any = self
                     .heads()
                     .find_one(doc! {"ctx": id})

@@ -5,7 +5,7 @@
 
 use bson::{Bson, doc};
 use futures_util::TryStreamExt;
-use udm_core::layout::collection_record_prefix;
+use udm_core::layout::{collection_record_prefix, parse_collection_record_prefix};
 use udm_core::query::Page;
 use udm_core::shadow::{LogEntry, ShadowPending};
 use udm_core::{Cv, Result, RouteContext};
@@ -15,7 +15,8 @@ use crate::docs::from_json;
 use crate::error::{classify, corrupt, to_i64};
 use crate::meta::committed_by;
 
-fn cv_of(d: &bson::Document, field: &str) -> Result<Cv> {
+/// A CV field of a collection document (absent: [`Cv::ZERO`]).
+pub(crate) fn cv_of(d: &bson::Document, field: &str) -> Result<Cv> {
     match d.get(field) {
         None | Some(Bson::Null) => Ok(Cv::ZERO),
         Some(v) => {
@@ -43,10 +44,7 @@ impl MongoStore {
         let mut out = Vec::new();
         while let Some(d) = cursor.try_next().await.map_err(|e| classify(what, e))? {
             let id = d.get_str("_id").map_err(|e| corrupt("collection document", e))?;
-            let parts: Vec<&str> = id.trim_end_matches('/').split('/').collect();
-            if let [t, db, c] = parts[..]
-                && let Ok(ctx) = RouteContext::new(t, db, c)
-            {
+            if let Some(ctx) = parse_collection_record_prefix(id) {
                 out.push(ctx);
             }
         }

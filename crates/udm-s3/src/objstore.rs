@@ -235,7 +235,7 @@ impl BlobStore for ObjectStoreBlobs {
             }
             _ => None,
         };
-        let mut keys = self
+        let keys = self
             .call("list", prefix, async {
                 let mut stream = match &offset {
                     Some(o) => self.store.list_with_offset(dir.as_ref(), o),
@@ -254,10 +254,7 @@ impl BlobStore for ObjectStoreBlobs {
                 Ok(keys)
             })
             .await?;
-        let more = keys.len() > limit;
-        keys.truncate(limit);
-        let next = if more { keys.last().cloned() } else { None };
-        Ok(BlobPage { keys, next })
+        Ok(BlobPage::from_overfetch(keys, limit))
     }
 
     async fn presign_get(&self, key: &str, ttl_secs: u64) -> Result<String> {

@@ -120,6 +120,17 @@ pub struct BlobPage {
     pub next: Option<String>,
 }
 
+impl BlobPage {
+    /// The page of `keys` (in order, up to `limit + 1` of them: one more than the page
+    /// holds tells that another page follows), with `next` set to its last key then.
+    pub fn from_overfetch(mut keys: Vec<String>, limit: usize) -> Self {
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let next = if more { keys.last().cloned() } else { None };
+        BlobPage { keys, next }
+    }
+}
+
 /// One page of a listing with the delimiter `/` ([`BlobStore::list_with_delimiter`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlobListing {

@@ -394,7 +394,13 @@ pub trait MetaStore: Send + Sync + fmt::Debug {
     /// [`ErrorKind::Validation`](crate::ErrorKind::Validation). Transient backend failures are
     /// retryable [`ErrorKind::Unavailable`](crate::ErrorKind::Unavailable); after one, the
     /// commit may or may not have happened — replaying it with the same request id is safe.
-    async fn commit(&self, commit: Commit) -> Result<Committed>;
+    ///
+    /// Provided: a [`MetaStore::commit_many`] of one.
+    async fn commit(&self, commit: Commit) -> Result<Committed> {
+        commit.check()?;
+        let mut answers = self.commit_many(vec![commit]).await?;
+        answers.pop().unwrap_or_else(|| Err(Error::internal("a batch of one answered nothing")))
+    }
 
     /// Group commit: commits a batch of versions of **one collection** in **one** atomic
     /// transaction, as if each commit ran after the one before it (see

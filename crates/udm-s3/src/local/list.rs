@@ -37,10 +37,7 @@ pub(super) fn page(root: &Path, prefix: &str, after: Option<&str>, limit: usize)
         children.sort_unstable_by(|a, b| b.key.cmp(&a.key));
         stack.extend(children);
     }
-    let more = keys.len() > limit;
-    keys.truncate(limit);
-    let next = if more { keys.last().cloned() } else { None };
-    Ok(BlobPage { keys, next })
+    Ok(BlobPage::from_overfetch(keys, limit))
 }
 
 /// Whether the walk needs `item`: a key in range, or a directory that may hold one.
