@@ -19,6 +19,7 @@
 //! # let _ = store; Ok(()) }
 //! ```
 
+mod asof;
 mod blobs;
 mod meta;
 mod queue;
@@ -101,6 +102,8 @@ impl EmbeddedStore {
             tx.open_table(REQUESTS_BY_OBJECT).map_err(db_err)?;
             tx.open_table(COUNTERS).map_err(db_err)?;
             tx.open_table(BY_CV).map_err(db_err)?;
+            tx.open_table(asof::AS_OF_AT).map_err(db_err)?;
+            tx.open_table(asof::AS_OF_CV).map_err(db_err)?;
             tx.open_table(LOGGED).map_err(db_err)?;
             tx.open_table(JOBS).map_err(db_err)?;
             tx.open_table(QUEUE).map_err(db_err)?;

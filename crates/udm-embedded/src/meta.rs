@@ -17,7 +17,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::Ordering as AtomicOrdering;
 
 use async_trait::async_trait;
 use redb::{ReadableTable, Table, WriteTransaction};
@@ -33,6 +33,7 @@ use udm_core::query::{
 };
 use udm_core::shadow::ShadowPending;
 
+use crate::asof::{AsOf, as_of_in, index_in, unindex_in};
 use crate::shadow::{backlog_in, cv_key, pending_in};
 use udm_core::version::SnapshotRef;
 use udm_core::{
@@ -88,58 +89,6 @@ fn apply_counters(t: &mut Table<'_, &'static str, i64>, deltas: &[CounterDelta])
     Ok(())
 }
 
-/// The stored version of `key` with the lowest (`first`) or highest OV in `lo..=hi`: one
-/// B-tree seek (keys are zero-padded, so key order is OV order). `None` if none is stored.
-fn seek(
-    versions: &impl ReadableTable<&'static str, &'static str>,
-    key: &ObjectKey,
-    (lo, hi): (u64, u64),
-    first: bool,
-    reads: &AtomicU64,
-) -> Result<Option<VersionRecord>> {
-    reads.fetch_add(1, AtomicOrdering::Relaxed);
-    let (a, b) = (version_record_id(key, Ov::new(lo)?), version_record_id(key, Ov::new(hi)?));
-    let mut range = versions.range(a.as_str()..=b.as_str()).map_err(db_err)?;
-    match if first { range.next() } else { range.next_back() } {
-        Some(row) => decode(row.map_err(db_err)?.1.value(), "version").map(Some),
-        None => Ok(None),
-    }
-}
-
-/// The last stored version of `key` up to its head whose `(at, cv)` satisfies `pred`
-/// (monotone in OV: per object, timestamps never decrease and CVs increase with the OV), by
-/// binary search: at most `2 + ⌈log2(head.ov)⌉` seeks. A missing record (a gap) is an absent
-/// version: each probe seeks the first version stored at or after its midpoint.
-fn last_ov_where(
-    versions: &impl ReadableTable<&'static str, &'static str>,
-    key: &ObjectKey,
-    head: &Head,
-    pred: impl Fn(Timestamp, Cv) -> bool,
-    reads: &AtomicU64,
-) -> Result<Option<VersionRecord>> {
-    let h = head.ov.get();
-    if pred(head.at, head.cv) {
-        // The head's version satisfies it, so every version does: the last stored one.
-        return seek(versions, key, (1, h), false, reads);
-    }
-    // Invariant: every stored version below `lo` satisfies `pred` (`best` is the highest
-    // seen), none above `hi` does.
-    let (mut lo, mut hi) = (1u64, h - 1);
-    let mut best = None;
-    while lo <= hi {
-        let mid = lo + (hi - lo) / 2;
-        match seek(versions, key, (mid, hi), true, reads)? {
-            Some(rec) if pred(rec.at, rec.cv) => {
-                lo = rec.ov.get() + 1;
-                best = Some(rec);
-            }
-            // Nothing stored in `mid..=hi`, or the first stored one there fails.
-            _ => hi = mid - 1,
-        }
-    }
-    Ok(best)
-}
-
 fn commit_many_in(tx: &WriteTransaction, commits: &[Commit]) -> Result<Vec<Result<Committed>>> {
     let Some(first) = commits.first() else { return Ok(Vec::new()) };
     let ctx = &first.key.ctx;
@@ -174,6 +123,7 @@ fn commit_many_in(tx: &WriteTransaction, commits: &[Commit]) -> Result<Vec<Resul
         let r = &a.record;
         let vid = version_record_id(&r.key, r.ov);
         versions.insert(vid.as_str(), encode(r)?.as_str()).map_err(db_err)?;
+        index_in(tx, r)?;
         by_cv.insert(cv_key(&prefix, r.cv).as_str(), vid.as_str()).map_err(db_err)?;
         let req_key = request_key(ctx, &r.provenance.request_id);
         let req = RequestRecord { done: a.done.clone(), fingerprint: a.fingerprint };
@@ -194,7 +144,9 @@ fn hard_delete_in(tx: &WriteTransaction, key: &ObjectKey, counters: &[CounterDel
     let mut versions = tx.open_table(VERSIONS).map_err(db_err)?;
     let mut snapshots = Vec::new();
     for (k, v) in scan_prefix(&versions, &format!("{obj}/"))? {
-        snapshots.push(decode::<VersionRecord>(&v, "version")?.snapshot);
+        let r = decode::<VersionRecord>(&v, "version")?;
+        unindex_in(tx, &r)?;
+        snapshots.push(r.snapshot);
         versions.remove(k.as_str()).map_err(db_err)?;
     }
     let mut by_obj = tx.open_table(REQUESTS_BY_OBJECT).map_err(db_err)?;
@@ -245,6 +197,7 @@ fn import_in(tx: &WriteTransaction, versions: &[ImportedVersion]) -> Result<Impo
             out.heads_moved += 1;
         }
         records.insert(vid.as_str(), encode(r)?.as_str()).map_err(db_err)?;
+        index_in(tx, r)?;
         let prefix = collection_record_prefix(&r.key.ctx);
         tx.open_table(BY_CV).map_err(db_err)?.insert(cv_key(&prefix, r.cv).as_str(), vid.as_str()).map_err(db_err)?;
         if recorded.is_none() {
@@ -273,7 +226,9 @@ fn prune_in(tx: &WriteTransaction, key: &ObjectKey, ovs: &[Ov]) -> Result<Vec<Sn
     let mut out = Vec::new();
     for ov in ovs.into_iter().filter(|ov| *ov < head.ov) {
         if let Some(raw) = versions.remove(version_record_id(key, ov).as_str()).map_err(db_err)? {
-            out.push(decode::<VersionRecord>(raw.value(), "version")?.snapshot);
+            let r = decode::<VersionRecord>(raw.value(), "version")?;
+            unindex_in(tx, &r)?;
+            out.push(r.snapshot);
         }
     }
     Ok(out)
@@ -447,22 +402,10 @@ fn heads_sorted(
 }
 
 impl EmbeddedStore {
-    /// The last version of `key` whose `(at, cv)` satisfies `pred` (monotone in OV), or `None`.
-    async fn last_version_where(
-        &self,
-        key: &ObjectKey,
-        pred: impl Fn(Timestamp, Cv) -> bool + Send + 'static,
-    ) -> Result<Option<VersionRecord>> {
+    /// The last version of `key` at or before `cond`, or `None` (see the `asof` module).
+    async fn version_as_of(&self, key: &ObjectKey, cond: AsOf) -> Result<Option<VersionRecord>> {
         let (key, reads) = (key.clone(), self.read_counter());
-        self.read(move |tx| {
-            reads.fetch_add(1, AtomicOrdering::Relaxed);
-            let Some(head) = get_json::<Head>(&tx.open_table(HEADS).map_err(db_err)?, &head_record_id(&key), "head")?
-            else {
-                return Ok(None);
-            };
-            last_ov_where(&tx.open_table(VERSIONS).map_err(db_err)?, &key, &head, pred, &reads)
-        })
-        .await
+        self.read(move |tx| as_of_in(tx, &key, cond, &reads)).await
     }
 }
 
@@ -526,11 +469,11 @@ impl MetaStore for EmbeddedStore {
     }
 
     async fn version_at(&self, key: &ObjectKey, at: Timestamp) -> Result<Option<VersionRecord>> {
-        self.last_version_where(key, move |t, _| t <= at).await
+        self.version_as_of(key, AsOf::At(at)).await
     }
 
     async fn version_at_cv(&self, key: &ObjectKey, cv: Cv) -> Result<Option<VersionRecord>> {
-        self.last_version_where(key, move |_, c| c <= cv).await
+        self.version_as_of(key, AsOf::Cv(cv)).await
     }
 
     async fn history(&self, key: &ObjectKey, q: &HistoryQuery) -> Result<Page<VersionRecord>> {

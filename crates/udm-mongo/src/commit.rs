@@ -29,6 +29,7 @@ use udm_core::ports::{BatchWrites, Commit, Committed, plan_batch};
 use udm_core::{Checksum, Cv, Error, Head, ObjectKey, RequestId, Result};
 
 use crate::MongoStore;
+use crate::asof::entry_of;
 use crate::docs::{counter_field, from_json, head_doc, obj_id, request_id_of, version_doc};
 use crate::error::{DUPLICATE_KEY, code};
 use crate::meta::{Step, committed_by};
@@ -157,6 +158,10 @@ impl MongoStore {
                 Err(e) if !careful && is_duplicate(&e) => return Ok(Attempt::Careful),
                 other => other?,
             };
+        }
+        let openers = w.accepted.iter().filter_map(|a| entry_of(&a.record)).collect();
+        if let Err(e) = self.index_as_of(s, openers).await? {
+            return Ok(Attempt::Done(Step::Abort(Err(e))));
         }
         Ok(Attempt::Done(Step::Commit(w.answers)))
     }

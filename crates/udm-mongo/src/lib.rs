@@ -34,6 +34,7 @@
 //! # Ok(()) }
 //! ```
 
+mod asof;
 mod commit;
 mod docs;
 mod error;
@@ -267,6 +268,11 @@ impl MongoStore {
         self.cvs()
     }
 
+    /// The as-of index: one document per object (see the `asof` module).
+    pub(crate) fn asof(&self) -> Collection<Document> {
+        self.coll("udm_asof")
+    }
+
     pub(crate) fn jobs(&self) -> Collection<Document> {
         self.coll("udm_jobs")
     }
@@ -353,7 +359,7 @@ impl MongoStore {
     /// Drops every UDM collection of this database (tests and dev resets only).
     pub async fn drop_all(&self) -> Result<()> {
         self.bounded("drop", async {
-            for name in ["udm_heads", "udm_versions", "udm_collections", "udm_jobs", "udm_queue"] {
+            for name in ["udm_heads", "udm_versions", "udm_asof", "udm_collections", "udm_jobs", "udm_queue"] {
                 self.coll(name).drop().await.map_err(|e| classify("drop", e))?;
             }
             Ok(())

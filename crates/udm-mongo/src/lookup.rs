@@ -63,8 +63,16 @@ impl AsOf {
         Self::Cv(i64::try_from(cv.0).unwrap_or(i64::MAX))
     }
 
+    /// Whether a version with this timestamp (milliseconds) and CV satisfies it.
+    pub(crate) fn holds(self, at: i64, cv: i64) -> bool {
+        match self {
+            Self::At(t) => at <= t,
+            Self::Cv(c) => cv <= c,
+        }
+    }
+
     /// Whether a stored version document satisfies it (by its `at` / `cv` query fields).
-    fn holds_for(self, d: &Document) -> Result<bool> {
+    pub(crate) fn holds_for(self, d: &Document) -> Result<bool> {
         let (field, bound) = match self {
             Self::At(t) => ("at", t),
             Self::Cv(c) => ("cv", c),
@@ -118,7 +126,7 @@ impl MongoStore {
     }
 
     /// The stored versions of `key` among `ovs`, by OV: one `$in` of ids (one round trip).
-    async fn fetch(&self, key: &ObjectKey, ovs: &[u64]) -> Result<Vec<(u64, Document)>> {
+    pub(crate) async fn fetch(&self, key: &ObjectKey, ovs: &[u64]) -> Result<Vec<(u64, Document)>> {
         if ovs.is_empty() {
             return Ok(Vec::new());
         }
@@ -170,8 +178,17 @@ impl MongoStore {
         Ok(out)
     }
 
-    /// The last version of `key` satisfying `cond` (monotone in OV), or `None`.
+    /// The last version of `key` satisfying `cond` (monotone in OV), or `None`: by the as-of
+    /// index (two round trips, see the `asof` module), else by searching.
     pub(crate) async fn version_as_of(&self, key: &ObjectKey, cond: AsOf) -> Result<Option<VersionRecord>> {
+        match self.indexed_as_of(key, cond).await? {
+            Some(answer) => Ok(answer),
+            None => self.searched_as_of(key, cond).await,
+        }
+    }
+
+    /// [`MongoStore::version_as_of`] without the index: correct on any stored history.
+    async fn searched_as_of(&self, key: &ObjectKey, cond: AsOf) -> Result<Option<VersionRecord>> {
         let Some(head) = self.head_of(key).await? else { return Ok(None) };
         let h = head.ov.get();
         if cond.holds_for_head(&head)
@@ -212,7 +229,7 @@ impl MongoStore {
         best.map(|d| from_json(&d, "version")).transpose()
     }
 
-    /// The gap path of [`MongoStore::version_as_of`]: the last version in `lo..=hi`
+    /// The gap path of [`MongoStore::searched_as_of`]: the last version in `lo..=hi`
     /// satisfying `cond` (by an `_id` range over the query fields, then one point lookup),
     /// else `best`.
     async fn scan_as_of(

@@ -572,6 +572,7 @@ impl MongoStore {
             }
             let vdoc = or_abort!(version_doc(r, &v.fingerprint));
             self.versions().insert_one(vdoc).session(&mut *s).await?;
+            or_abort!(self.index_as_of(s, crate::asof::entry_of(r).into_iter().collect()).await?);
             let cv = or_abort!(to_i64(r.cv.0, "cv"));
             self.cvs()
                 .update_one(
@@ -638,6 +639,7 @@ impl MongoStore {
             }
         }
         self.versions().delete_many(doc! {"obj": &obj}).session(&mut *s).await?;
+        self.drop_as_of(s, key).await?;
         if head_removed {
             self.apply_counters(s, counters).await?;
         }

@@ -240,3 +240,53 @@ pub async fn prune_leaves_readable_gaps(a: MetaAdapters) {
     assert_eq!(left, want);
     assert!(a.meta.find_request(&ctx, &rid("r4")).await.unwrap().is_none(), "hard delete removes pruned requests too");
 }
+
+/// As-of answers exactly the reference (the last stored version at or before the instant or
+/// CV) on `k`'s stored history, probed at every instant and CV around it.
+async fn as_of_matches_the_stored_history(a: &MetaAdapters, k: &ObjectKey) {
+    let all = all_versions(&*a.meta, k).await;
+    let last = all.last().expect("a history");
+    let ov_of = |v: Option<&VersionRecord>| v.map(|v| v.ov.get());
+    for t in (0..=last.at.as_millis() + 10).step_by(3) {
+        let want = all.iter().rev().find(|v| v.at.as_millis() <= t);
+        assert_eq!(ov_of(a.meta.version_at(k, ts(t)).await.unwrap().as_ref()), ov_of(want), "{k} as of {t}");
+    }
+    for cv in 0..=last.cv.0 + 1 {
+        let want = all.iter().rev().find(|v| v.cv.0 <= cv);
+        assert_eq!(ov_of(a.meta.version_at_cv(k, Cv(cv)).await.unwrap().as_ref()), ov_of(want), "{k} as of cv {cv}");
+    }
+}
+
+/// As-of over a history longer than any adapter's index bucket (200 versions), after whole
+/// runs of versions are pruned (bucket-opening OVs 64, 128 and 192 among them), on a history
+/// that was imported rather than committed, and after a hard delete and a re-creation later
+/// in time (nothing of the old history may answer).
+pub async fn as_of_follows_prunes_imports_and_rebirth(a: MetaAdapters) {
+    let ctx = unique_ctx("asof");
+    let k = key(&ctx, "doc");
+    for n in 1..=200 {
+        a.meta.commit(nth(&k, n, ts(n as i64 * 10))).await.expect("commit");
+    }
+    as_of_matches_the_stored_history(&a, &k).await;
+    let pruned: Vec<_> = (60..=70).chain(120..=135).chain([191, 192]).map(ov).collect();
+    assert_eq!(a.meta.prune(&k, &pruned).await.unwrap().len(), pruned.len());
+    as_of_matches_the_stored_history(&a, &k).await;
+
+    let imported_ctx = unique_ctx("asof-imported");
+    let k2 = key(&imported_ctx, "doc");
+    let history: Vec<ImportedVersion> = (1..=150).map(|n| imported(&nth(&k2, n, ts(n as i64 * 7)), n * 2)).collect();
+    assert_eq!(a.meta.import(history).await.unwrap().inserted, 150);
+    as_of_matches_the_stored_history(&a, &k2).await;
+
+    a.meta.hard_delete(&k, vec![]).await.unwrap();
+    let again = commit(&k, None, Op::Create, ts(50_000), "again", &json!({"again": true}));
+    let cv = a.meta.commit(again).await.unwrap().cv;
+    for t in [10, 640, 1_280, 2_000, 49_999] {
+        assert!(a.meta.version_at(&k, ts(t)).await.unwrap().is_none(), "the deleted history answered as of {t}");
+    }
+    for c in [1, 64, 200, cv.0 - 1] {
+        assert!(a.meta.version_at_cv(&k, Cv(c)).await.unwrap().is_none(), "the deleted history answered as of cv {c}");
+    }
+    assert_eq!(a.meta.version_at(&k, ts(50_000)).await.unwrap().map(|v| v.ov), Some(ov(1)));
+    assert_eq!(a.meta.version_at_cv(&k, cv).await.unwrap().map(|v| v.ov), Some(ov(1)));
+}

@@ -66,7 +66,7 @@ macro_rules! conformance_tests {
             list_filters_sorts_and_pages, list_rejects_bad_queries, history_pages_both_ways);
         $crate::__conformance_cases!(meta_v2, $make;
             enumeration_pages_and_isolates_tenants, import_is_idempotent_and_never_moves_cvs_back,
-            prune_leaves_readable_gaps);
+            prune_leaves_readable_gaps, as_of_follows_prunes_imports_and_rebirth);
         $crate::__conformance_cases!(group, $make;
             group_commit_assigns_consecutive_cvs, group_commit_answers_each_item,
             group_commit_rejections_and_replays_change_nothing, group_commit_racing_batches,
