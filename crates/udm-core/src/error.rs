@@ -44,6 +44,11 @@ pub enum ErrorKind {
     /// An invariant was broken inside UDM or a backend returned something impossible.
     /// Report it: this is a bug or corruption, not a caller mistake.
     Internal,
+    /// The write did not commit now, but it is durable in the fallback queue and the queue's
+    /// worker will apply it (or dead-letter it with the reason); [`Error::queued_request`]
+    /// names its request id, whose final state the collection's `request_state` reports.
+    /// Do not retry it: it is already on its way.
+    Queued,
 }
 
 impl ErrorKind {
@@ -62,6 +67,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::NotConfirmed => "not confirmed",
             ErrorKind::Internal => "internal",
+            ErrorKind::Queued => "queued",
         }
     }
 }
@@ -109,6 +115,8 @@ pub struct Error {
     /// For version conflicts: the current OV as a number (`version.rs` owns the typed view,
     /// so this module does not depend on it).
     pub(crate) current_ov: Option<u64>,
+    /// For [`ErrorKind::Queued`]: the queued write's request id.
+    queued_request: Option<String>,
     problems: Vec<Problem>,
     source: Option<Source>,
 }
@@ -125,9 +133,26 @@ impl Error {
             message: message.into(),
             retryable: kind == ErrorKind::Unavailable,
             current_ov: None,
+            queued_request: None,
             problems: Vec::new(),
             source: None,
         }
+    }
+
+    /// A write that is durable in the fallback queue under `request_id` (not retryable: it
+    /// is already on its way). `why` says what failed now.
+    pub fn queued(request_id: impl Into<String>, why: &str) -> Self {
+        let request_id = request_id.into();
+        let message = format!(
+            "queued as request {request_id}: it will be applied by the fallback queue's worker ({why}); \
+             ask the collection's request_state for its outcome"
+        );
+        Self { queued_request: Some(request_id), ..Self::new(ErrorKind::Queued, message) }
+    }
+
+    /// For [`ErrorKind::Queued`]: the request id the write was queued under.
+    pub fn queued_request(&self) -> Option<&str> {
+        self.queued_request.as_deref()
     }
 
     /// A validation error with one problem at `path`.
@@ -208,6 +233,9 @@ impl fmt::Debug for Error {
         if let Some(ov) = self.current_ov {
             d.field("current_ov", &ov);
         }
+        if let Some(r) = &self.queued_request {
+            d.field("queued_request", r);
+        }
         if let Some(s) = &self.source {
             d.field("source", &s.to_string());
         }
@@ -230,6 +258,14 @@ impl std::error::Error for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queued_write_names_its_request_and_is_not_retried() {
+        let e = Error::queued("req-7", "backend down");
+        assert_eq!((e.kind(), e.queued_request(), e.is_retryable()), (ErrorKind::Queued, Some("req-7"), false));
+        assert!(e.to_string().starts_with("queued: queued as request req-7"), "{e}");
+        assert_eq!(Error::unavailable("x").queued_request(), None);
+    }
 
     #[test]
     fn only_unavailable_is_retryable_by_default() {

@@ -210,11 +210,6 @@ fn tenant_specific_collection_config_wins() {
 fn settings_that_would_do_nothing_are_refused() {
     let cases = [
         ("[retention]\ndays = 90\n", "retention"),
-        ("[fallback_queue]\nenabled = true\n", "fallback_queue"),
-        (
-            "[fallback_queue]\nretry = { base_delay_ms = 100, max_delay_ms = 60000, max_attempts = 8 }\n",
-            "fallback_queue",
-        ),
         ("[write_optimization]\nenabled = true\n", "write_optimization"),
         ("[write_optimization]\ncounter_debounce_ms = 50\n", "write_optimization"),
         ("[counters]\nmongo_uri = \"mongodb://127.0.0.1:1\"\ndatabase = \"c\"\n", "counters"),
@@ -236,6 +231,26 @@ fn settings_that_would_do_nothing_are_refused() {
     let ok =
         format!("{GOOD}\n[write_optimization]\nskip_dev_shadow_over_bytes = 1024\n[fallback_queue]\nenabled = false\n");
     Config::from_toml(&ok).unwrap().validate().unwrap();
+}
+
+/// The fallback queue's spool path must not be empty (that it is given when the queue is on
+/// is checked where the spool opens: an application may inject its queue store instead).
+#[test]
+fn the_fallback_queue_spool_is_checked() {
+    let e = Config::from_toml(&format!("{GOOD}\n[fallback_queue]\nenabled = true\nspool = \" \"\n"))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+    assert_eq!(e.problems()[0].path, "fallback_queue.spool", "{e:?}");
+    let ok = format!(
+        "{GOOD}\n[fallback_queue]\nenabled = true\nspool = \"/var/lib/app/udm-queue.redb\"\n\
+         retry = {{ base_delay_ms = 100, max_delay_ms = 60000, max_attempts = 8 }}\n"
+    );
+    let cfg = Config::from_toml(&ok).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.fallback_queue.spool.as_deref(), Some("/var/lib/app/udm-queue.redb"));
+    assert_eq!(cfg.fallback_queue.retry.max_attempts, 8);
 }
 
 /// A backend kind the core does not know is carried as given (for the adapter registered for

@@ -129,6 +129,15 @@ impl QueueStore for EmbeddedStore {
         })
     }
 
+    async fn get(&self, id: &str) -> Result<Option<QueueEntry>> {
+        let id = id.to_owned();
+        self.read(move |tx| match tx.open_table(QUEUE).map_err(db_err)?.get(id.as_str()).map_err(db_err)? {
+            Some(v) => decode(v.value(), "queue entry").map(Some),
+            None => Ok(None),
+        })
+        .await
+    }
+
     async fn cancel(&self, id: &str) -> Result<()> {
         let id = id.to_owned();
         self.write(move |tx| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde::Serialize;
-use udm_core::ports::{ShrinkPolicy, ShrinkStats};
+use udm_core::ports::{QueueEntry, QueueState, QueueStats, ShrinkPolicy, ShrinkStats};
 use udm_core::{Result, RouteContext};
 
 use crate::Inner;
@@ -37,6 +37,12 @@ pub struct Stats {
     pub commit_batches: u64,
     /// Commits those transactions carried (÷ `commit_batches` = mean batch size).
     pub batched_commits: u64,
+    /// Writes made durable in the fallback queue instead of committing at once.
+    pub queued: u64,
+    /// Queued writes the queue's worker committed (or found committed).
+    pub queue_applied: u64,
+    /// Queued writes moved to the dead letters.
+    pub dead_lettered: u64,
 }
 
 /// Health of one pair.
@@ -142,6 +148,9 @@ impl Admin {
             replays: s.replays.get(),
             commit_batches: s.commit_batches.get(),
             batched_commits: s.batched_commits.get(),
+            queued: s.queued.get(),
+            queue_applied: s.queue_applied.get(),
+            dead_lettered: s.dead_lettered.get(),
         }
     }
 
@@ -184,11 +193,69 @@ impl Admin {
         Ok(total)
     }
 
-    /// Stops accepting writes; later writes fail with a non-retryable `Unavailable`. Nothing
-    /// is buffered today, so nothing needs flushing.
-    pub fn shutdown(&self) {
+    /// Shuts down: stops taking writes (later ones fail with a non-retryable `Unavailable`),
+    /// waits for the writes in flight (each bounded by the write budget; one that fails on a
+    /// transient error is queued, with the fallback queue on), stops the queue's worker after
+    /// the replays it is running (what is still queued stays in the spool for the next
+    /// start), and flushes the shadow commit log. Idempotent.
+    ///
+    /// ```
+    /// # async fn demo(udm: udm_facade::Udm) -> udm_core::Result<()> {
+    /// let report = udm.admin().shutdown().await?;
+    /// println!("{} queued writes left for the next start", report.queue.pending);
+    /// # Ok(()) }
+    /// ```
+    pub async fn shutdown(&self) -> Result<ShutdownReport> {
         self.inner.closed.store(true, Ordering::SeqCst);
+        // Every write that got past the open check holds a read guard until it returns.
+        drop(self.inner.in_flight.write().await);
+        let mut report = ShutdownReport::default();
+        if let Some(q) = &self.inner.fallback {
+            q.stop().await;
+            report.queue = q.stats(self.inner.clock.now()).await?;
+        }
+        report.flushed = self.flush_shadow().await?;
+        Ok(report)
     }
+
+    /// The fallback queue's sizes (pending, leased, dead). `Unsupported` when it is off.
+    pub async fn queue_stats(&self) -> Result<QueueStats> {
+        self.fallback()?.stats(self.inner.clock.now()).await
+    }
+
+    /// Queue entries in `state`, by id, after `after`, at most `limit`.
+    pub async fn queue_list(&self, state: QueueState, after: Option<&str>, limit: usize) -> Result<Vec<QueueEntry>> {
+        self.fallback()?.store().list(state, after, limit).await
+    }
+
+    /// Puts dead letter `id` back in the queue, due now (attempts reset).
+    pub async fn queue_retry(&self, id: &str) -> Result<()> {
+        self.fallback()?.retry(id, self.inner.clock.now()).await
+    }
+
+    /// Removes queue entry `id` (pending or dead): it will never be applied.
+    pub async fn queue_cancel(&self, id: &str) -> Result<()> {
+        self.fallback()?.cancel(id).await
+    }
+
+    /// Replays every queued write that is due now, then returns (the worker does this on its
+    /// own; this is for tools and tests that want it done at once).
+    pub async fn run_queue_once(&self) -> Result<()> {
+        self.fallback()?.run_due(&self.inner).await.map(|_| ())
+    }
+
+    fn fallback(&self) -> Result<&Arc<crate::queue::Fallback>> {
+        self.inner.fallback.as_ref().ok_or_else(crate::queue::queue_off)
+    }
+}
+
+/// What [`Admin::shutdown`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ShutdownReport {
+    /// The fallback queue after the worker stopped (all zero when it is off).
+    pub queue: QueueStats,
+    /// What the final shadow-log flush wrote.
+    pub flushed: crate::FlushReport,
 }
 
 /// Counter totals (base and rule counters) per collection, summed over pairs.

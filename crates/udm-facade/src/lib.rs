@@ -38,6 +38,7 @@ mod commit;
 mod observe;
 mod ops;
 mod options;
+mod queue;
 mod read;
 mod record;
 mod restore;
@@ -52,11 +53,12 @@ use udm_core::config::{CollectionConfig, Config};
 use udm_core::counters::CounterRule;
 use udm_core::layout::Layout;
 use udm_core::metamap::MetadataMap;
-use udm_core::ports::{BlobStore, Clock, CounterStore, IdGenerator, MetaStore, UlidGenerator};
+use udm_core::ports::{BlobStore, Clock, CounterStore, IdGenerator, MetaStore, QueueStore, UlidGenerator};
 use udm_core::{Error, ErrorKind, Name, Result, RouteContext};
 use udm_router::Router;
 
-pub use admin::{Admin, BackendInfo, Counters, HealthReport, PairHealth, Stats};
+pub use admin::{Admin, BackendInfo, Counters, HealthReport, PairHealth, ShutdownReport, Stats};
+pub use queue::{QUEUE_REPLAY_CONCURRENCY, RequestState};
 pub use build::{BackendFuture, Backends, BlobFactory, MetaFactory};
 pub use ops::{
     BATCH_WRITE_CONCURRENCY, Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, Target, WriteItem,
@@ -106,6 +108,10 @@ pub(crate) struct Inner {
     pub(crate) stats: Arc<admin::StatCounters>,
     pub(crate) committer: commit::Committer,
     pub(crate) closed: AtomicBool,
+    /// Writes past the open check hold a read guard; shutdown takes the write guard.
+    pub(crate) in_flight: tokio::sync::RwLock<()>,
+    /// The fallback queue, when enabled.
+    pub(crate) fallback: Option<Arc<queue::Fallback>>,
 }
 
 impl Inner {
@@ -177,9 +183,17 @@ pub struct UdmBuilder {
     config: Option<Config>,
     clock: Option<Arc<dyn Clock>>,
     ids: Option<Arc<dyn IdGenerator>>,
+    queue: Option<Arc<dyn QueueStore>>,
 }
 
 impl UdmBuilder {
+    /// The fallback queue's spool (instead of the file `fallback_queue.spool` names); used
+    /// only when `fallback_queue.enabled`. One `Udm` at a time may use a spool.
+    pub fn queue(mut self, queue: Arc<dyn QueueStore>) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
     /// Adds a backend pair (1–10; names must be distinct identifiers).
     pub fn pair(mut self, pair: Pair) -> Self {
         self.pairs.push(pair);
@@ -231,6 +245,16 @@ impl UdmBuilder {
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let ids = self.ids.unwrap_or_else(|| Arc::new(UlidGenerator::new(clock.clone(), OsEntropy::default())));
         let pairs = self.pairs.into_iter().map(observed).collect();
+        let fallback = match (config.fallback_queue.enabled, self.queue) {
+            (false, _) => None,
+            (true, Some(q)) => Some(q),
+            (true, None) => Some(open_spool(&config.fallback_queue)?),
+        };
+        let fallback = fallback.map(|q| {
+            use udm_core::ports::Layer;
+            let q: Arc<dyn QueueStore> = Arc::new(udm_layers::MetricsLayer.layer(udm_layers::TracingLayer.layer(q)));
+            Arc::new(queue::Fallback::new(q, config.fallback_queue.clone()))
+        });
         let udm = Udm {
             inner: Arc::new(Inner {
                 pairs,
@@ -244,8 +268,13 @@ impl UdmBuilder {
                 stats: Arc::default(),
                 committer: commit::Committer::default(),
                 closed: AtomicBool::new(false),
+                in_flight: tokio::sync::RwLock::new(()),
+                fallback,
             }),
         };
+        if let Some(q) = &udm.inner.fallback {
+            q.start(Arc::downgrade(&udm.inner));
+        }
         // The shadow log's repair pass: completes what a crash left unflushed. In the
         // background, when built inside a Tokio runtime (else `Admin::flush_shadow` does it).
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
@@ -258,6 +287,25 @@ impl UdmBuilder {
         }
         Ok(udm)
     }
+}
+
+/// The spool file `fallback_queue.spool` names (an embedded redb database).
+#[cfg(feature = "embedded")]
+fn open_spool(c: &udm_core::config::FallbackQueueConfig) -> Result<Arc<dyn QueueStore>> {
+    let path = c.spool.as_deref().ok_or_else(|| {
+        let problem = udm_core::error::Problem::new("fallback_queue.spool", "required when the fallback queue is enabled");
+        Error::invalid(ErrorKind::Config, vec![problem])
+    })?;
+    Ok(Arc::new(udm_embedded::EmbeddedStore::open(std::path::Path::new(path))?))
+}
+
+/// Without the `embedded` feature there is no spool file to open.
+#[cfg(not(feature = "embedded"))]
+fn open_spool(_: &udm_core::config::FallbackQueueConfig) -> Result<Arc<dyn QueueStore>> {
+    Err(Error::new(
+        ErrorKind::Unsupported,
+        "fallback_queue.spool needs the `embedded` feature (or inject a queue with UdmBuilder::queue)",
+    ))
 }
 
 /// The pair with every port wrapped in the tracing and metrics layers.

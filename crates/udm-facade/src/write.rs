@@ -128,6 +128,82 @@ impl Intent {
     }
 }
 
+/// Format of a queued write's payload (the fallback queue's spool).
+pub(crate) const QUEUE_FORMAT: &str = "udm.queue.v1";
+
+impl Intent {
+    /// The queued form of this write (see [`QUEUE_FORMAT`]); `seq` orders an object's queued
+    /// writes. Everything a replay needs, the fingerprint included, so a replay of a write
+    /// whose first attempt committed (its acknowledgement lost) is recognized by request id.
+    pub(crate) fn to_payload(&self, seq: u64) -> Value {
+        let change = match &self.change {
+            Change::Replace(d) => json!({"kind": "replace", "data": d}),
+            Change::Delete => json!({"kind": "delete"}),
+            Change::Enrich { patch, function_id } => json!({"kind": "enrich", "patch": patch, "fn": function_id}),
+            Change::Restore { data, from, deleted } => {
+                json!({"kind": "restore", "data": data, "from": from.get(), "deleted": deleted})
+            }
+        };
+        json!({
+            "format": QUEUE_FORMAT,
+            "seq": seq,
+            "op": self.op.as_str(),
+            "change": change,
+            "expected": self.expected.map(Ov::get),
+            "actor": self.actor,
+            "reason": self.reason,
+            "fingerprint": self.fingerprint.map(|f| f.to_string()),
+        })
+    }
+
+    /// The write a queue entry holds, and its sequence number. Replays always look the
+    /// request id up first (the original attempt may have committed).
+    pub(crate) fn from_entry(e: &udm_core::ports::QueueEntry) -> Result<(Self, u64)> {
+        let p = &e.payload;
+        let bad = |what: &str| Error::internal(format!("queue entry {}: {what}", e.id));
+        if p.get("format").and_then(Value::as_str) != Some(QUEUE_FORMAT) {
+            return Err(Error::new(ErrorKind::Unsupported, format!("queue entry {}: not a {QUEUE_FORMAT} payload", e.id)));
+        }
+        let seq = p.get("seq").and_then(Value::as_u64).ok_or_else(|| bad("no seq"))?;
+        let op = p.get("op").and_then(Value::as_str).ok_or_else(|| bad("no op"))?;
+        let op = Op::ALL.into_iter().find(|o| o.as_str() == op).ok_or_else(|| bad("unknown op"))?;
+        let c = p.get("change").ok_or_else(|| bad("no change"))?;
+        let field = |name: &str| c.get(name).cloned().ok_or_else(|| bad(name));
+        let change = match c.get("kind").and_then(Value::as_str) {
+            Some("replace") => Change::Replace(field("data")?),
+            Some("delete") => Change::Delete,
+            Some("enrich") => Change::Enrich {
+                patch: field("patch")?,
+                function_id: c.get("fn").and_then(Value::as_str).map(str::to_owned),
+            },
+            Some("restore") => Change::Restore {
+                data: field("data")?,
+                from: Ov::new(c.get("from").and_then(Value::as_u64).ok_or_else(|| bad("from"))?)?,
+                deleted: c.get("deleted").and_then(Value::as_bool).ok_or_else(|| bad("deleted"))?,
+            },
+            _ => return Err(bad("unknown change")),
+        };
+        let expected = match p.get("expected") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(Ov::new(v.as_u64().ok_or_else(|| bad("expected"))?)?),
+        };
+        let text = |name: &str| p.get(name).and_then(Value::as_str).map(str::to_owned);
+        let fingerprint = text("fingerprint").map(|f| Checksum::from_hex(&f)).transpose()?;
+        let intent = Self {
+            key: e.key.clone(),
+            op,
+            change,
+            expected,
+            request: e.request_id.clone(),
+            caller_request: true,
+            actor: text("actor"),
+            reason: text("reason"),
+            fingerprint,
+        };
+        Ok((intent, seq))
+    }
+}
+
 /// A restore's fingerprint: the object and the target as the caller named it.
 pub(crate) fn restore_fingerprint(key: &ObjectKey, target: &Value) -> Checksum {
     fingerprint(key, Op::Restore, None, &json!({"target": target}))
@@ -147,10 +223,23 @@ struct Staged {
 }
 
 impl Collection {
-    /// Runs the write saga for `intent` within the write budget.
+    /// Runs the write saga for `intent` within the write budget; with the fallback queue on,
+    /// a write that fails on a transient error (or that must wait behind queued writes to its
+    /// object) is queued instead ([`ErrorKind::Queued`]).
     pub(crate) async fn write(&self, intent: Intent) -> Result<Written> {
         self.inner.check_open()?;
         intent.validate(&self.inner.config.limits)?;
+        // Shutdown waits for the writes that got past this point.
+        let _in_flight = self.inner.in_flight.read().await;
+        self.inner.check_open()?;
+        match &self.inner.fallback {
+            Some(queue) => queue.write(self, intent).await,
+            None => self.write_bounded(&intent).await,
+        }
+    }
+
+    /// The write saga within the write budget (no queue).
+    pub(crate) async fn write_bounded(&self, intent: &Intent) -> Result<Written> {
         let budget = Duration::from_millis(self.inner.config.deadlines.write_budget_ms);
         let request = intent.request.clone();
         let op = intent.op.as_str();
@@ -177,7 +266,7 @@ impl Collection {
         crate::observe::observe(op, span, bounded).await
     }
 
-    async fn write_within_budget(&self, intent: Intent) -> Result<Written> {
+    async fn write_within_budget(&self, intent: &Intent) -> Result<Written> {
         let pair = self.inner.router.route(&self.ctx, &intent.key.id).index;
         if intent.caller_request
             && let Some((done, recorded)) = self.find_request(&intent.request).await?
@@ -202,7 +291,7 @@ impl Collection {
             } else {
                 meta.head(&intent.key).await?
             };
-            match self.attempt(pair, &intent, head.as_ref()).await {
+            match self.attempt(pair, intent, head.as_ref()).await {
                 Err(e)
                     if e.kind() == ErrorKind::VersionConflict
                         && intent.expected.is_none()

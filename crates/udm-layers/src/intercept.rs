@@ -254,6 +254,9 @@ impl<S: QueueStore, I: Interceptor> LayeredQueue for Intercepted<S, I> {
     async fn cancel(&self, id: &str) -> Result<()> {
         self.interceptor.intercept(queue("cancel").key(id), || self.inner.cancel(id)).await
     }
+    async fn get(&self, id: &str) -> Result<Option<QueueEntry>> {
+        self.interceptor.intercept(queue("get").key(id), || self.inner.get(id)).await
+    }
 }
 
 fn counter(op: &'static str) -> Call<'static> {

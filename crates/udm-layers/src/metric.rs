@@ -54,6 +54,12 @@ pub const WRITE_REPLAYS_TOTAL: &str = "udm_write_replays_total";
 pub const COMMIT_BATCHES_TOTAL: &str = "udm_commit_batches_total";
 /// Commits carried by those transactions (÷ batches = mean batch size).
 pub const BATCHED_COMMITS_TOTAL: &str = "udm_batched_commits_total";
+/// Writes made durable in the fallback queue instead of committing at once.
+pub const QUEUED_WRITES_TOTAL: &str = "udm_queued_writes_total";
+/// Queued writes the queue's worker committed (or found committed).
+pub const QUEUE_APPLIED_TOTAL: &str = "udm_queue_applied_total";
+/// Queued writes moved to the dead letters.
+pub const DEAD_LETTERS_TOTAL: &str = "udm_dead_letters_total";
 /// Retries of a backend call (`reason`).
 pub const RETRIES_TOTAL: &str = "udm_retries_total";
 
@@ -66,6 +72,9 @@ pub fn describe() {
     describe_counter!(WRITES_TOTAL, Unit::Count, "Committed writes.");
     describe_counter!(COMMIT_BATCHES_TOTAL, Unit::Count, "Metadata transactions run by the group committer.");
     describe_counter!(BATCHED_COMMITS_TOTAL, Unit::Count, "Commits carried by group-commit transactions.");
+    describe_counter!(QUEUED_WRITES_TOTAL, Unit::Count, "Writes made durable in the fallback queue.");
+    describe_counter!(QUEUE_APPLIED_TOTAL, Unit::Count, "Queued writes the queue's worker committed.");
+    describe_counter!(DEAD_LETTERS_TOTAL, Unit::Count, "Queued writes moved to the dead letters.");
     describe_counter!(READS_TOTAL, Unit::Count, "Reads served.");
     describe_counter!(SNAPSHOT_READS_TOTAL, Unit::Count, "Snapshots fetched from blob stores.");
     describe_counter!(WRITE_CONFLICTS_TOTAL, Unit::Count, "Optimistic write retries after a lost race.");
@@ -178,6 +187,12 @@ pub struct FacadeCounters {
     pub commit_batches: EventCounter,
     /// Commits those transactions carried.
     pub batched_commits: EventCounter,
+    /// Writes made durable in the fallback queue.
+    pub queued: EventCounter,
+    /// Queued writes the queue's worker committed.
+    pub queue_applied: EventCounter,
+    /// Queued writes moved to the dead letters.
+    pub dead_lettered: EventCounter,
 }
 
 impl Default for FacadeCounters {
@@ -190,6 +205,9 @@ impl Default for FacadeCounters {
             replays: EventCounter::new(WRITE_REPLAYS_TOTAL),
             commit_batches: EventCounter::new(COMMIT_BATCHES_TOTAL),
             batched_commits: EventCounter::new(BATCHED_COMMITS_TOTAL),
+            queued: EventCounter::new(QUEUED_WRITES_TOTAL),
+            queue_applied: EventCounter::new(QUEUE_APPLIED_TOTAL),
+            dead_lettered: EventCounter::new(DEAD_LETTERS_TOTAL),
         }
     }
 }

@@ -78,6 +78,10 @@ impl QueueStore for MemoryQueue {
         if revived { Ok(()) } else { Err(Error::not_found(format!("dead letter {id}"))) }
     }
 
+    async fn get(&self, id: &str) -> Result<Option<QueueEntry>> {
+        Ok(self.lock().get(id).cloned())
+    }
+
     async fn cancel(&self, id: &str) -> Result<()> {
         self.lock().remove(id).map(|_| ()).ok_or_else(|| missing(id))
     }

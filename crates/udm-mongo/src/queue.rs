@@ -199,6 +199,14 @@ impl QueueStore for MongoStore {
         .await
     }
 
+    async fn get(&self, id: &str) -> Result<Option<QueueEntry>> {
+        self.bounded("queue get", async {
+            let found = self.queue().find_one(doc! {"_id": id}).await.map_err(|e| classify("queue get", e))?;
+            found.as_ref().map(from_doc).transpose()
+        })
+        .await
+    }
+
     async fn cancel(&self, id: &str) -> Result<()> {
         self.bounded("cancel", async {
             let r = self.queue().delete_one(doc! {"_id": id}).await.map_err(|e| classify("cancel", e))?;

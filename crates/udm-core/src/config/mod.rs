@@ -399,14 +399,19 @@ pub struct HardDeleteConfig {
     pub enabled: bool,
 }
 
-/// The persistent retry queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The fallback queue: writes that fail on a transient error are made durable in a local
+/// spool before the call returns (the call then fails with `ErrorKind::Queued`), and a worker
+/// replays them with backoff until they commit or go to the dead letters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FallbackQueueConfig {
-    /// Queue writes that fail on transient errors. The queue worker does not exist yet, so
-    /// this defaults to off and any non-default value in this section is refused as
-    /// [`ErrorKind::Unsupported`].
+    /// Queue writes that fail on transient errors (off by default).
     pub enabled: bool,
+    /// The spool: a file (an embedded redb database, fsync'd on every change) on the writing
+    /// process's own disk, so it survives an outage of the stores being written. Required
+    /// when enabled (unless the application injects a queue store); one process at a time
+    /// may open it.
+    pub spool: Option<String>,
     /// Backoff and attempts.
     pub retry: RetryPolicy,
     /// How often the worker polls, ms.
@@ -417,7 +422,7 @@ pub struct FallbackQueueConfig {
 
 impl Default for FallbackQueueConfig {
     fn default() -> Self {
-        Self { enabled: false, retry: RetryPolicy::default(), poll_interval_ms: 1000, lease_ms: 30_000 }
+        Self { enabled: false, spool: None, retry: RetryPolicy::default(), poll_interval_ms: 1000, lease_ms: 30_000 }
     }
 }
 

@@ -161,6 +161,10 @@ fn sections(c: &Config, p: &mut Vec<Problem>) {
     if c.fallback_queue.poll_interval_ms == 0 || c.fallback_queue.lease_ms == 0 {
         p.push(Problem::new("fallback_queue", "poll_interval_ms and lease_ms must be positive"));
     }
+    // Required when enabled unless a queue store is injected: checked where the spool opens.
+    if c.fallback_queue.spool.as_deref().is_some_and(|path| path.trim().is_empty()) {
+        p.push(Problem::new("fallback_queue.spool", "must not be empty"));
+    }
     let w = &c.write_optimization;
     if w.max_batch == 0 || w.max_concurrency == 0 {
         p.push(Problem::new("write_optimization", "max_batch and max_concurrency must be at least 1"));
@@ -195,9 +199,6 @@ pub(super) fn unsupported(c: &Config) -> Vec<Problem> {
         if let BlobBackend::S3 { backups_bucket: Some(_), .. } = &b.blobs {
             refuse(&format!("backends[{i}].blobs.backups_bucket"), "writing backups");
         }
-    }
-    if c.fallback_queue != super::FallbackQueueConfig::default() {
-        refuse("fallback_queue", "the fallback queue");
     }
     let w = c.write_optimization;
     let batching = super::WriteOptimizationConfig { skip_dev_shadow_over_bytes: 0, ..w };

@@ -244,6 +244,9 @@ pub trait LayeredQueue: Layered<Inner: QueueStore> {
     async fn cancel(&self, id: &str) -> Result<()> {
         self.inner().cancel(id).await
     }
+    async fn get(&self, id: &str) -> Result<Option<QueueEntry>> {
+        self.inner().get(id).await
+    }
 }
 
 /// A [`CounterStore`] decorator: every method forwards to [`Layered::inner`] unless
@@ -410,6 +413,9 @@ macro_rules! forward {
             }
             async fn cancel(&self, id: &str) -> Result<()> {
                 <$via as $tr>::cancel(self, id).await
+            }
+            async fn get(&self, id: &str) -> Result<Option<QueueEntry>> {
+                <$via as $tr>::get(self, id).await
             }
         }
     };

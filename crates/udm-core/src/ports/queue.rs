@@ -118,6 +118,9 @@ pub trait QueueStore: Send + Sync + fmt::Debug {
     /// returned unchanged and nothing is written.
     async fn enqueue(&self, entry: QueueEntry) -> Result<QueueEntry>;
 
+    /// The entry `id` (pending or dead), or `None`.
+    async fn get(&self, id: &str) -> Result<Option<QueueEntry>>;
+
     /// Leases up to `limit` pending entries due at `now` (next attempt `<= now`, no live
     /// lease) until `lease_until`, oldest due first. Concurrent callers never get the same
     /// entry while its lease lasts.

@@ -423,9 +423,12 @@ pub(crate) async fn admin(env: Env) {
     assert!(!shown.contains("testsecret"), "{shown}");
     let stats = env.udm.admin().stats();
     assert!(stats.writes >= 1 && stats.reads >= 1);
-    env.udm.admin().shutdown();
+    let report = env.udm.admin().shutdown().await.unwrap();
+    assert_eq!(report.queue, udm_core::ports::QueueStats::default(), "no queue configured");
     let e = c.create(json!({}), WriteOpts::id("b")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(!e.is_retryable(), "{e}");
+    env.udm.admin().shutdown().await.expect("shutdown is idempotent");
 }
 
 pub(crate) async fn hard_delete(env: Env) {

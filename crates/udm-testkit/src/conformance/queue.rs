@@ -35,6 +35,7 @@ pub async fn enqueue_is_idempotent(q: Arc<dyn QueueStore>) {
     let mut again = e.clone();
     again.payload = json!({"other": true});
     assert_eq!(q.enqueue(again).await.unwrap(), e, "first entry kept");
+    assert_eq!(q.get(&e.id).await.unwrap(), Some(e.clone()), "get by id");
     // A shared server holds other scenarios' entries too: page through all of them.
     let listed = all(&*q, QueueState::Pending).await;
     assert_eq!(listed.iter().filter(|x| x.id == e.id).count(), 1);
@@ -144,6 +145,7 @@ pub async fn missing_entries(q: Arc<dyn QueueStore>) {
     assert_eq!(q.retry_dead(&id, ts(0)).await.unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(q.cancel(&id).await.unwrap_err().kind(), ErrorKind::NotFound);
     q.complete(&id).await.expect("complete of absent is fine");
+    assert_eq!(q.get(&id).await.unwrap(), None);
 }
 
 /// Every entry in `state`, page by page.
