@@ -4,6 +4,14 @@
 //! store file, `DIR/udm.redb`, with the metadata and the snapshots; a fresh temporary
 //! directory by default): create, update, enrich, read as of an instant, restore, history — printing what
 //! happens. `udm health --dir DIR` checks the stores of a data directory.
+//!
+//! `udm queue stats | pending | dead | retry ID | cancel ID` inspects and steers the fallback
+//! queue's spool — the file `fallback_queue.spool` of a config file (`--config FILE`), or
+//! `DIR/udm-queue.redb` of the embedded default (`--dir DIR`) — directly: no `Udm` is built,
+//! so nothing is replayed by the command (a retried entry is replayed by the application's
+//! worker). The spool is locked while the application runs. `--json` prints JSON.
+//!
+//! Exit codes: 0 = done, 2 = error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +19,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use udm_core::query::HistoryQuery;
+use udm_core::ports::{Clock, QueueEntry, QueueState, QueueStore};
 use udm_core::{Result, RouteContext};
 use udm_facade::{EnrichOpts, ReadOpts, RestoreOutcome, Target, Udm, WriteOpts};
 
@@ -35,6 +44,56 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// The fallback queue: sizes, entries, dead letters; retry or cancel an entry.
+    Queue {
+        #[command(subcommand)]
+        action: QueueAction,
+        #[command(flatten)]
+        spool: SpoolArgs,
+        /// Print JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+/// Where the spool is.
+#[derive(clap::Args)]
+#[group(multiple = false)]
+struct SpoolArgs {
+    /// A config file (TOML) whose `fallback_queue.spool` names the spool.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// The embedded default's data directory (spool `DIR/udm-queue.redb`).
+    #[arg(long, global = true)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// Pending, leased and dead counts.
+    Stats,
+    /// Pending entries.
+    Pending {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Dead letters, with the error that stopped each.
+    Dead {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Moves a dead letter back to pending, due now.
+    Retry {
+        /// The entry id (as `pending` / `dead` print it).
+        id: String,
+    },
+    /// Removes an entry (pending or dead): it will never be applied.
+    Cancel {
+        /// The entry id.
+        id: String,
+    },
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -43,12 +102,13 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Quickstart { dir } => quickstart(dir).await,
         Command::Health { dir } => health(dir).await,
+        Command::Queue { action, spool, json } => queue(action, spool, json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("udm: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }
@@ -140,4 +200,72 @@ async fn health(dir: PathBuf) -> Result<()> {
         println!("{}: meta {:?}, json {:?}, content {:?}", p.name, p.meta, p.json, p.content);
     }
     if report.is_healthy() { Ok(()) } else { Err(udm_core::Error::unavailable("some backend is unhealthy")) }
+}
+
+/// The spool the arguments name, opened directly.
+fn open_spool(args: SpoolArgs) -> Result<std::sync::Arc<dyn QueueStore>> {
+    let mut q = udm_core::config::FallbackQueueConfig::default();
+    match (args.config, args.dir) {
+        (Some(file), _) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| udm_core::Error::new(udm_core::ErrorKind::Config, format!("{}: {e}", file.display())))?;
+            let config = udm_core::config::Config::from_toml(&text)?;
+            config.validate()?;
+            q = config.fallback_queue;
+        }
+        (None, Some(dir)) => q.spool = Some(Udm::embedded_spool(&dir).display().to_string()),
+        (None, None) => return Err(udm_core::Error::validation("--config", "give --config FILE or --dir DIR")),
+    }
+    if let Some(path) = q.spool.as_deref()
+        && !std::path::Path::new(path).exists()
+    {
+        return Err(udm_core::Error::not_found(format!("no fallback queue spool at {path}")));
+    }
+    Udm::open_queue(&q)
+}
+
+fn print_entries(entries: &[QueueEntry], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(entries).unwrap_or_default());
+        return;
+    }
+    for e in entries {
+        let error = e.last_error.as_deref().unwrap_or("-");
+        println!("{}  attempts {}  next {}  queued {}  {error}", e.id, e.attempts, e.next_attempt_at, e.enqueued_at);
+    }
+    println!("{} entries", entries.len());
+}
+
+async fn queue(action: QueueAction, spool: SpoolArgs, json: bool) -> Result<()> {
+    let q = open_spool(spool)?;
+    match action {
+        QueueAction::Stats => {
+            let now = udm_facade::SystemClock.now();
+            let s = q.stats(now).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            } else {
+                println!("pending {}  leased {}  dead {}", s.pending, s.leased, s.dead);
+            }
+        }
+        QueueAction::Pending { limit } => print_entries(&q.list(QueueState::Pending, None, limit).await?, json),
+        QueueAction::Dead { limit } => print_entries(&q.list(QueueState::Dead, None, limit).await?, json),
+        QueueAction::Retry { id } => {
+            q.retry_dead(&id, udm_facade::SystemClock.now()).await?;
+            say(json, "retried", &id);
+        }
+        QueueAction::Cancel { id } => {
+            q.cancel(&id).await?;
+            say(json, "cancelled", &id);
+        }
+    }
+    Ok(())
+}
+
+fn say(json: bool, what: &str, id: &str) {
+    if json {
+        println!("{}", json!({ what: id }));
+    } else {
+        println!("{what} {id}");
+    }
 }

@@ -285,6 +285,18 @@ impl Udm {
         Ok(builder.config(config))
     }
 
+    /// The spool of the fallback queue `config` describes, opened directly (for operator
+    /// tools: no `Udm`, so no worker replays anything). `Config` error if it names none.
+    pub fn open_queue(config: &udm_core::config::FallbackQueueConfig) -> Result<Arc<dyn udm_core::ports::QueueStore>> {
+        crate::open_spool(config)
+    }
+
+    /// The spool file the zero-setup default in `dir` uses when its fallback queue is on:
+    /// `dir/udm-queue.redb`, next to `dir/udm.redb`.
+    pub fn embedded_spool(dir: &std::path::Path) -> std::path::PathBuf {
+        dir.join("udm-queue.redb")
+    }
+
     /// The zero-setup default: one embedded store file, `dir/udm.redb`, holding the metadata
     /// and the snapshots and content (packed, one row each; the directory is created).
     #[cfg(feature = "embedded")]

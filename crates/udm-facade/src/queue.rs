@@ -423,7 +423,7 @@ impl Collection {
                 });
             }
         }
-        match self.find_request(&request).await? {
+        match self.lookup_request(&request).await? {
             Some((done, _)) => Ok(RequestState::Committed(Written::from(done))),
             None => Ok(RequestState::Unknown),
         }

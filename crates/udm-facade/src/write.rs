@@ -318,10 +318,21 @@ impl Collection {
         &self,
         request: &RequestId,
     ) -> Result<Option<(udm_core::ports::Committed, Checksum)>> {
+        let found = self.lookup_request(request).await?;
+        if found.is_some() {
+            self.inner.stats.replays.inc();
+        }
+        Ok(found)
+    }
+
+    /// [`Collection::find_request`] without counting a replay (state queries).
+    pub(crate) async fn lookup_request(
+        &self,
+        request: &RequestId,
+    ) -> Result<Option<(udm_core::ports::Committed, Checksum)>> {
         let asks = self.inner.pairs.iter().map(|p| p.meta.find_request(&self.ctx, request));
         for found in futures_util::future::join_all(asks).await {
             if let Some(hit) = found? {
-                self.inner.stats.replays.inc();
                 return Ok(Some(hit));
             }
         }
