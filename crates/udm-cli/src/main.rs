@@ -18,8 +18,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
-use udm_core::query::HistoryQuery;
 use udm_core::ports::{Clock, QueueEntry, QueueState, QueueStore};
+use udm_core::query::HistoryQuery;
 use udm_core::{Result, RouteContext};
 use udm_facade::{EnrichOpts, ReadOpts, RestoreOutcome, Target, Udm, WriteOpts};
 

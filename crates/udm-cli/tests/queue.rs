@@ -65,7 +65,8 @@ async fn queue_commands_on_the_embedded_default() {
 
     ok(&udm(&["queue", "retry", "t/d/c/r3", "--dir", d]));
     assert_eq!(ok(&udm(&["queue", "stats", "--dir", d])).trim(), "pending 3  leased 0  dead 0");
-    let cancelled: Value = serde_json::from_str(&ok(&udm(&["queue", "cancel", "t/d/c/r1", "--dir", d, "--json"]))).unwrap();
+    let cancelled: Value =
+        serde_json::from_str(&ok(&udm(&["queue", "cancel", "t/d/c/r1", "--dir", d, "--json"]))).unwrap();
     assert_eq!(cancelled, json!({"cancelled": "t/d/c/r1"}));
     assert_eq!(ok(&udm(&["queue", "stats", "--dir", d])).trim(), "pending 2  leased 0  dead 0");
 

@@ -58,12 +58,12 @@ use udm_core::{Error, ErrorKind, Name, Result, RouteContext};
 use udm_router::Router;
 
 pub use admin::{Admin, BackendInfo, Counters, HealthReport, PairHealth, ShutdownReport, Stats};
-pub use queue::{QUEUE_REPLAY_CONCURRENCY, RequestState};
 pub use build::{BackendFuture, Backends, BlobFactory, MetaFactory};
 pub use ops::{
     BATCH_WRITE_CONCURRENCY, Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, Target, WriteItem,
     WriteOpts,
 };
+pub use queue::{QUEUE_REPLAY_CONCURRENCY, RequestState};
 pub use read::LIST_FETCH_CONCURRENCY;
 pub use record::{FailedItem, HardDeleteReport, ListPage, Record, RestoreOutcome, Written};
 pub use restore::{CollectionRestoreReport, CollectionTarget, RestoreProgress};
@@ -293,7 +293,8 @@ impl UdmBuilder {
 #[cfg(feature = "embedded")]
 fn open_spool(c: &udm_core::config::FallbackQueueConfig) -> Result<Arc<dyn QueueStore>> {
     let path = c.spool.as_deref().ok_or_else(|| {
-        let problem = udm_core::error::Problem::new("fallback_queue.spool", "required when the fallback queue is enabled");
+        let problem =
+            udm_core::error::Problem::new("fallback_queue.spool", "required when the fallback queue is enabled");
         Error::invalid(ErrorKind::Config, vec![problem])
     })?;
     Ok(Arc::new(udm_embedded::EmbeddedStore::open(std::path::Path::new(path))?))

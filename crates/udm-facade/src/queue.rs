@@ -277,9 +277,9 @@ impl Fallback {
             .for_each_concurrent(QUEUE_REPLAY_CONCURRENCY, |(key, slot)| self.replay(inner, key, slot))
             .await;
         let g = self.lines().await?;
-        let next = g.as_ref().and_then(|l| {
-            l.objects.values().filter_map(VecDeque::front).filter(|s| !s.running).map(|s| s.due).min()
-        });
+        let next = g
+            .as_ref()
+            .and_then(|l| l.objects.values().filter_map(VecDeque::front).filter(|s| !s.running).map(|s| s.due).min());
         let now = inner.clock.now();
         Ok(next.map(|t| Duration::from_millis(u64::try_from((t.as_millis() - now.as_millis()).max(0)).unwrap_or(0))))
     }
@@ -300,7 +300,8 @@ impl Fallback {
             Err(e) => {
                 // The spool failed: try again after the poll interval (replays are idempotent).
                 tracing::warn!(error = %e, entry = %slot.id, "udm: the fallback queue could not record a replay");
-                let later = inner.clock.now().plus_millis(i64::try_from(self.config.poll_interval_ms).unwrap_or(i64::MAX));
+                let later =
+                    inner.clock.now().plus_millis(i64::try_from(self.config.poll_interval_ms).unwrap_or(i64::MAX));
                 if let Some(s) = lines.objects.get_mut(&key).and_then(|l| l.iter_mut().find(|s| s.id == slot.id)) {
                     s.due = later;
                     s.running = false;

@@ -162,7 +162,10 @@ impl Intent {
         let p = &e.payload;
         let bad = |what: &str| Error::internal(format!("queue entry {}: {what}", e.id));
         if p.get("format").and_then(Value::as_str) != Some(QUEUE_FORMAT) {
-            return Err(Error::new(ErrorKind::Unsupported, format!("queue entry {}: not a {QUEUE_FORMAT} payload", e.id)));
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("queue entry {}: not a {QUEUE_FORMAT} payload", e.id),
+            ));
         }
         let seq = p.get("seq").and_then(Value::as_u64).ok_or_else(|| bad("no seq"))?;
         let op = p.get("op").and_then(Value::as_str).ok_or_else(|| bad("no op"))?;

@@ -33,7 +33,11 @@ struct Rig {
 }
 
 fn stores() -> Stores {
-    Stores { meta: Arc::new(MemoryMeta::new()), json: Arc::new(MemoryBlobs::new()), content: Arc::new(MemoryBlobs::new()) }
+    Stores {
+        meta: Arc::new(MemoryMeta::new()),
+        json: Arc::new(MemoryBlobs::new()),
+        content: Arc::new(MemoryBlobs::new()),
+    }
 }
 
 fn config(max_attempts: u32) -> Config {
@@ -50,7 +54,13 @@ fn config(max_attempts: u32) -> Config {
 
 /// A `Udm` over `s`, every store under `faults`, the queue's spool given by `queue` (or the
 /// file the config names).
-fn build(s: &Stores, faults: &FaultLayer, clock: &Arc<ManualClock>, cfg: Config, queue: Option<Arc<dyn QueueStore>>) -> Udm {
+fn build(
+    s: &Stores,
+    faults: &FaultLayer,
+    clock: &Arc<ManualClock>,
+    cfg: Config,
+    queue: Option<Arc<dyn QueueStore>>,
+) -> Udm {
     let meta = Arc::new(faults.layer(s.meta.clone()));
     let pair = udm_facade::Pair {
         name: "p".into(),
@@ -292,7 +302,11 @@ async fn the_spool_file_survives_a_restart() {
     }
     assert_eq!(udm.admin().queue_stats().await.unwrap().pending, 0);
     let ops: Vec<Value> = ops_of(&c, "o").await.into_iter().map(|(_, d)| d).collect();
-    assert_eq!(ops, vec![json!({"n": "first"}), json!({"n": 0}), json!({"n": 1}), json!({"n": 2})], "in order, once each");
+    assert_eq!(
+        ops,
+        vec![json!({"n": "first"}), json!({"n": 0}), json!({"n": 1}), json!({"n": 2})],
+        "in order, once each"
+    );
 }
 
 #[tokio::test]
