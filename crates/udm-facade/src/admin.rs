@@ -43,6 +43,10 @@ pub struct Stats {
     pub queue_applied: u64,
     /// Queued writes moved to the dead letters.
     pub dead_lettered: u64,
+    /// Group-commit batches that waited for the write optimizer's window.
+    pub batch_waits: u64,
+    /// Microseconds they waited in all.
+    pub batch_wait_micros: u64,
 }
 
 /// Health of one pair.
@@ -151,6 +155,8 @@ impl Admin {
             queued: s.queued.get(),
             queue_applied: s.queue_applied.get(),
             dead_lettered: s.dead_lettered.get(),
+            batch_waits: s.batch_waits.get(),
+            batch_wait_micros: s.batch_wait_micros.get(),
         }
     }
 

@@ -7,7 +7,10 @@
 //! with [`MetaStore::commit`] for one, [`MetaStore::commit_many`] for several — answers
 //! each writer, and repeats until nothing waits, then retires the lane. Writes that arrive
 //! while a transaction runs form the next batch, so batches grow with the load and a lone
-//! writer waits for nobody (no timer; a batching window is a later option).
+//! writer waits for nobody. With the write optimizer on (`write_optimization.enabled`), each
+//! batch first waits up to `batch_window_ms` for the lane to fill to `max_batch` (the
+//! commit waits for its snapshot put anyway, so the window mostly overlaps it); stats count
+//! the waits and their total time.
 //!
 //! Concurrent writers of one collection therefore never conflict with each other inside
 //! one process: their CV increments are one statement per batch. Across processes a
@@ -19,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use udm_core::ports::{Commit, Committed, Durable, MAX_BATCH, MetaStore};
@@ -40,8 +44,30 @@ struct Waiting {
     gate: Option<Gate>,
 }
 
-/// Commits waiting in one lane; the lane exists while a drain task runs for it.
-type Lanes = HashMap<(usize, RouteContext), Vec<Waiting>>;
+/// Commits waiting in one lane, and its "full" signal; the lane exists while a drain task
+/// runs for it.
+#[derive(Debug, Default)]
+struct Lane {
+    waiting: Vec<Waiting>,
+    full: Arc<tokio::sync::Notify>,
+}
+
+type Lanes = HashMap<(usize, RouteContext), Lane>;
+
+/// How batches form.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Batching {
+    /// How long a batch waits to fill (zero: no wait).
+    pub(crate) window: Duration,
+    /// Most commits per batch.
+    pub(crate) max_batch: usize,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self { window: Duration::ZERO, max_batch: MAX_BATCH }
+    }
+}
 
 /// See the [module docs](self).
 #[derive(Debug, Default)]
@@ -49,6 +75,7 @@ pub(crate) struct Committer {
     lanes: Arc<Mutex<Lanes>>,
     /// Told about every batch that committed something.
     flusher: Flusher,
+    batching: Batching,
 }
 
 impl std::fmt::Debug for Waiting {
@@ -58,6 +85,11 @@ impl std::fmt::Debug for Waiting {
 }
 
 impl Committer {
+    pub(crate) fn new(batching: Batching) -> Self {
+        let max_batch = batching.max_batch.clamp(1, MAX_BATCH);
+        Self { batching: Batching { max_batch, ..batching }, ..Self::default() }
+    }
+
     /// Commits `commit` on pair `pair` (whose stores are `target`) in the next batch of its
     /// lane, and answers as [`MetaStore::commit`] would. With a `gate`, the batch's
     /// transaction runs while the snapshot put is in flight and commits only once every
@@ -77,43 +109,78 @@ impl Committer {
         let start = {
             let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
             match lanes.get_mut(&lane) {
-                Some(waiting) => {
-                    waiting.push(item);
+                Some(l) => {
+                    l.waiting.push(item);
+                    if l.waiting.len() >= self.batching.max_batch {
+                        l.full.notify_one();
+                    }
                     false
                 }
                 None => {
-                    lanes.insert(lane.clone(), vec![item]);
+                    lanes.insert(lane.clone(), Lane { waiting: vec![item], full: Arc::default() });
                     true
                 }
             }
         };
         if start {
             let lanes = self.lanes.clone();
-            tokio::spawn(drain(lanes, lane, target.clone(), self.flusher.clone(), stats.clone()));
+            let drain =
+                Drain { lanes, lane, target: target.clone(), flusher: self.flusher.clone(), stats: stats.clone() };
+            tokio::spawn(drain.run(self.batching));
         }
         rx.await.unwrap_or_else(|_| Err(Error::internal("the group committer stopped before answering")))
     }
 }
 
-/// Commits a lane's batches until nothing waits, then retires the lane.
-async fn drain(
+/// A lane's drain task.
+struct Drain {
     lanes: Arc<Mutex<Lanes>>,
     lane: (usize, RouteContext),
     target: Target,
     flusher: Flusher,
     stats: Arc<StatCounters>,
-) {
-    loop {
-        let batch = {
-            let mut all = lanes.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(waiting) = all.get_mut(&lane) else { return };
-            if waiting.is_empty() {
-                all.remove(&lane);
-                return;
+}
+
+impl Drain {
+    /// With a window: waits until the lane holds a full batch or the window passes.
+    async fn fill(&self, batching: Batching) {
+        if batching.window.is_zero() {
+            return;
+        }
+        let full = {
+            let all = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+            match all.get(&self.lane) {
+                Some(l) if !l.waiting.is_empty() && l.waiting.len() < batching.max_batch => l.full.clone(),
+                _ => return,
             }
-            let n = waiting.len().min(MAX_BATCH);
-            waiting.drain(..n).collect::<Vec<_>>()
         };
+        let started = tokio::time::Instant::now();
+        let _ = tokio::time::timeout(batching.window, full.notified()).await;
+        self.stats.batch_waits.inc();
+        self.stats.batch_wait_micros.add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Commits the lane's batches until nothing waits, then retires the lane.
+    async fn run(self, batching: Batching) {
+        loop {
+            self.fill(batching).await;
+            let batch = {
+                let mut all = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+                let Some(l) = all.get_mut(&self.lane) else { return };
+                if l.waiting.is_empty() {
+                    all.remove(&self.lane);
+                    return;
+                }
+                let n = l.waiting.len().min(batching.max_batch);
+                l.waiting.drain(..n).collect::<Vec<_>>()
+            };
+            self.commit(batch).await;
+        }
+    }
+
+    /// Commits one batch and answers its writers.
+    async fn commit(&self, batch: Vec<Waiting>) {
+        let (stats, target, lane) = (&self.stats, &self.target, &self.lane);
         stats.commit_batches.inc();
         for _ in &batch {
             stats.batched_commits.inc();
@@ -128,7 +195,7 @@ async fn drain(
         }
         let answers = commit_batch(&*target.meta, commits, gates).await;
         if answers.iter().any(|a| a.as_ref().is_ok_and(|c| !c.replayed)) {
-            flusher.notify(lane.0, &lane.1, &target);
+            self.flusher.notify(lane.0, &lane.1, target);
         }
         for (reply, answer) in replies.into_iter().zip(answers) {
             // A writer that stopped waiting is not an error of the batch.

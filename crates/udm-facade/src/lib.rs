@@ -110,6 +110,8 @@ pub(crate) struct Inner {
     pub(crate) closed: AtomicBool,
     /// Writes past the open check hold a read guard; shutdown takes the write guard.
     pub(crate) in_flight: tokio::sync::RwLock<()>,
+    /// With the write optimizer on: bounds the snapshot puts in flight.
+    pub(crate) put_permits: Option<tokio::sync::Semaphore>,
     /// The fallback queue, when enabled.
     pub(crate) fallback: Option<Arc<queue::Fallback>>,
 }
@@ -245,6 +247,14 @@ impl UdmBuilder {
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let ids = self.ids.unwrap_or_else(|| Arc::new(UlidGenerator::new(clock.clone(), OsEntropy::default())));
         let pairs = self.pairs.into_iter().map(observed).collect();
+        let w = config.write_optimization;
+        let batching = match w.enabled {
+            true => {
+                commit::Batching { window: std::time::Duration::from_millis(w.batch_window_ms), max_batch: w.max_batch }
+            }
+            false => commit::Batching::default(),
+        };
+        let put_permits = w.enabled.then(|| tokio::sync::Semaphore::new(w.max_concurrency));
         let fallback = match (config.fallback_queue.enabled, self.queue) {
             (false, _) => None,
             (true, Some(q)) => Some(q),
@@ -266,7 +276,8 @@ impl UdmBuilder {
                 clock,
                 ids,
                 stats: Arc::default(),
-                committer: commit::Committer::default(),
+                committer: commit::Committer::new(batching),
+                put_permits,
                 closed: AtomicBool::new(false),
                 in_flight: tokio::sync::RwLock::new(()),
                 fallback,

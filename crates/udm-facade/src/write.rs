@@ -556,6 +556,10 @@ impl Collection {
         snapshot: &str,
         bytes: Vec<u8>,
     ) -> Result<()> {
+        let _permit = match &self.inner.put_permits {
+            Some(permits) => Some(permits.acquire().await.map_err(|_| Error::internal("put permits closed"))?),
+            None => None,
+        };
         self.put_content(pair, key, content).await?;
         self.inner.pairs[pair].json.put(snapshot, bytes, &PutOptions::create_json()).await.map(|_| ())
     }

@@ -60,6 +60,10 @@ pub const QUEUED_WRITES_TOTAL: &str = "udm_queued_writes_total";
 pub const QUEUE_APPLIED_TOTAL: &str = "udm_queue_applied_total";
 /// Queued writes moved to the dead letters.
 pub const DEAD_LETTERS_TOTAL: &str = "udm_dead_letters_total";
+/// Times a group-commit batch waited for its window (write optimizer).
+pub const BATCH_WAITS_TOTAL: &str = "udm_batch_waits_total";
+/// Microseconds batches spent waiting for their window.
+pub const BATCH_WAIT_MICROS_TOTAL: &str = "udm_batch_wait_micros_total";
 /// Retries of a backend call (`reason`).
 pub const RETRIES_TOTAL: &str = "udm_retries_total";
 
@@ -75,6 +79,8 @@ pub fn describe() {
     describe_counter!(QUEUED_WRITES_TOTAL, Unit::Count, "Writes made durable in the fallback queue.");
     describe_counter!(QUEUE_APPLIED_TOTAL, Unit::Count, "Queued writes the queue's worker committed.");
     describe_counter!(DEAD_LETTERS_TOTAL, Unit::Count, "Queued writes moved to the dead letters.");
+    describe_counter!(BATCH_WAITS_TOTAL, Unit::Count, "Group-commit batches that waited for their window.");
+    describe_counter!(BATCH_WAIT_MICROS_TOTAL, Unit::Microseconds, "Time batches waited for their window.");
     describe_counter!(READS_TOTAL, Unit::Count, "Reads served.");
     describe_counter!(SNAPSHOT_READS_TOTAL, Unit::Count, "Snapshots fetched from blob stores.");
     describe_counter!(WRITE_CONFLICTS_TOTAL, Unit::Count, "Optimistic write retries after a lost race.");
@@ -158,6 +164,12 @@ impl EventCounter {
         counter!(self.name).increment(1);
     }
 
+    /// `n` more (a total such as microseconds waited).
+    pub fn add(&self, n: u64) {
+        self.count.fetch_add(n, Ordering::Relaxed);
+        counter!(self.name).increment(n);
+    }
+
     /// Events counted by this handle.
     pub fn get(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
@@ -193,6 +205,10 @@ pub struct FacadeCounters {
     pub queue_applied: EventCounter,
     /// Queued writes moved to the dead letters.
     pub dead_lettered: EventCounter,
+    /// Batches that waited for their window.
+    pub batch_waits: EventCounter,
+    /// Microseconds they waited.
+    pub batch_wait_micros: EventCounter,
 }
 
 impl Default for FacadeCounters {
@@ -208,6 +224,8 @@ impl Default for FacadeCounters {
             queued: EventCounter::new(QUEUED_WRITES_TOTAL),
             queue_applied: EventCounter::new(QUEUE_APPLIED_TOTAL),
             dead_lettered: EventCounter::new(DEAD_LETTERS_TOTAL),
+            batch_waits: EventCounter::new(BATCH_WAITS_TOTAL),
+            batch_wait_micros: EventCounter::new(BATCH_WAIT_MICROS_TOTAL),
         }
     }
 }

@@ -426,19 +426,22 @@ impl Default for FallbackQueueConfig {
     }
 }
 
-/// Batching and debouncing.
+/// The write optimizer. Concurrent writes to one (pair, collection) always share metadata
+/// transactions (group commit); with `enabled`, each group waits up to `batch_window_ms` to
+/// fill to `max_batch` commits, and at most `max_concurrency` snapshot puts run at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WriteOptimizationConfig {
-    /// Batch S3 uploads within a window.
+    /// Turns on the batch window and the put limit (off by default).
     pub enabled: bool,
-    /// Batch window, ms.
+    /// How long a group commit waits to fill, ms.
     pub batch_window_ms: u64,
-    /// Most uploads in one batch.
+    /// Most commits in one group (at most 256).
     pub max_batch: usize,
-    /// Most uploads in flight.
+    /// Most snapshot puts in flight.
     pub max_concurrency: usize,
-    /// Counter flush debounce, ms (0 = flush in the commit).
+    /// Counter flush debounce, ms (0 = counters move in the commit). Not implemented yet:
+    /// any other value is refused as `Unsupported`.
     pub counter_debounce_ms: u64,
     /// Skip dev shadows for documents over this many bytes (0 = never skip).
     pub skip_dev_shadow_over_bytes: u64,

@@ -169,6 +169,9 @@ fn sections(c: &Config, p: &mut Vec<Problem>) {
     if w.max_batch == 0 || w.max_concurrency == 0 {
         p.push(Problem::new("write_optimization", "max_batch and max_concurrency must be at least 1"));
     }
+    if w.max_batch > crate::ports::MAX_BATCH {
+        p.push(Problem::new("write_optimization.max_batch", format!("at most {}", crate::ports::MAX_BATCH)));
+    }
     if let Some(prefix) = &c.storage.key_prefix {
         ident("storage.key_prefix", prefix, MAX_CONTEXT_PART_BYTES, p);
     }
@@ -200,10 +203,8 @@ pub(super) fn unsupported(c: &Config) -> Vec<Problem> {
             refuse(&format!("backends[{i}].blobs.backups_bucket"), "writing backups");
         }
     }
-    let w = c.write_optimization;
-    let batching = super::WriteOptimizationConfig { skip_dev_shadow_over_bytes: 0, ..w };
-    if batching != super::WriteOptimizationConfig::default() {
-        refuse("write_optimization", "write batching and counter debouncing (only skip_dev_shadow_over_bytes works)");
+    if c.write_optimization.counter_debounce_ms != 0 {
+        refuse("write_optimization.counter_debounce_ms", "counter debouncing");
     }
     p
 }

@@ -1,0 +1,100 @@
+//! The write optimizer (`write_optimization`): a group commit waits up to its window for a
+//! full batch, and snapshot puts in flight stay under `max_concurrency` — counted, not timed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use udm_core::config::Config;
+use udm_core::ports::{BlobStore, Layered, LayeredBlob, PutOptions, PutResult};
+use udm_core::{Result, RouteContext};
+use udm_facade::{Collection, Pair, Udm, WriteOpts};
+use udm_testkit::memory::{MemoryBlobs, MemoryMeta};
+
+/// Counts snapshot puts (not the shadow log's) in flight at once; each takes a while.
+#[derive(Debug)]
+struct SlowPuts {
+    inner: Arc<dyn BlobStore>,
+    now: Arc<AtomicUsize>,
+    max: Arc<AtomicUsize>,
+}
+
+impl Layered for SlowPuts {
+    type Inner = dyn BlobStore;
+    fn inner(&self) -> &Self::Inner {
+        &*self.inner
+    }
+}
+
+#[async_trait::async_trait]
+impl LayeredBlob for SlowPuts {
+    async fn put_with_etag(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<PutResult> {
+        if !key.contains("/objects/") {
+            return self.inner.put_with_etag(key, bytes, options).await;
+        }
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let r = self.inner.put_with_etag(key, bytes, options).await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+}
+
+fn udm(enabled: bool, window_ms: u64, max_batch: usize, max_concurrency: usize) -> (Udm, Arc<AtomicUsize>) {
+    let max = Arc::new(AtomicUsize::new(0));
+    let json = SlowPuts { inner: Arc::new(MemoryBlobs::new()), now: Arc::default(), max: max.clone() };
+    let meta = Arc::new(MemoryMeta::new());
+    let pair = Pair {
+        name: "p".into(),
+        meta: meta.clone(),
+        counters: meta,
+        json: Arc::new(json),
+        content: Arc::new(MemoryBlobs::new()),
+        describe: "memory".into(),
+    };
+    let mut cfg = Config::in_memory();
+    let w = &mut cfg.write_optimization;
+    (w.enabled, w.batch_window_ms, w.max_batch, w.max_concurrency) = (enabled, window_ms, max_batch, max_concurrency);
+    (Udm::builder().pair(pair).config(cfg).build().unwrap(), max)
+}
+
+fn coll(udm: &Udm) -> Collection {
+    udm.with(RouteContext::new("t", "d", "c").unwrap())
+}
+
+async fn creates(c: &Collection, n: usize) {
+    let writes: Vec<_> = (0..n)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.create(json!({"i": i}), WriteOpts::id(&format!("o{i}"))).await })
+        })
+        .collect();
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_fills_batches() {
+    // A long window and a batch of exactly the writes: one transaction carries them all.
+    let (u, _) = udm(true, 5_000, 16, 64);
+    creates(&coll(&u), 16).await;
+    let s = u.admin().stats();
+    assert_eq!((s.commit_batches, s.batched_commits), (1, 16), "{s:?}");
+    assert!(s.batch_waits >= 1, "{s:?}");
+    // The window ends early when the batch is full: 16 writes did not wait 5 s.
+    assert!(s.batch_wait_micros < 5_000_000, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_puts_in_flight_stay_under_the_limit() {
+    let (u, max) = udm(true, 1, 64, 3);
+    creates(&coll(&u), 24).await;
+    assert_eq!(max.load(Ordering::SeqCst), 3, "at most max_concurrency puts at once (and the limit was reached)");
+    let (u, max) = udm(false, 1, 64, 3);
+    creates(&coll(&u), 24).await;
+    assert!(max.load(Ordering::SeqCst) > 3, "without the optimizer the puts are not limited");
+    assert_eq!(u.admin().stats().batch_waits, 0, "no window without the optimizer");
+}
