@@ -18,4 +18,5 @@ pub mod fixtures;
 pub mod memory {
     pub use udm_memory::*;
 }
+pub mod proxy;
 pub mod services;
