@@ -2,7 +2,9 @@
 //! into one collection issued by 1, 16 and 64 concurrent tasks (wall-clock throughput, p50/p99
 //! per create, failures, mean group-commit batch size), and the batch API — `create_many` of
 //! 1,000 items — against the raw calls it needs in the same run (one MongoDB `insert_many` of
-//! 1,000 documents plus 1,000 S3 puts, 64 in flight).
+//! 1,000 documents plus 1,000 S3 puts, 64 in flight). Issue 9's rows: the same creates with
+//! the write optimizer on (a 2 ms batch window), and the fallback queue's cost on the happy
+//! path (sequential creates with the queue enabled vs without, interleaved rounds, same run).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +28,11 @@ const RAW_DB: &str = "udm_bench_conc_raw";
 const JSON_BUCKET: &str = "udm-bench-conc-json";
 const CONTENT_BUCKET: &str = "udm-bench-conc-content";
 const RAW_BUCKET: &str = "udm-bench-conc-raw";
+/// The optimizer's window in the "optimizer on" rows.
+const WINDOW_MS: u64 = 2;
+/// Queue-cost rounds (each: this many sequential creates with the queue on, then off).
+const QUEUE_ROUNDS: usize = 10;
+const QUEUE_CREATES: usize = 60;
 
 /// Document `i`: about 200 bytes of JSON.
 fn item(i: usize) -> Value {
@@ -53,9 +60,45 @@ fn fresh(udm: &Udm, run: &str) -> Collection {
 }
 
 async fn connect(uri: &str, endpoint: &str) -> Udm {
+    connect_with(uri, endpoint, |_| {}).await
+}
+
+/// [`connect`] with a config change (the optimizer, the queue).
+async fn connect_with(uri: &str, endpoint: &str, change: impl FnOnce(&mut udm_core::config::Config)) -> Udm {
     let pair = crate::bench_pair(uri, endpoint, DB, JSON_BUCKET, CONTENT_BUCKET).await;
     // Default storage: the small documents stay inline in the head as well.
-    Udm::from_config(udm_core::config::Config::single(pair)).await.expect("udm")
+    let mut config = udm_core::config::Config::single(pair);
+    change(&mut config);
+    Udm::from_config(config).await.expect("udm")
+}
+
+/// Sequential creates with the fallback queue on and off, in interleaved rounds: the p50s.
+async fn queue_cost(uri: &str, endpoint: &str, plain: &Udm) -> (Stats, Stats) {
+    let spool = std::env::temp_dir().join(format!("udm-bench-spool-{}-{}.redb", std::process::id(), nanos()));
+    let queued = connect_with(uri, endpoint, |c| {
+        c.fallback_queue.enabled = true;
+        c.fallback_queue.spool = Some(spool.display().to_string());
+    })
+    .await;
+    let warm = creates(&queued, &fresh(&queued, "q-warm"), 1, QUEUE_CREATES).await;
+    assert_eq!(warm.failed, 0, "queue-cost warm-up failed: {:?}", warm.first_error);
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for round in 0..QUEUE_ROUNDS {
+        // Alternate which goes first, so drift in the servers does not favour one.
+        let mut order = [(&queued, &mut on), (plain, &mut off)];
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for (udm, out) in order {
+            let r = creates(udm, &fresh(udm, &format!("q{round}")), 1, QUEUE_CREATES).await;
+            assert_eq!(r.failed, 0, "queue-cost creates failed: {:?}", r.first_error);
+            out.extend(r.latency.samples);
+        }
+    }
+    let _ = queued.admin().shutdown().await;
+    drop(queued);
+    let _ = std::fs::remove_file(&spool);
+    (Stats { name: "create, queue on", samples: on }, Stats { name: "create, queue off", samples: off })
 }
 
 /// One measured run: what happened and the group committer's work during it.
@@ -210,12 +253,25 @@ pub(crate) async fn run(uri: &str, endpoint: &str) -> Map<String, Value> {
     let warm = creates(&udm, &fresh(&udm, "warm"), 64, WARMUP_CREATES).await;
     assert_eq!(warm.failed, 0, "warm-up creates failed: {:?}", warm.first_error);
 
+    let optimized = connect_with(uri, endpoint, |c| {
+        let w = &mut c.write_optimization;
+        (w.enabled, w.batch_window_ms, w.max_batch, w.max_concurrency) = (true, WINDOW_MS, 64, 64);
+    })
+    .await;
+    let warm = creates(&optimized, &fresh(&optimized, "warm-opt"), 64, WARMUP_CREATES).await;
+    assert_eq!(warm.failed, 0, "warm-up creates failed: {:?}", warm.first_error);
     let mut runs = Vec::new();
+    let mut opt_runs = Vec::new();
     for tasks in TASKS {
         let r = creates(&udm, &fresh(&udm, &format!("t{tasks}")), tasks, CREATES).await;
         report.insert(format!("concurrency {CREATES} creates {tasks} tasks"), r.json());
         runs.push((tasks, r));
+        let r = creates(&optimized, &fresh(&optimized, &format!("o{tasks}")), tasks, CREATES).await;
+        report.insert(format!("concurrency {CREATES} creates {tasks} tasks, optimizer on"), r.json());
+        opt_runs.push((tasks, r));
     }
+    drop(optimized);
+    let (queue_on, queue_off) = queue_cost(uri, endpoint, &udm).await;
 
     // The batch API, then the raw calls it needs.
     let c = fresh(&udm, "many");
@@ -247,10 +303,25 @@ pub(crate) async fn run(uri: &str, endpoint: &str) -> Map<String, Value> {
     for (tasks, r) in &runs {
         row(&format!("{tasks} task(s), {} creates each", CREATES.div_ceil(*tasks)), r);
     }
-    let per_sec = |n: usize| runs.iter().find(|(t, _)| *t == n).map_or(f64::NAN, |(_, r)| r.per_sec());
-    let scale = per_sec(64) / per_sec(1);
+    for (tasks, r) in &opt_runs {
+        row(&format!("{tasks} task(s), optimizer on"), r);
+    }
+    let per_sec =
+        |runs: &[(usize, Run)], n: usize| runs.iter().find(|(t, _)| *t == n).map_or(f64::NAN, |(_, r)| r.per_sec());
+    let scale = per_sec(&runs, 64) / per_sec(&runs, 1);
     println!("throughput 64 tasks / 1 task = {scale:.2}x (target ≥ 4x)");
     report.insert("ratio concurrency throughput 64 tasks / 1 task".into(), json!(scale));
+    let gain = per_sec(&opt_runs, 64) / per_sec(&runs, 64);
+    println!("throughput at 64 tasks, optimizer on ({WINDOW_MS} ms window) / off = {gain:.2}x (target > 1x)");
+    report.insert("ratio concurrency 64 tasks optimizer on / off".into(), json!(gain));
+    let cost = queue_on.pct(0.5) / queue_off.pct(0.5);
+    println!(
+        "fallback queue on the happy path: create p50 {:.0} µs with the queue, {:.0} µs without = {cost:.3}x \
+         (target ≤ 1.05x; {QUEUE_ROUNDS} interleaved rounds of {QUEUE_CREATES} sequential creates)",
+        queue_on.pct(0.5),
+        queue_off.pct(0.5)
+    );
+    report.insert("ratio create p50 queue on / off".into(), json!(cost));
 
     let ratio = many.wall.as_secs_f64() / raw_total.as_secs_f64();
     println!("\nbatch API: create_many of {CREATES} items vs the raw calls it needs (same run)");

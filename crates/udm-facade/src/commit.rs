@@ -7,10 +7,11 @@
 //! with [`MetaStore::commit`] for one, [`MetaStore::commit_many`] for several — answers
 //! each writer, and repeats until nothing waits, then retires the lane. Writes that arrive
 //! while a transaction runs form the next batch, so batches grow with the load and a lone
-//! writer waits for nobody. With the write optimizer on (`write_optimization.enabled`), each
-//! batch first waits up to `batch_window_ms` for the lane to fill to `max_batch` (the
-//! commit waits for its snapshot put anyway, so the window mostly overlaps it); stats count
-//! the waits and their total time.
+//! writer waits for nobody. With the write optimizer on (`write_optimization.enabled`), a
+//! batch of a *busy* lane — one whose previous batch carried several commits, or that has
+//! several waiting — first waits up to `batch_window_ms` for the lane to fill to
+//! `max_batch` (the commit waits for its snapshot put anyway, so the window mostly overlaps
+//! it); a lone writer still waits for nobody. Stats count the waits and their total time.
 //!
 //! Concurrent writers of one collection therefore never conflict with each other inside
 //! one process: their CV increments are one statement per batch. Across processes a
@@ -142,15 +143,16 @@ struct Drain {
 }
 
 impl Drain {
-    /// With a window: waits until the lane holds a full batch or the window passes.
-    async fn fill(&self, batching: Batching) {
+    /// With a window, on a busy lane (`previous` commits in the last batch, or several
+    /// waiting): waits until the lane holds a full batch or the window passes.
+    async fn fill(&self, batching: Batching, previous: usize) {
         if batching.window.is_zero() {
             return;
         }
         let full = {
             let all = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
             match all.get(&self.lane) {
-                Some(l) if !l.waiting.is_empty() && l.waiting.len() < batching.max_batch => l.full.clone(),
+                Some(l) if l.waiting.len().max(previous) >= 2 && l.waiting.len() < batching.max_batch => l.full.clone(),
                 _ => return,
             }
         };
@@ -162,8 +164,9 @@ impl Drain {
 
     /// Commits the lane's batches until nothing waits, then retires the lane.
     async fn run(self, batching: Batching) {
+        let mut previous = 0;
         loop {
-            self.fill(batching).await;
+            self.fill(batching, previous).await;
             let batch = {
                 let mut all = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
                 let Some(l) = all.get_mut(&self.lane) else { return };
@@ -174,6 +177,7 @@ impl Drain {
                 let n = l.waiting.len().min(batching.max_batch);
                 l.waiting.drain(..n).collect::<Vec<_>>()
             };
+            previous = batch.len();
             self.commit(batch).await;
         }
     }
