@@ -5,7 +5,9 @@
 //!
 //! Venvs are cached under `target/services/` and reused across runs. `up` starts both on free
 //! loopback ports and writes `target/services/env` (`UDM_TEST_MONGO_URI=…`,
-//! `UDM_TEST_S3_ENDPOINT=…`), where the tests find them, plus `target/services/pids`.
+//! `UDM_TEST_S3_ENDPOINT=…`, and `UDM_TEST_MONGO_SERVER=…`, the server binary, for tests that
+//! start and stop a server of their own), where the tests find them, plus
+//! `target/services/pids`.
 //! `down` stops exactly those PIDs (SIGTERM, then SIGKILL after 10 s). Nothing binds anything
 //! but 127.0.0.1.
 
@@ -85,9 +87,13 @@ pub(crate) fn up() -> Result<(), String> {
         let _ = down();
         return Err(format!("{e}; see logs in {}", dir().display()));
     }
+    // The server binary too: restart trials start (and stop) a server of their own on a
+    // data directory.
     let env = format!(
         "UDM_TEST_MONGO_URI=mongodb://127.0.0.1:{mongo_port}/?directConnection=true&retryWrites=false\n\
-         UDM_TEST_S3_ENDPOINT=http://127.0.0.1:{s3_port}\n"
+         UDM_TEST_S3_ENDPOINT=http://127.0.0.1:{s3_port}\n\
+         UDM_TEST_MONGO_SERVER={}\n",
+        venv(&MONGO, "secantusd-py").display()
     );
     fs::write(env_file(), &env).map_err(|e| e.to_string())?;
     eprintln!("services up (pids {mongo}, {s3}):\n{env}");

@@ -26,6 +26,12 @@ fn setting(name: &str) -> String {
         .unwrap_or_else(|| panic!("{name} is not set and no running test servers were found: {START_HINT}"))
 }
 
+/// The MongoDB-compatible test server's binary (SecantusDB), for tests that start, stop and
+/// restart a server of their own on a data directory.
+pub fn mongo_server_binary() -> PathBuf {
+    PathBuf::from(setting("UDM_TEST_MONGO_SERVER"))
+}
+
 /// The MongoDB-compatible test server's connection string.
 pub fn mongo_uri() -> String {
     setting("UDM_TEST_MONGO_URI")
