@@ -407,6 +407,26 @@ pub enum RequestState {
 impl Collection {
     /// Where the write with `request_id` stands: queued (pending or dead) or committed, as
     /// the fallback queue and every pair's metadata store tell.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use serde_json::json;
+    /// use udm_core::{ErrorKind, RouteContext};
+    /// use udm_facade::{RequestState, Udm, WriteOpts};
+    ///
+    /// let udm = Udm::in_memory()?;
+    /// let users = udm.with(RouteContext::new("acme", "crm", "users")?);
+    /// let request = match users.create(json!({"name": "Ada"}), WriteOpts::id("u1").request_id("r-1")).await {
+    ///     Ok(_) => "r-1".to_owned(),
+    ///     // With the fallback queue on, a transient failure is queued under its request id.
+    ///     Err(e) if e.kind() == ErrorKind::Queued => e.queued_request().unwrap_or_default().to_owned(),
+    ///     Err(e) => return Err(e),
+    /// };
+    /// assert!(matches!(users.request_state(&request).await?, RequestState::Committed(w) if w.ov.get() == 1));
+    /// assert_eq!(users.request_state("never-written").await?, RequestState::Unknown);
+    /// # Ok::<(), udm_core::Error>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn request_state(&self, request_id: &str) -> Result<RequestState> {
         let request = udm_core::RequestId::new(request_id)?;
         if let Some(q) = &self.inner.fallback {
