@@ -210,7 +210,6 @@ fn tenant_specific_collection_config_wins() {
 fn settings_that_would_do_nothing_are_refused() {
     let cases = [
         ("[retention]\ndays = 90\n", "retention"),
-        ("[write_optimization]\ncounter_debounce_ms = 50\n", "write_optimization.counter_debounce_ms"),
         ("[counters]\nmongo_uri = \"mongodb://127.0.0.1:1\"\ndatabase = \"c\"\n", "counters"),
     ];
     for (section, path) in cases {

@@ -220,8 +220,50 @@ impl Admin {
             q.stop().await;
             report.queue = q.stats(self.inner.clock.now()).await?;
         }
+        if let Some(b) = &self.inner.counter_buffer {
+            b.stop().await;
+            b.flush(&self.inner).await?;
+        }
         report.flushed = self.flush_shadow().await?;
         Ok(report)
+    }
+
+    /// Re-derives every counter of `ctx` from its versions (each version's snapshot read and
+    /// verified, counted as its commit counted it) and replaces the stored totals with them,
+    /// pair by pair; returns the totals. For counters that drifted — a crash that lost
+    /// debounced deltas (`write_optimization.counter_debounce_ms`), or a manual edit. Versions
+    /// pruned by retention no longer count. Run it while the collection is quiet: a write
+    /// committed during the recount of its pair may be counted twice or not at all.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let udm = udm_facade::Udm::in_memory()?;
+    /// let ctx = udm_core::RouteContext::new("acme", "crm", "users")?;
+    /// udm.with(ctx.clone()).create(serde_json::json!({"a": 1}), udm_facade::WriteOpts::default()).await?;
+    /// let totals = udm.admin().recount(&ctx).await?;
+    /// assert_eq!(totals.get("created"), Some(&1));
+    /// # Ok::<(), udm_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn recount(&self, ctx: &RouteContext) -> Result<BTreeMap<String, i64>> {
+        if let Some(b) = &self.inner.counter_buffer {
+            b.flush(&self.inner).await?;
+        }
+        let coll = crate::Collection::new(self.inner.clone(), ctx.clone());
+        let mut all: BTreeMap<String, i64> = BTreeMap::new();
+        for (i, p) in self.inner.pairs.iter().enumerate() {
+            let totals = coll.recount_on(i).await?;
+            p.counters.reset(ctx, None).await?;
+            let deltas: Vec<_> = totals
+                .iter()
+                .map(|(k, v)| udm_core::counters::CounterDelta { ctx: ctx.clone(), counter: k.clone(), delta: *v })
+                .collect();
+            p.counters.add(&deltas).await?;
+            for (k, v) in totals {
+                *all.entry(k).or_default() += v;
+            }
+        }
+        Ok(all)
     }
 
     /// The fallback queue's sizes (pending, leased, dead). `Unsupported` when it is off.

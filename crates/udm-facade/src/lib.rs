@@ -35,6 +35,7 @@
 mod admin;
 mod build;
 mod commit;
+mod counting;
 mod observe;
 mod ops;
 mod options;
@@ -112,6 +113,8 @@ pub(crate) struct Inner {
     pub(crate) in_flight: tokio::sync::RwLock<()>,
     /// With the write optimizer on: bounds the snapshot puts in flight.
     pub(crate) put_permits: Option<tokio::sync::Semaphore>,
+    /// Debounced counter deltas, when `counter_debounce_ms` > 0.
+    pub(crate) counter_buffer: Option<Arc<counting::CounterBuffer>>,
     /// The fallback queue, when enabled.
     pub(crate) fallback: Option<Arc<queue::Fallback>>,
 }
@@ -278,6 +281,7 @@ impl UdmBuilder {
                 stats: Arc::default(),
                 committer: commit::Committer::new(batching),
                 put_permits,
+                counter_buffer: (w.counter_debounce_ms > 0).then(Arc::default),
                 closed: AtomicBool::new(false),
                 in_flight: tokio::sync::RwLock::new(()),
                 fallback,
@@ -285,6 +289,10 @@ impl UdmBuilder {
         };
         if let Some(q) = &udm.inner.fallback {
             q.start(Arc::downgrade(&udm.inner));
+        }
+        if let Some(b) = &udm.inner.counter_buffer {
+            let every = std::time::Duration::from_millis(udm.inner.config.write_optimization.counter_debounce_ms);
+            b.start(Arc::downgrade(&udm.inner), every);
         }
         // The shadow log's repair pass: completes what a crash left unflushed. In the
         // background, when built inside a Tokio runtime (else `Admin::flush_shadow` does it).

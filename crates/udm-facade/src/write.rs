@@ -380,7 +380,8 @@ impl Collection {
         let key = self.inner.layout.snapshot(&intent.key, envelope.ov, &intent.request);
         let size = encoded.bytes.len() as u64;
         let snapshot = SnapshotRef { key: key.clone(), checksum: envelope.checksum, seal: encoded.seal, size };
-        let commit = self.commit_of(intent, head, &staged, envelope, snapshot);
+        let mut commit = self.commit_of(intent, head, &staged, envelope, snapshot);
+        let debounced = self.debounce(&mut commit);
         let (gate, gate_rx) = tokio::sync::oneshot::channel();
         let put = async {
             let r = self.put_blobs(pair, &intent.key, &staged.content, &key, encoded.bytes).await;
@@ -397,7 +398,8 @@ impl Collection {
             // failed): the gated commit was refused; commit that envelope as written, so the
             // record pins exactly the stored bytes.
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                let commit = self.reuse_snapshot(pair, intent, head, &staged, key.clone()).await?;
+                let mut commit = self.reuse_snapshot(pair, intent, head, &staged, key.clone()).await?;
+                self.debounce(&mut commit);
                 (committer.commit(pair, &target, &self.inner.stats, commit, None).await, false)
             }
             // The gate failed, so nothing committed (a replay answered before it is still
@@ -410,7 +412,12 @@ impl Collection {
             }
         };
         match committed {
-            Ok(done) => Ok(done.into()),
+            Ok(done) => {
+                if let (Some(buffer), Some(ds), false) = (&self.inner.counter_buffer, debounced, done.replayed) {
+                    buffer.add(pair, ds);
+                }
+                Ok(done.into())
+            }
             Err(e) => {
                 if created && e.kind() == ErrorKind::VersionConflict {
                     // A lost race: definitely not committed (the store answers a committed
@@ -422,6 +429,12 @@ impl Collection {
                 Err(e)
             }
         }
+    }
+
+    /// With counter debouncing on, takes the counter deltas out of `commit` (they are added
+    /// to the buffer once it commits).
+    fn debounce(&self, commit: &mut Commit) -> Option<Vec<udm_core::counters::CounterDelta>> {
+        self.inner.counter_buffer.as_ref().map(|_| std::mem::take(&mut commit.counters))
     }
 
     /// Computes the version's data and serializes it (once).

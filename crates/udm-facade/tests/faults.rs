@@ -294,6 +294,7 @@ async fn acknowledged_writes_survive_injected_faults() {
     for (name, want) in &derived {
         assert_eq!(totals.get(*name).copied().unwrap_or(0), *want, "seed {seed}: counter {name}");
     }
+    assert_eq!(udm.admin().recount(c.context()).await.unwrap(), totals, "seed {seed}: the counters equal a recount");
     let dead_listed = udm.admin().queue_list(QueueState::Dead, None, 10_000).await.unwrap();
     assert!(dead_listed.iter().all(|e| e.last_error.is_some()), "seed {seed}: dead letters carry their error");
     let mut why: BTreeMap<String, usize> = BTreeMap::new();

@@ -1,5 +1,6 @@
 //! The write optimizer (`write_optimization`): a group commit waits up to its window for a
-//! full batch, and snapshot puts in flight stay under `max_concurrency` — counted, not timed.
+//! full batch, snapshot puts in flight stay under `max_concurrency` — counted, not timed —, and
+//! debounced counters are added later (and on shutdown), with a recount restoring what a crash lost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -109,4 +110,78 @@ async fn snapshot_puts_in_flight_stay_under_the_limit() {
     creates(&coll(&u), 24).await;
     assert!(max.load(Ordering::SeqCst) > 3, "without the optimizer the puts are not limited");
     assert_eq!(u.admin().stats().batch_waits, 0, "no window without the optimizer");
+}
+
+/// The stores of one pair, shared by the `Udm`s (processes) a test builds.
+type Shared = (Arc<MemoryMeta>, Arc<MemoryBlobs>, Arc<MemoryBlobs>);
+
+fn shared() -> Shared {
+    (Arc::new(MemoryMeta::new()), Arc::new(MemoryBlobs::new()), Arc::new(MemoryBlobs::new()))
+}
+
+fn debounced(ms: u64, (meta, json, content): &Shared) -> Udm {
+    let pair = Pair {
+        name: "p".into(),
+        meta: meta.clone(),
+        counters: meta.clone(),
+        json: json.clone(),
+        content: content.clone(),
+        describe: "memory".into(),
+    };
+    let mut cfg = Config::in_memory();
+    cfg.write_optimization.counter_debounce_ms = ms;
+    Udm::builder().pair(pair).config(cfg).build().unwrap()
+}
+
+async fn writes(c: &Collection) {
+    for i in 0..6 {
+        c.create(json!({"i": i}), WriteOpts::id(&format!("o{i}"))).await.unwrap();
+    }
+    c.update("o0", json!({"v": 2}), None, WriteOpts::default()).await.unwrap();
+    c.delete("o1", None, WriteOpts::default()).await.unwrap();
+}
+
+fn want() -> std::collections::BTreeMap<String, i64> {
+    [("created", 6), ("updated", 1), ("deleted", 1), ("live", 5)].into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debounced_counters_are_added_later_and_on_shutdown() {
+    let meta = shared();
+    let u = debounced(50, &meta);
+    let c = coll(&u);
+    writes(&c).await;
+    let started = std::time::Instant::now();
+    while u.counters().totals(c.context()).await.unwrap() != want() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the debounced deltas were never added");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Shutdown adds what is still pending, without waiting for the timer.
+    let u = debounced(60_000, &meta);
+    let c = coll(&u);
+    c.create(json!({}), WriteOpts::id("late")).await.unwrap();
+    let before = u.counters().totals(c.context()).await.unwrap();
+    assert_eq!(before, want(), "a debounced commit carries no counter statement");
+    u.admin().shutdown().await.unwrap();
+    let after = u.counters().totals(c.context()).await.unwrap();
+    assert_eq!((after["created"], after["live"]), (7, 6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recount_restores_what_a_crash_lost() {
+    let meta = shared();
+    let u = debounced(60_000, &meta);
+    let c = coll(&u);
+    writes(&c).await;
+    let ctx = c.context().clone();
+    // A crash: the process ends without shutdown; its pending deltas are gone.
+    drop((c, u));
+    let u = debounced(0, &meta);
+    assert!(u.counters().totals(&ctx).await.unwrap().is_empty(), "the deltas were lost");
+    assert_eq!(u.admin().recount(&ctx).await.unwrap(), want());
+    assert_eq!(u.counters().totals(&ctx).await.unwrap(), want(), "the recount replaced the stored totals");
+    // Idempotent, and counters move on from there.
+    assert_eq!(u.admin().recount(&ctx).await.unwrap(), want());
+    coll(&u).create(json!({}), WriteOpts::id("next")).await.unwrap();
+    assert_eq!(u.counters().totals(&ctx).await.unwrap()["created"], 7);
 }

@@ -440,8 +440,10 @@ pub struct WriteOptimizationConfig {
     pub max_batch: usize,
     /// Most snapshot puts in flight.
     pub max_concurrency: usize,
-    /// Counter flush debounce, ms (0 = counters move in the commit). Not implemented yet:
-    /// any other value is refused as `Unsupported`.
+    /// Counter debounce, ms: 0 = counters move in each commit; otherwise a commit carries no
+    /// counter statements and its deltas are added in bulk every this many ms (and on
+    /// shutdown). A crash loses the deltas not yet added; `Admin::recount` re-derives exact
+    /// totals from the versions.
     pub counter_debounce_ms: u64,
     /// Skip dev shadows for documents over this many bytes (0 = never skip).
     pub skip_dev_shadow_over_bytes: u64,

@@ -203,9 +203,7 @@ pub(super) fn unsupported(c: &Config) -> Vec<Problem> {
             refuse(&format!("backends[{i}].blobs.backups_bucket"), "writing backups");
         }
     }
-    if c.write_optimization.counter_debounce_ms != 0 {
-        refuse("write_optimization.counter_debounce_ms", "counter debouncing");
-    }
+
     p
 }
 
