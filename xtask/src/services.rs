@@ -5,8 +5,9 @@
 //!
 //! Venvs are cached under `target/services/` and reused across runs. `up` starts both on free
 //! loopback ports and writes `target/services/env` (`UDM_TEST_MONGO_URI=…`,
-//! `UDM_TEST_S3_ENDPOINT=…`, and `UDM_TEST_MONGO_SERVER=…`, the server binary, for tests that
-//! start and stop a server of their own), where the tests find them, plus
+//! `UDM_TEST_S3_ENDPOINT=…`, and the binaries of `UDM_TEST_MONGO_SERVER=…` and
+//! `UDM_TEST_S3S_FS=…` — s3s-fs, a persistent S3 server installed with cargo — for tests that
+//! start, stop and restart servers of their own), where the tests find them, plus
 //! `target/services/pids`.
 //! `down` stops exactly those PIDs (SIGTERM, then SIGKILL after 10 s). Nothing binds anything
 //! but 127.0.0.1.
@@ -63,6 +64,7 @@ pub(crate) fn up() -> Result<(), String> {
     for s in [&MONGO, &S3] {
         install(s)?;
     }
+    let s3s_fs = install_s3s_fs()?;
     let mongo_port = free_port()?;
     let s3_port = free_port()?;
     let venv = |s: &Service, bin: &str| dir().join(s.venv).join("bin").join(bin);
@@ -92,8 +94,10 @@ pub(crate) fn up() -> Result<(), String> {
     let env = format!(
         "UDM_TEST_MONGO_URI=mongodb://127.0.0.1:{mongo_port}/?directConnection=true&retryWrites=false\n\
          UDM_TEST_S3_ENDPOINT=http://127.0.0.1:{s3_port}\n\
-         UDM_TEST_MONGO_SERVER={}\n",
-        venv(&MONGO, "secantusd-py").display()
+         UDM_TEST_MONGO_SERVER={}\n\
+         UDM_TEST_S3S_FS={}\n",
+        venv(&MONGO, "secantusd-py").display(),
+        s3s_fs.display()
     );
     fs::write(env_file(), &env).map_err(|e| e.to_string())?;
     eprintln!("services up (pids {mongo}, {s3}):\n{env}");
@@ -144,6 +148,24 @@ fn install(s: &Service) -> Result<(), String> {
     run(Command::new(venv.join("bin").join("pip"))
         .args(["install", "--quiet", "--disable-pip-version-check"])
         .args(s.packages))
+}
+
+/// The persistent S3 server (s3s-fs: data on disk, survives SIGKILL) that restart trials
+/// start, kill and restart themselves; installed with cargo when missing (about 2–5 min on
+/// 2 cores; 0.15+ needs a newer rustc).
+fn install_s3s_fs() -> Result<std::path::PathBuf, String> {
+    let root = dir().join("s3s-fs");
+    let bin = root.join("bin").join("s3s-fs");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    eprintln!("installing s3s-fs 0.14.1 into {}", root.display());
+    run(crate::cmd::cargo().args(["install", "--locked", "--quiet", "--root"]).arg(&root).args([
+        "s3s-fs@0.14.1",
+        "--features",
+        "binary",
+    ]))?;
+    Ok(bin)
 }
 
 fn spawn(name: &str, cmd: &mut Command) -> Result<u32, String> {

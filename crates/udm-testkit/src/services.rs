@@ -32,6 +32,12 @@ pub fn mongo_server_binary() -> PathBuf {
     PathBuf::from(setting("UDM_TEST_MONGO_SERVER"))
 }
 
+/// The persistent S3 server's binary (s3s-fs), for tests that start, kill and restart a
+/// server of their own on a data directory.
+pub fn s3s_fs_binary() -> PathBuf {
+    PathBuf::from(setting("UDM_TEST_S3S_FS"))
+}
+
 /// The MongoDB-compatible test server's connection string.
 pub fn mongo_uri() -> String {
     setting("UDM_TEST_MONGO_URI")
