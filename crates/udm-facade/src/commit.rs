@@ -156,7 +156,7 @@ impl Drain {
                 _ => return,
             }
         };
-        let started = tokio::time::Instant::now();
+        let started = crate::runtime::Stopwatch::start();
         let _ = tokio::time::timeout(batching.window, full.notified()).await;
         self.stats.batch_waits.inc();
         self.stats.batch_wait_micros.add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));

@@ -309,19 +309,23 @@ impl UdmBuilder {
 }
 
 /// The spool file `fallback_queue.spool` names (an embedded redb database).
-#[cfg(feature = "embedded")]
 fn open_spool(c: &udm_core::config::FallbackQueueConfig) -> Result<Arc<dyn QueueStore>> {
     let path = c.spool.as_deref().ok_or_else(|| {
         let problem =
             udm_core::error::Problem::new("fallback_queue.spool", "required when the fallback queue is enabled");
         Error::invalid(ErrorKind::Config, vec![problem])
     })?;
-    Ok(Arc::new(udm_embedded::EmbeddedStore::open(std::path::Path::new(path))?))
+    spool_file(std::path::Path::new(path))
+}
+
+#[cfg(feature = "embedded")]
+fn spool_file(path: &std::path::Path) -> Result<Arc<dyn QueueStore>> {
+    Ok(Arc::new(udm_embedded::EmbeddedStore::open(path)?))
 }
 
 /// Without the `embedded` feature there is no spool file to open.
 #[cfg(not(feature = "embedded"))]
-fn open_spool(_: &udm_core::config::FallbackQueueConfig) -> Result<Arc<dyn QueueStore>> {
+fn spool_file(_: &std::path::Path) -> Result<Arc<dyn QueueStore>> {
     Err(Error::new(
         ErrorKind::Unsupported,
         "fallback_queue.spool needs the `embedded` feature (or inject a queue with UdmBuilder::queue)",

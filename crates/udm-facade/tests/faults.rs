@@ -105,7 +105,7 @@ fn arm(faults: &FaultLayer) {
 async fn writer(c: Collection, seed: u64, w: u64, longest: Arc<AtomicU64>) -> Vec<Asked> {
     let mut rng = SplitMix64::new(seed ^ (w + 1).wrapping_mul(0x9E37_79B9));
     // Per object: created (committed or queued), deleted.
-    let mut state = vec![(false, false); OBJECTS_PER_WRITER];
+    let mut state = [(false, false); OBJECTS_PER_WRITER];
     let mut out = Vec::new();
     for i in 0..WRITES / WRITERS {
         let k = (rng.next_u64() % OBJECTS_PER_WRITER as u64) as usize;

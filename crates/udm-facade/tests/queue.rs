@@ -272,6 +272,7 @@ async fn attempts_run_out_into_the_dead_letters_and_a_retry_commits() {
     assert!(matches!(c.request_state(&req).await.unwrap(), RequestState::Committed(_)));
 }
 
+#[cfg(feature = "embedded")]
 #[tokio::test]
 async fn the_spool_file_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -307,6 +308,27 @@ async fn the_spool_file_survives_a_restart() {
         vec![json!({"n": "first"}), json!({"n": 0}), json!({"n": 1}), json!({"n": 2})],
         "in order, once each"
     );
+}
+
+/// Without the `embedded` feature there is no spool file: the config is refused, naming it.
+#[cfg(not(feature = "embedded"))]
+#[tokio::test]
+async fn a_spool_file_needs_the_embedded_feature() {
+    let (s, faults, clock) = (stores(), FaultLayer::seeded(3), Arc::new(ManualClock::at(0)));
+    let mut cfg = config(3);
+    cfg.fallback_queue.spool = Some("/nonexistent/spool.redb".into());
+    let meta = Arc::new(faults.layer(s.meta.clone()));
+    let pair = udm_facade::Pair {
+        name: "p".into(),
+        meta: meta.clone(),
+        counters: meta,
+        json: s.json.clone(),
+        content: s.content.clone(),
+        describe: "memory".into(),
+    };
+    let e = Udm::builder().pair(pair).config(cfg).clock(clock).build().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert!(e.to_string().contains("embedded"), "{e}");
 }
 
 #[tokio::test]

@@ -60,7 +60,7 @@ pub(crate) struct Entry {
 /// The entry version `r` adds to its object's index, if it opens a bucket.
 pub(crate) fn entry_of(r: &VersionRecord) -> Option<(ObjectKey, Entry)> {
     let ov = r.ov.get();
-    if ov % ASOF_BUCKET != 0 {
+    if !ov.is_multiple_of(ASOF_BUCKET) {
         return None;
     }
     let bucket = u32::try_from(ov / ASOF_BUCKET).ok()?;
