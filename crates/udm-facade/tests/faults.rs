@@ -28,7 +28,7 @@ use udm_core::ports::{BlobStore, CounterStore, Layer, MetaStore, QueueState};
 use udm_core::query::HistoryQuery;
 use udm_core::retry::SplitMix64;
 use udm_core::{ErrorKind, Op, RouteContext, VersionRecord};
-use udm_facade::{Collection, EnrichOpts, Pair, ReadOpts, RequestState, Udm, WriteOpts};
+use udm_facade::{Collection, ContentMode, EnrichOpts, Pair, ReadOpts, RequestState, Udm, WriteOpts};
 use udm_mongo::{MongoConfig, MongoStore};
 use udm_s3::{AwsS3Blobs, S3Settings};
 use udm_testkit::faults::{FaultLayer, FaultRule, Port};
@@ -112,10 +112,13 @@ async fn writer(c: Collection, seed: u64, w: u64, longest: Arc<AtomicU64>) -> Ve
         let object = format!("w{w}-o{k:02}");
         let request = format!("s{seed}-w{w}-{i}");
         let opts = WriteOpts::default().request_id(&request).actor("faults");
+        // Every fourth write carries a base64 prop: externalized as a content object, so the
+        // content put is a saga step the faults hit too.
+        let avatar = if i % 4 == 0 { json!({"data": base64(&request)}) } else { Value::Null };
         let (op, payload) = match (state[k], rng.next_u64() % 20) {
-            ((false, _), _) => (Op::Create, json!({"by": request, "n": i})),
+            ((false, _), _) => (Op::Create, json!({"by": request, "n": i, "avatar": avatar})),
             // A deleted object only ever gets (refused) updates.
-            ((true, true), _) | (_, 0..=10) => (Op::Update, json!({"by": request, "n": i})),
+            ((true, true), _) | (_, 0..=10) => (Op::Update, json!({"by": request, "n": i, "avatar": avatar})),
             (_, 11..=18) => (Op::Enrich, json!({"seen": {request.clone(): true}})),
             _ => (Op::Delete, Value::Null),
         };
@@ -144,6 +147,24 @@ async fn writer(c: Collection, seed: u64, w: u64, longest: Arc<AtomicU64>) -> Ve
             }
         }
         out.push(Asked { request, object, op, payload, told });
+    }
+    out
+}
+
+/// Standard base64 of `s` (no padding concerns: the test only needs valid base64).
+fn base64(s: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in s.as_bytes().chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for j in 0..4 {
+            if j <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * j)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
     }
     out
 }
@@ -179,6 +200,17 @@ async fn acknowledged_writes_survive_injected_faults() {
     cfg.fallback_queue.retry.max_delay_ms = 200;
     cfg.fallback_queue.retry.max_attempts = 1_000;
     cfg.deadlines.write_budget_ms = BUDGET.as_millis() as u64;
+    cfg.collections.push(udm_core::config::CollectionConfig {
+        tenant: Some("faults".into()),
+        db: "suite".into(),
+        collection: format!("r{run}"),
+        indexed_props: Vec::new(),
+        base64_props: vec![udm_core::metamap::Base64Prop {
+            path: "avatar.data".into(),
+            content_type: "application/octet-stream".into(),
+        }],
+        counter_rules: Vec::new(),
+    });
     let udm = Udm::builder().pair(pair(&run, &faults).await).config(cfg).build().unwrap();
     let c = udm.with(RouteContext::new("faults", "suite", &format!("r{run}")).unwrap());
 
@@ -255,7 +287,7 @@ async fn acknowledged_writes_survive_injected_faults() {
                     assert_eq!((id, v.ov), (&a.object, w.ov), "seed {seed}: {a:?}");
                     assert_eq!(v.op, a.op, "seed {seed}: {a:?}");
                     let data = c
-                        .get_version(id, v.ov, ReadOpts { include_deleted: true, ..ReadOpts::default() })
+                        .get_version(id, v.ov, ReadOpts { include_deleted: true, content: ContentMode::Inline })
                         .await
                         .unwrap()
                         .data;
