@@ -40,6 +40,14 @@ impl Layout {
         Self { prefix }
     }
 
+    /// `[<prefix>/]` (empty without a prefix): everything UDM stores in a bucket.
+    pub fn root(&self) -> String {
+        match &self.prefix {
+            Some(p) => format!("{p}/"),
+            None => String::new(),
+        }
+    }
+
     /// `[<prefix>/]<tenant>/`: everything of one tenant.
     pub fn tenant_prefix(&self, tenant: &Name) -> String {
         match &self.prefix {

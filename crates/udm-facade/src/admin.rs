@@ -95,7 +95,7 @@ pub struct BackendInfo {
 /// Administration.
 #[derive(Clone)]
 pub struct Admin {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// Runs one health check within `limit`: its latency, its error, or the timeout.

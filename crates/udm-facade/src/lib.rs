@@ -41,6 +41,7 @@ mod ops;
 mod options;
 mod queue;
 mod read;
+mod rebuild;
 mod record;
 mod restore;
 mod runtime;
@@ -66,6 +67,7 @@ pub use ops::{
 };
 pub use queue::{QUEUE_REPLAY_CONCURRENCY, RequestState};
 pub use read::LIST_FETCH_CONCURRENCY;
+pub use rebuild::{ExportReport, REBUILD_BATCH, RebuildProgress, RebuildReport};
 pub use record::{FailedItem, HardDeleteReport, ListPage, Record, RestoreOutcome, Written};
 pub use restore::{CollectionRestoreReport, CollectionTarget, RestoreProgress};
 pub use runtime::{OsEntropy, SystemClock};
