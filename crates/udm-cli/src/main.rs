@@ -1,8 +1,8 @@
 //! `udm` — the UDM command line.
 //!
-//! `udm quickstart [--dir DIR]` runs a short tour on the zero-setup default (one embedded
-//! store file, `DIR/udm.redb`, with the metadata and the snapshots; a fresh temporary
-//! directory by default): create, update, enrich, read as of an instant, restore, history — printing what
+//! `udm quickstart [--dir DIR]` runs a short tour on the zero-setup default (embedded store
+//! files: `DIR/udm.redb` with the metadata, `DIR/udm-blobs.redb` with the snapshots; a fresh
+//! temporary directory by default): create, update, enrich, read as of an instant, restore, history — printing what
 //! happens. `udm health --dir DIR` checks the stores of a data directory.
 //!
 //! `udm queue stats | pending | dead | retry ID | cancel ID` inspects and steers the fallback
@@ -10,6 +10,13 @@
 //! `DIR/udm-queue.redb` of the embedded default (`--dir DIR`) — directly: no `Udm` is built,
 //! so nothing is replayed by the command (a retried entry is replayed by the application's
 //! worker). The spool is locked while the application runs. `--json` prints JSON.
+//!
+//! `udm export` writes every version of every object — metadata and data — as canonical JSON
+//! lines in a deterministic order (then each collection's counters and CVs): an audit export,
+//! and the way to compare a store before a loss and after its rebuild. `udm rebuild [--pair
+//! NAME]` rebuilds a pair's metadata from its blob store alone (after losing the metadata
+//! database, or `DIR/udm.redb` of the embedded default), with a progress line on a terminal.
+//! Both take `--config FILE` or `--dir DIR`, and `--json`.
 //!
 //! Exit codes: 0 = done, 2 = error.
 
@@ -44,6 +51,25 @@ enum Command {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Every version of every object as canonical JSON lines (an audit export).
+    Export {
+        #[command(flatten)]
+        store: SpoolArgs,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Rebuilds a pair's metadata from its blob store alone.
+    Rebuild {
+        #[command(flatten)]
+        store: SpoolArgs,
+        /// The pair (may be omitted when there is one).
+        #[arg(long)]
+        pair: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The fallback queue: sizes, entries, dead letters; retry or cancel an entry.
     Queue {
         #[command(subcommand)]
@@ -56,7 +82,7 @@ enum Command {
     },
 }
 
-/// Where the spool is.
+/// Where the stores are (and the fallback queue's spool).
 #[derive(clap::Args)]
 #[group(multiple = false)]
 struct SpoolArgs {
@@ -103,6 +129,8 @@ async fn main() -> ExitCode {
         Command::Quickstart { dir } => quickstart(dir).await,
         Command::Health { dir } => health(dir).await,
         Command::Queue { action, spool, json } => queue(action, spool, json).await,
+        Command::Export { store, out } => export(store, out).await,
+        Command::Rebuild { store, pair, json } => rebuild(store, pair, json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -268,4 +296,65 @@ fn say(json: bool, what: &str, id: &str) {
     } else {
         println!("{what} {id}");
     }
+}
+
+/// The `Udm` the arguments describe.
+async fn open_udm(args: SpoolArgs) -> Result<Udm> {
+    match (args.config, args.dir) {
+        (Some(file), _) => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| udm_core::Error::new(udm_core::ErrorKind::Config, format!("{}: {e}", file.display())))?;
+            Udm::from_config(udm_core::config::Config::from_toml(&text)?).await
+        }
+        (None, Some(dir)) => Udm::embedded(&dir).await,
+        (None, None) => Err(udm_core::Error::validation("--config", "give --config FILE or --dir DIR")),
+    }
+}
+
+async fn export(store: SpoolArgs, out: Option<PathBuf>) -> Result<()> {
+    let udm = open_udm(store).await?;
+    let io = |e: std::io::Error| udm_core::Error::new(udm_core::ErrorKind::Unavailable, format!("export: {e}"));
+    let report = match out {
+        Some(path) => {
+            let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
+            let r = udm.admin().export(&mut file).await?;
+            std::io::Write::flush(&mut file).map_err(io)?;
+            r
+        }
+        None => {
+            let mut stdout = std::io::BufWriter::new(std::io::stdout());
+            let r = udm.admin().export(&mut stdout).await?;
+            std::io::Write::flush(&mut stdout).map_err(io)?;
+            r
+        }
+    };
+    eprintln!(
+        "exported {} versions of {} objects in {} collections",
+        report.versions, report.objects, report.collections
+    );
+    udm.admin().shutdown().await.map(|_| ())
+}
+
+async fn rebuild(store: SpoolArgs, pair: Option<String>, json: bool) -> Result<()> {
+    use std::io::IsTerminal;
+    let udm = open_udm(store).await?;
+    let terminal = std::io::stderr().is_terminal();
+    let progress = |p: &udm_facade::RebuildProgress| {
+        if terminal {
+            eprint!("\r{} {}: {}/{} versions   ", p.pair, p.collection, p.done, p.total);
+        }
+    };
+    let report = udm.admin().rebuild(pair.as_deref(), &progress).await?;
+    if terminal {
+        eprintln!();
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        println!(
+            "rebuilt {} collections from {} log segments: {} versions imported, {} already there, {} done before",
+            report.collections, report.segments, report.imported, report.unchanged, report.skipped
+        );
+    }
+    udm.admin().shutdown().await.map(|_| ())
 }

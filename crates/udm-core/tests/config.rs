@@ -280,7 +280,7 @@ fn embedded_blobs_need_an_embedded_metadata_store() {
     let pair = |meta: &str| format!("[[backends]]\nname = \"p\"\nmeta = {meta}\nblobs = {{ kind = \"embedded\" }}\n");
     let ok = Config::from_toml(&pair(r#"{ kind = "embedded", path = "/tmp/udm.redb" }"#)).unwrap();
     ok.validate().unwrap();
-    assert!(matches!(ok.backends[0].blobs, udm_core::config::BlobBackend::Embedded));
+    assert!(matches!(ok.backends[0].blobs, udm_core::config::BlobBackend::Embedded { path: None }));
     let bad = Config::from_toml(&pair(r#"{ kind = "memory" }"#)).unwrap().validate().unwrap_err();
     assert_eq!(bad.kind(), ErrorKind::Config);
     assert!(bad.to_string().contains("meta.kind = \"embedded\""), "{bad}");

@@ -180,7 +180,8 @@ async fn blob_stores(
 ) -> Result<BlobPorts> {
     let _ = deadlines;
     match b {
-        BlobBackend::Embedded => embedded_blobs(embedded),
+        BlobBackend::Embedded { path: None } => embedded_blobs(embedded),
+        BlobBackend::Embedded { path: Some(path) } => blob_file(std::path::Path::new(path)),
         BlobBackend::Custom(c) => {
             let factory = custom.blobs.get(&c.kind).ok_or_else(|| unregistered("blobs", &c.kind))?;
             let (json, content) = factory(c).await?;
@@ -216,6 +217,19 @@ fn embedded_blobs(embedded: &EmbeddedHandle) -> Result<BlobPorts> {
 #[cfg(not(feature = "embedded"))]
 fn embedded_blobs(_: &EmbeddedHandle) -> Result<BlobPorts> {
     Err(missing_feature("blobs in the embedded store", "embedded"))
+}
+
+/// Blobs in a redb file of their own.
+#[cfg(feature = "embedded")]
+fn blob_file(path: &std::path::Path) -> Result<BlobPorts> {
+    let s = udm_embedded::EmbeddedStore::open(path)?;
+    let describe = format!("embedded blobs:{}", path.display());
+    Ok((Arc::new(s.blobs("json")?), Arc::new(s.blobs("content")?), describe))
+}
+
+#[cfg(not(feature = "embedded"))]
+fn blob_file(_: &std::path::Path) -> Result<BlobPorts> {
+    Err(missing_feature("blobs in an embedded file", "embedded"))
 }
 
 #[allow(unused_variables, reason = "which arguments are used depends on the S3 features")]
@@ -297,14 +311,16 @@ impl Udm {
         dir.join("udm-queue.redb")
     }
 
-    /// The zero-setup default: one embedded store file, `dir/udm.redb`, holding the metadata
-    /// and the snapshots and content (packed, one row each; the directory is created).
+    /// The zero-setup default: two embedded redb files — `dir/udm.redb` holding the metadata,
+    /// `dir/udm-blobs.redb` the snapshots, commit log and content (packed, one row each), so
+    /// a lost metadata file is rebuilt from the blob file (`udm rebuild --dir DIR`). The
+    /// directory is created.
     #[cfg(feature = "embedded")]
     pub async fn embedded(dir: &std::path::Path) -> Result<Self> {
         let pair = udm_core::config::BackendPair {
             name: "local".into(),
             meta: MetaBackend::Embedded { path: dir.join("udm.redb").display().to_string() },
-            blobs: BlobBackend::Embedded,
+            blobs: BlobBackend::Embedded { path: Some(dir.join("udm-blobs.redb").display().to_string()) },
         };
         Self::from_config(Config::single(pair)).await
     }

@@ -143,7 +143,22 @@ pub(crate) async fn logged_versions(
 impl Admin {
     /// Rebuilds the metadata of pair `pair` (by name; `None` = the only pair) from its blob
     /// store alone — after the total loss of its metadata database — calling `progress`
-    /// after every batch (see the [module docs](crate::rebuild)). Idempotent and resumable.
+    /// after every batch. Per collection found in the blob store: the commit-log segments
+    /// are merged, each logged version's snapshot is fetched and verified and the versions
+    /// are imported in CV order (OV, CV, timestamps, request ids and fingerprints kept), the
+    /// log is marked complete and the counters are re-derived. Idempotent, and resumable: a
+    /// job record keeps each collection's last imported CV. Versions committed after the
+    /// last completed log flush, and prunes and hard deletes (not logged yet), are not
+    /// rebuilt.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let udm = udm_facade::Udm::in_memory()?;
+    /// let report = udm.admin().rebuild(None, &|p| eprintln!("{}: {}/{}", p.collection, p.done, p.total)).await?;
+    /// println!("{} versions imported", report.imported);
+    /// # Ok::<(), udm_core::Error>(())
+    /// # }).unwrap();
+    /// ```
     pub async fn rebuild(
         &self,
         pair: Option<&str>,

@@ -205,7 +205,10 @@ enum BlobBackendDef {
         root: String,
     },
     Memory,
-    Embedded,
+    Embedded {
+        #[serde(default)]
+        path: Option<String>,
+    },
 }
 
 impl<'de> Deserialize<'de> for MetaBackend {
@@ -294,10 +297,14 @@ pub enum BlobBackend {
     },
     /// In memory (tests, examples).
     Memory,
-    /// Inside the pair's embedded metadata file (`blobs = { kind = "embedded" }`; needs
-    /// `meta.kind = "embedded"`): snapshots and content packed in the same redb file, one
-    /// row each — the zero-setup default.
-    Embedded,
+    /// Packed in an embedded redb file, one row each: its own file with `path` (any metadata
+    /// store; the zero-setup default keeps them in `dir/udm-blobs.redb`, so the metadata file
+    /// can be lost and rebuilt from it), or without it the pair's embedded metadata file
+    /// (needs `meta.kind = "embedded"`).
+    Embedded {
+        /// The blob file; `None` = the pair's embedded metadata file.
+        path: Option<String>,
+    },
     /// A kind provided by another crate, built by the factory registered for its `kind`.
     #[serde(untagged)]
     Custom(CustomBackend),

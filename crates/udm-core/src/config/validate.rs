@@ -49,7 +49,9 @@ fn backends(pairs: &[BackendPair], p: &mut Vec<Problem>) {
         }
         meta(&at, &pair.meta, p);
         blobs(&at, &pair.blobs, p);
-        if matches!(pair.blobs, BlobBackend::Embedded) && !matches!(pair.meta, MetaBackend::Embedded { .. }) {
+        if matches!(pair.blobs, BlobBackend::Embedded { path: None })
+            && !matches!(pair.meta, MetaBackend::Embedded { .. })
+        {
             p.push(Problem::new(
                 format!("{at}.blobs"),
                 "kind \"embedded\" keeps blobs in the embedded metadata file: needs meta.kind = \"embedded\"",
@@ -111,7 +113,7 @@ fn blobs(at: &str, b: &BlobBackend, p: &mut Vec<Problem>) {
         BlobBackend::Fs { root } if root.trim().is_empty() => {
             p.push(Problem::new(format!("{at}.blobs.root"), "must not be empty"));
         }
-        BlobBackend::Fs { .. } | BlobBackend::Memory | BlobBackend::Embedded => {}
+        BlobBackend::Fs { .. } | BlobBackend::Memory | BlobBackend::Embedded { .. } => {}
         BlobBackend::Custom(c) => custom(&format!("{at}.blobs"), c, p),
     }
 }

@@ -127,7 +127,7 @@ pub(crate) async fn embedded() -> Env {
     let pair = BackendPair {
         name: "local".into(),
         meta: MetaBackend::Embedded { path: dir.join("udm.redb").display().to_string() },
-        blobs: BlobBackend::Embedded,
+        blobs: BlobBackend::Embedded { path: None },
     };
     let clock = Arc::new(ManualClock::at(1_700_000_000_000));
     let shared = Arc::new(store.clone());
