@@ -2,7 +2,6 @@
 //! text and as JSON; a missing spool is an error (exit code 2).
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 use udm_core::config::FallbackQueueConfig;
@@ -11,15 +10,8 @@ use udm_core::retry::NextStep;
 use udm_core::{ObjectId, ObjectKey, RequestId, RouteContext, Timestamp};
 use udm_facade::Udm;
 
-fn udm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_udm")).args(args).output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
+mod common;
+use common::{ok, udm};
 
 fn entry(n: u32) -> QueueEntry {
     let key = ObjectKey::new(RouteContext::new("t", "d", "c").unwrap(), ObjectId::new(format!("o{n}")).unwrap());

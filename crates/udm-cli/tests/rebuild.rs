@@ -1,17 +1,8 @@
 //! On the embedded default, deleting the metadata file and running `udm rebuild --dir DIR`
 //! gives back an identical export (`udm export --dir DIR`).
 
-use std::process::{Command, Output};
-
-fn udm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_udm")).args(args).output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
+mod common;
+use common::{ok, udm};
 
 #[test]
 fn a_deleted_metadata_file_is_rebuilt_from_the_blob_file() {
