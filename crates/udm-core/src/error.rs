@@ -49,6 +49,9 @@ pub enum ErrorKind {
     /// names its request id, whose final state the collection's `request_state` reports.
     /// Do not retry it: it is already on its way.
     Queued,
+    /// The version (or the version current at the asked instant or CV) was removed by
+    /// retention. Its data is gone on purpose; no other version's data is served instead.
+    Pruned,
 }
 
 impl ErrorKind {
@@ -68,6 +71,7 @@ impl ErrorKind {
             ErrorKind::NotConfirmed => "not confirmed",
             ErrorKind::Internal => "internal",
             ErrorKind::Queued => "queued",
+            ErrorKind::Pruned => "pruned",
         }
     }
 }

@@ -1,0 +1,1 @@
+//! Retention enforcement, pins and orphan GC (work in progress).
