@@ -8,6 +8,7 @@
 //! ```text
 //! <t>/<d>/<c>/objects/<id>/versions/<ov:020>.<request id>.json   snapshot envelope
 //! <t>/<d>/<c>/objects/<id>/index/<segment:020>.json  shadow version-index segment
+//! <t>/<d>/<c>/objects/<id>/index/first/<segment:020>.<at ms>.<cv>  its marker (empty)
 //! <t>/<d>/<c>/content/<id>/<blake3>                  externalized binary field
 //! <t>/<d>/<c>/log/<cv:020>-<cv:020>.json            commit log segment (see crate::shadow)
 //! <t>/<d>/<c>/backups/<label>                        backups
@@ -26,7 +27,7 @@ use crate::id::{Name, ObjectId, ObjectKey, RequestId, RouteContext};
 use crate::version::{Cv, Ov};
 
 /// Versions per shadow index segment.
-pub const INDEX_SEGMENT_LEN: u64 = 1024;
+pub const INDEX_SEGMENT_LEN: u64 = 256;
 
 /// Key builder, with an optional bucket-wide prefix.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,6 +81,17 @@ impl Layout {
     pub fn index_segment(&self, key: &ObjectKey, ov: Ov) -> String {
         let segment = (ov.get() - 1) / INDEX_SEGMENT_LEN;
         format!("{}index/{segment:020}.json", self.object_prefix(key))
+    }
+
+    /// Where the markers of an object's index segments live
+    /// ([`crate::shadow::index::Marker`]).
+    pub fn index_marker_prefix(&self, key: &ObjectKey) -> String {
+        format!("{}index/first/", self.object_prefix(key))
+    }
+
+    /// The marker naming the first instant and CV of an index segment.
+    pub fn index_marker(&self, key: &ObjectKey, marker: &crate::shadow::index::Marker) -> String {
+        format!("{}{}", self.index_marker_prefix(key), marker.file_name())
     }
 
     /// Every content object of one object.

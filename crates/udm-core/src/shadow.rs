@@ -24,6 +24,8 @@
 //! assert!(committed_versions(vec![segment]).unwrap().is_empty());
 //! ```
 
+pub mod index;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -124,11 +124,21 @@ fn key_layout_is_pinned() {
         "acme/crm/users/objects/u-42/versions/00000000000000001025.01JREQ.retry-2.json"
     );
     assert_eq!(plain.snapshot_prefix(&k, ov), "acme/crm/users/objects/u-42/versions/00000000000000001025.");
-    assert_eq!(plain.index_segment(&k, ov), "acme/crm/users/objects/u-42/index/00000000000000000001.json");
+    assert_eq!(plain.index_segment(&k, ov), "acme/crm/users/objects/u-42/index/00000000000000000004.json");
     assert_eq!(
-        plain.index_segment(&k, Ov::new(1024).unwrap()),
+        plain.index_segment(&k, Ov::new(256).unwrap()),
         "acme/crm/users/objects/u-42/index/00000000000000000000.json"
     );
+    let marker = udm_core::shadow::index::Marker {
+        segment: 4,
+        at: udm_core::Timestamp::from_millis(1_700_000_000_123).unwrap(),
+        cv: udm_core::Cv(77),
+    };
+    assert_eq!(
+        plain.index_marker(&k, &marker),
+        "acme/crm/users/objects/u-42/index/first/00000000000000000004.1700000000123.77"
+    );
+    assert_eq!(udm_core::shadow::index::Marker::parse(&marker.file_name()), Some(marker));
     let hash = ContentHash::of(b"hello");
     assert_eq!(plain.content(&k, &hash), format!("acme/crm/users/content/u-42/{hash}"));
     assert_eq!(hash.to_string(), "ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f");

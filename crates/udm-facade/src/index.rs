@@ -1,12 +1,236 @@
-//! The shadow version index: per-object index segments in the blob store (work in progress).
+//! The shadow version index ([`udm_core::shadow::index`]): written by the commit-log flusher
+//! behind the commits, flagged by retention, and read by the S3-only reads — history,
+//! `get_version`, as-of by instant and by CV — in a constant number of blob requests.
+//!
+//! Writers merge with a compare-and-swap on the segment's ETag (create-only for a new
+//! segment), re-reading and merging again when another writer got there first, so two
+//! flushers (two processes, or the repair pass beside a notified flush) never lose each
+//! other's entries. A store without conditional puts is written with plain overwrites (one
+//! writer per bucket is then assumed).
 
-use udm_core::{ObjectKey, Ov, Result};
+use std::collections::BTreeMap;
+
+use futures_util::{StreamExt, TryStreamExt};
+use udm_core::ports::{PutMode, PutOptions};
+use udm_core::query::{HistoryQuery, Order, Page, history_cursor};
+use udm_core::shadow::LogEntry;
+use udm_core::shadow::index::{Bound, IndexEntry, IndexSegment, Marker, segment_for, segment_of};
+use udm_core::{Error, ErrorKind, ObjectKey, Ov, Result, VersionRecord};
 
 use crate::shadow::Target;
 
-/// Marks versions `ovs` of `key` as pruned in the object's shadow index segments (the entries
-/// stay, flagged, so S3-only reads answer `Pruned` for them and drift reports them as
-/// intentional). Idempotent.
-pub(crate) async fn mark_pruned(_t: &Target, _key: &ObjectKey, _ovs: &[Ov]) -> Result<()> {
+/// Index segments one flush updates at once.
+pub const INDEX_CONCURRENCY: usize = 16;
+
+/// How often a segment update re-reads and merges after losing a compare-and-swap.
+const CAS_ATTEMPTS: usize = 16;
+
+/// The first OV segment `s` holds.
+fn first_ov(segment: u64) -> Ov {
+    Ov::new(segment * udm_core::shadow::index::INDEX_SEGMENT_LEN + 1).unwrap_or(Ov::FIRST)
+}
+
+/// Adds the versions of one flush to their objects' index segments.
+pub(crate) async fn index_entries(t: &Target, entries: &[LogEntry]) -> Result<()> {
+    let mut by_segment: BTreeMap<(ObjectKey, u64), Vec<IndexEntry>> = BTreeMap::new();
+    for e in entries {
+        let at = (e.record.key.clone(), segment_of(e.record.ov));
+        by_segment.entry(at).or_default().push(IndexEntry::committed(e.record.clone()));
+    }
+    futures_util::stream::iter(by_segment)
+        .map(|((key, segment), incoming)| update(t, key, segment, incoming))
+        .buffer_unordered(INDEX_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(|_| ())
+}
+
+/// Flags versions `ovs` of `key` as pruned in its index (entries the flusher never indexed
+/// are added as pruned, with their OV only). Idempotent.
+#[allow(dead_code, reason = "retention calls it (in progress)")]
+pub(crate) async fn mark_pruned(t: &Target, key: &ObjectKey, ovs: &[Ov]) -> Result<()> {
+    let mut by_segment: BTreeMap<u64, Vec<IndexEntry>> = BTreeMap::new();
+    for ov in ovs {
+        by_segment.entry(segment_of(*ov)).or_default().push(IndexEntry { ov: *ov, pruned: true, record: None });
+    }
+    for (segment, incoming) in by_segment {
+        update(t, key.clone(), segment, incoming).await?;
+    }
     Ok(())
+}
+
+/// Merges `incoming` into segment `segment` of `key` (and puts its marker when its first
+/// entry is new or earlier), retrying lost compare-and-swaps.
+async fn update(t: &Target, key: ObjectKey, segment: u64, incoming: Vec<IndexEntry>) -> Result<()> {
+    let blob_key = t.layout.index_segment(&key, first_ov(segment));
+    let cas = t.json.capabilities().conditional_put;
+    for _ in 0..CAS_ATTEMPTS {
+        let (mut current, etag) = match t.json.get_with_etag(&blob_key).await {
+            Ok(body) => (IndexSegment::decode(&body.bytes)?, body.etag),
+            Err(e) if e.kind() == ErrorKind::NotFound => (IndexSegment::new(key.clone(), segment), None),
+            Err(e) => return Err(e),
+        };
+        let was_first = current.first();
+        if !current.merge(incoming.clone()) {
+            return Ok(());
+        }
+        if let Some((at, cv)) = current.first()
+            && was_first != Some((at, cv))
+        {
+            let marker = t.layout.index_marker(&key, &Marker { segment, at, cv });
+            t.json.put(&marker, Vec::new(), &PutOptions::overwrite("application/octet-stream")).await?;
+        }
+        let mode = match (cas, etag) {
+            (false, _) => PutMode::Overwrite,
+            (true, Some(etag)) => PutMode::IfMatch(etag),
+            (true, None) => PutMode::Create,
+        };
+        let options = PutOptions { mode, content_type: Some("application/json".into()) };
+        match t.json.put_with_etag(&blob_key, current.encode()?, &options).await {
+            Ok(_) => return Ok(()),
+            // Another writer changed (or created) the segment since the read: merge again.
+            Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::AlreadyExists) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Unavailable,
+        format!("index segment {blob_key} kept changing under {CAS_ATTEMPTS} merges"),
+    ))
+}
+
+/// Segment `segment` of `key`, if it exists (1 request).
+pub(crate) async fn segment(t: &Target, key: &ObjectKey, segment: u64) -> Result<Option<IndexSegment>> {
+    match t.json.get(&t.layout.index_segment(key, first_ov(segment))).await {
+        Ok(bytes) => {
+            let s = IndexSegment::decode(&bytes)?;
+            if &s.key != key || s.segment != segment {
+                return Err(Error::new(
+                    ErrorKind::ChecksumMismatch,
+                    format!("index segment {segment} of {key} holds another"),
+                ));
+            }
+            Ok(Some(s))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every marker of `key`'s index (1 listing request per 1000 segments).
+pub(crate) async fn markers(t: &Target, key: &ObjectKey) -> Result<Vec<Marker>> {
+    let prefix = t.layout.index_marker_prefix(key);
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = t.json.list(&prefix, after.as_deref(), udm_core::ports::MAX_LIST_PAGE).await?;
+        out.extend(page.keys.iter().filter_map(|k| k.strip_prefix(&prefix)).filter_map(Marker::parse));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// What the index says about one lookup.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// The version, committed and kept.
+    Version(Box<VersionRecord>),
+    /// The answer is a version retention removed (or may be: one whose instant is unknown).
+    Pruned(Ov),
+    /// The index holds nothing that answers (not indexed, or before the history).
+    Nothing,
+}
+
+impl Found {
+    fn of(entry: Option<&IndexEntry>) -> Found {
+        match entry {
+            None => Found::Nothing,
+            Some(e) if e.pruned => Found::Pruned(e.ov),
+            Some(e) => match &e.record {
+                Some(r) => Found::Version(Box::new(r.clone())),
+                None => Found::Pruned(e.ov),
+            },
+        }
+    }
+
+    /// The record, or the typed error: `Pruned` for a pruned answer, `NotFound` for none.
+    pub(crate) fn into_record(self, key: &ObjectKey, what: &str) -> Result<VersionRecord> {
+        match self {
+            Found::Version(r) => Ok(*r),
+            Found::Pruned(ov) => Err(pruned(key, ov, what)),
+            Found::Nothing => Err(Error::not_found(format!("{what} of {key} in the shadow index"))),
+        }
+    }
+}
+
+/// The `Pruned` error of `key`'s `ov`.
+pub(crate) fn pruned(key: &ObjectKey, ov: Ov, what: &str) -> Error {
+    Error::new(ErrorKind::Pruned, format!("{what} of {key} is {ov}, which retention removed"))
+}
+
+/// Version `ov` (1 request).
+pub(crate) async fn by_ov(t: &Target, key: &ObjectKey, ov: Ov) -> Result<Found> {
+    Ok(match segment(t, key, segment_of(ov)).await? {
+        Some(s) => Found::of(s.get(ov)),
+        None => Found::Nothing,
+    })
+}
+
+/// The version current at `bound` (a marker listing and 1 segment request).
+pub(crate) async fn by_bound(t: &Target, key: &ObjectKey, bound: Bound) -> Result<Found> {
+    let Some(n) = segment_for(&markers(t, key).await?, bound) else { return Ok(Found::Nothing) };
+    let Some(s) = segment(t, key, n).await? else { return Ok(Found::Nothing) };
+    let answer = match bound {
+        Bound::At(at) => s.at_or_before(at),
+        Bound::Cv(cv) => s.at_or_before_cv(cv),
+        Bound::Latest => Ok(s.entries.last()),
+    };
+    Ok(match answer {
+        Ok(entry) => Found::of(entry),
+        Err(unknown) => Found::Pruned(unknown),
+    })
+}
+
+/// A page of `key`'s history from the index alone (kept versions only, pruned ones
+/// skipped), in the query's order.
+pub(crate) async fn history(t: &Target, key: &ObjectKey, query: &HistoryQuery) -> Result<Page<VersionRecord>> {
+    let limit = query.limit.clamp(1, udm_core::query::MAX_PAGE);
+    let mut picked: Vec<VersionRecord> = Vec::new();
+    let mut next_segment = match (query.order, query.after) {
+        (Order::Asc, after) => Some(
+            after.map_or(0, |a| segment_of(a) + u64::from(a.get() % udm_core::shadow::index::INDEX_SEGMENT_LEN == 0)),
+        ),
+        (Order::Desc, Some(after)) if after.get() > 1 => Some(segment_of(Ov::new(after.get() - 1)?)),
+        (Order::Desc, Some(_)) => None,
+        (Order::Desc, None) => segment_for(&markers(t, key).await?, Bound::Latest),
+    };
+    while let Some(n) = next_segment {
+        if picked.len() > limit {
+            break;
+        }
+        let Some(s) = segment(t, key, n).await? else { break };
+        let kept = s.entries.into_iter().filter(|e| !e.pruned).filter_map(|e| e.record);
+        let in_range = |r: &VersionRecord| match (query.order, query.after) {
+            (_, None) => true,
+            (Order::Asc, Some(a)) => r.ov > a,
+            (Order::Desc, Some(a)) => r.ov < a,
+        };
+        match query.order {
+            Order::Asc => picked.extend(kept.filter(in_range)),
+            Order::Desc => picked.extend(kept.filter(in_range).collect::<Vec<_>>().into_iter().rev()),
+        }
+        next_segment = match query.order {
+            Order::Asc => Some(n + 1),
+            Order::Desc => n.checked_sub(1),
+        };
+    }
+    let more = picked.len() > limit;
+    picked.truncate(limit);
+    let next = match picked.last() {
+        Some(r) if more => Some(history_cursor(r.ov)),
+        _ => None,
+    };
+    Ok(Page { items: picked, next })
 }

@@ -63,9 +63,10 @@ use udm_router::Router;
 
 pub use admin::{Admin, BackendInfo, Counters, HealthReport, PairHealth, ShutdownReport, Stats};
 pub use build::{BackendFuture, Backends, BlobFactory, MetaFactory};
+pub use index::INDEX_CONCURRENCY;
 pub use ops::{
-    BATCH_WRITE_CONCURRENCY, Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, Target, WriteItem,
-    WriteOpts,
+    BATCH_WRITE_CONCURRENCY, Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, ReadSource, Target,
+    WriteItem, WriteOpts,
 };
 pub use queue::{QUEUE_REPLAY_CONCURRENCY, RequestState};
 pub use read::LIST_FETCH_CONCURRENCY;

@@ -39,8 +39,8 @@ use crate::record::{HardDeleteReport, ListPage, Record, RestoreOutcome, Written}
 use crate::write::Intent;
 
 pub use crate::options::{
-    BATCH_WRITE_CONCURRENCY, Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, Target, WriteItem,
-    WriteOpts,
+    BATCH_WRITE_CONCURRENCY, Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, ReadSource, Target,
+    WriteItem, WriteOpts,
 };
 
 impl Collection {
@@ -174,12 +174,14 @@ impl Collection {
     }
 
     /// Version `ov`. Looked up in the metadata store first; if its record is missing there but
-    /// the object's head says it exists, it is read from the S3 shadow (checksum-verified; CV
-    /// reported as 0 since the shadow does not know it).
+    /// the object's head says it exists, it is read from the blob store's version index and
+    /// snapshot (checksum-verified), and a version retention removed is
+    /// [`ErrorKind::Pruned`](udm_core::ErrorKind::Pruned). With [`ReadSource::Shadow`] it is
+    /// read from the blob store alone.
     pub async fn get_version(&self, id: &str, ov: Ov, opts: ReadOpts) -> Result<Record> {
         let key = self.key(id)?;
         let read = async {
-            let (pair, rec) = self.version_record(&key, Lookup::Ov(ov)).await?;
+            let (pair, rec) = self.version_record(&key, Lookup::Ov(ov), opts.source).await?;
             self.read_version(pair, &key, rec, opts).await
         };
         observe("get_version", self.span("get_version", id), read).await
@@ -189,7 +191,7 @@ impl Collection {
     pub async fn as_of(&self, id: &str, at: Timestamp, opts: ReadOpts) -> Result<Record> {
         let key = self.key(id)?;
         let read = async {
-            let (pair, rec) = self.version_record(&key, Lookup::At(at)).await?;
+            let (pair, rec) = self.version_record(&key, Lookup::At(at), opts.source).await?;
             self.read_version(pair, &key, rec, opts).await
         };
         observe("as_of", self.span("as_of", id), read).await
@@ -199,7 +201,7 @@ impl Collection {
     pub async fn as_of_cv(&self, id: &str, cv: Cv, opts: ReadOpts) -> Result<Record> {
         let key = self.key(id)?;
         let read = async {
-            let (pair, rec) = self.version_record(&key, Lookup::Cv(cv)).await?;
+            let (pair, rec) = self.version_record(&key, Lookup::Cv(cv), opts.source).await?;
             self.read_version(pair, &key, rec, opts).await
         };
         observe("as_of_cv", self.span("as_of_cv", id), read).await
@@ -210,6 +212,28 @@ impl Collection {
         let key = self.key(id)?;
         let pair = self.locate(&key).await?.0;
         self.inner.pairs[pair].meta.history(&key, &query).await
+    }
+
+    /// A page of the object's version records from the blob store alone: its version index
+    /// ([`ReadSource::Shadow`]), without asking the metadata store — e.g. to audit the shadow,
+    /// or while the metadata store is lost. Pruned versions are skipped. One or two blob
+    /// requests per page of up to 256 versions.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let udm = udm_facade::Udm::in_memory()?;
+    /// let docs = udm.with(udm_core::RouteContext::new("acme", "crm", "docs")?);
+    /// docs.create(serde_json::json!({"n": 1}), udm_facade::WriteOpts::id("d-1")).await?;
+    /// udm.admin().flush_shadow().await?; // the index is written a few ms behind the commits
+    /// let page = docs.shadow_history("d-1", udm_core::query::HistoryQuery::default()).await?;
+    /// assert_eq!(page.items.len(), 1);
+    /// # Ok::<(), udm_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn shadow_history(&self, id: &str, query: HistoryQuery) -> Result<Page<VersionRecord>> {
+        let key = self.key(id)?;
+        let pair = self.inner.router.route(&key.ctx, &key.id).index;
+        crate::index::history(&self.inner.shadow_target(pair), &key, &query).await
     }
 
     /// A page of the collection's latest records, across every pair.

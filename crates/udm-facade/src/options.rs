@@ -117,6 +117,22 @@ pub struct ReadOpts {
     pub include_deleted: bool,
     /// How externalized content appears.
     pub content: ContentMode,
+    /// Where the version is looked up.
+    pub source: ReadSource,
+}
+
+/// Where a read looks up versions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReadSource {
+    /// The metadata store, with the blob store's version index as the fallback for a record
+    /// the metadata store lacks (lost, or pruned: then [`udm_core::ErrorKind::Pruned`]).
+    #[default]
+    Primary,
+    /// The blob store alone — its version index and snapshots — in a constant number of
+    /// requests whatever the history's length; the metadata store is not asked. Sees what
+    /// the commit-log flusher has indexed (it runs a few milliseconds behind the commits;
+    /// `Admin::flush_shadow` catches it up).
+    Shadow,
 }
 
 /// Which version an object restore targets.

@@ -7,11 +7,13 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use udm_core::metamap::CONTENT_REF_KEY;
 use udm_core::ports::MetaStore;
-use udm_core::query::{Cursor, Order, sort_cmp};
+use udm_core::query::{Cursor, HistoryQuery, Order, sort_cmp};
+use udm_core::shadow::index::Bound;
 use udm_core::version::{SnapshotEnvelope, SnapshotRef};
 use udm_core::{Checksum, ContentHash, Error, ErrorKind, Head, ObjectKey, Result, VersionRecord};
 
-use crate::options::{Collection, ContentMode, ListQuery, ReadOpts};
+use crate::index;
+use crate::options::{Collection, ContentMode, ListQuery, ReadOpts, ReadSource};
 use crate::record::{FailedItem, ListPage, Record};
 
 /// Which version record to look up.
@@ -23,6 +25,15 @@ pub(crate) enum Lookup {
 }
 
 impl Lookup {
+    /// What was asked, for messages.
+    pub(crate) fn what(self) -> &'static str {
+        match self {
+            Lookup::Ov(_) => "the version asked",
+            Lookup::At(_) => "the version current at that instant",
+            Lookup::Cv(_) => "the version current at that CV",
+        }
+    }
+
     pub(crate) async fn run(self, meta: &dyn MetaStore, key: &ObjectKey) -> Result<Option<VersionRecord>> {
         match self {
             Lookup::Ov(ov) => meta.version(key, ov).await,
@@ -76,6 +87,15 @@ impl Collection {
     }
 
     pub(crate) async fn read_latest(&self, key: &ObjectKey, opts: ReadOpts) -> Result<Record> {
+        if opts.source == ReadSource::Shadow {
+            let pair = self.inner.router.route(&key.ctx, &key.id).index;
+            let t = self.inner.shadow_target(pair);
+            let rec = index::by_bound(&t, key, Bound::Latest).await?.into_record(key, "the latest version")?;
+            if rec.deleted && !opts.include_deleted {
+                return Err(Error::not_found(format!("object {key} (deleted)")));
+            }
+            return self.read_version(pair, key, rec, opts).await;
+        }
         let (pair, head) = self.locate(key).await?;
         if head.is_deleted() && !opts.include_deleted {
             return Err(Error::not_found(format!("object {key} (deleted)")));
@@ -86,19 +106,101 @@ impl Collection {
         Ok(head_record(&head, data))
     }
 
-    /// Looks up one version record: on the routed pair first (one round trip); on a miss,
-    /// [`Collection::locate`] tells a missing object or a route mismatch from a missing version.
-    pub(crate) async fn version_record(&self, key: &ObjectKey, lookup: Lookup) -> Result<(usize, VersionRecord)> {
+    /// Looks up one version record. From the primary: on the routed pair first (one round
+    /// trip); on a miss, [`Collection::locate`] tells a missing object or a route mismatch
+    /// from a missing version, and a record the metadata store lacks is looked up in the
+    /// blob store's version index (a pruned answer is [`ErrorKind::Pruned`]). From the
+    /// shadow: the routed pair's blob store alone ([`crate::index`]).
+    pub(crate) async fn version_record(
+        &self,
+        key: &ObjectKey,
+        lookup: Lookup,
+        source: ReadSource,
+    ) -> Result<(usize, VersionRecord)> {
         let routed = self.inner.router.route(&key.ctx, &key.id).index;
-        if let Some(r) = lookup.run(&*self.inner.pairs[routed].meta, key).await? {
-            return Ok((routed, r));
+        if source == ReadSource::Shadow {
+            return Ok((routed, self.index_answer(routed, key, lookup).await?));
         }
-        let (pair, head) = self.locate(key).await?;
-        match (lookup.run(&*self.inner.pairs[pair].meta, key).await?, lookup) {
-            (Some(r), _) => Ok((pair, r)),
-            // The head says the version exists but its record is gone: read the S3 shadow.
-            (None, Lookup::Ov(ov)) if ov <= head.ov => self.version_from_shadow(pair, key, ov, &head).await,
-            (None, _) => Err(Error::not_found(format!("no such version of {key}"))),
+        if let Some(r) = lookup.run(&*self.inner.pairs[routed].meta, key).await? {
+            return Ok((routed, self.across_gaps(routed, key, lookup, r).await?));
+        }
+        let (pair, head) = match self.locate(key).await {
+            Ok(found) => found,
+            // Not in the metadata store at all: the shadow may still hold it (a lost record).
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return match self.index_answer(routed, key, lookup).await {
+                    Ok(r) => Ok((routed, r)),
+                    Err(shadow) if shadow.kind() == ErrorKind::NotFound => Err(e),
+                    Err(shadow) => Err(shadow),
+                };
+            }
+            Err(e) => return Err(e),
+        };
+        if pair != routed
+            && let Some(r) = lookup.run(&*self.inner.pairs[pair].meta, key).await?
+        {
+            return Ok((pair, self.across_gaps(pair, key, lookup, r).await?));
+        }
+        if let Lookup::Ov(ov) = lookup
+            && ov > head.ov
+        {
+            return Err(Error::not_found(format!("no such version of {key}")));
+        }
+        // The object exists but the record is gone: pruned, or lost from the metadata store.
+        match (self.index_lookup(pair, key, lookup).await?, lookup) {
+            (index::Found::Nothing, Lookup::Ov(ov)) => self.version_from_shadow(pair, key, ov, &head).await,
+            (found, _) => Ok((pair, found.into_record(key, lookup.what())?)),
+        }
+    }
+
+    /// What the blob store's version index of `pair` answers for `lookup`.
+    async fn index_lookup(&self, pair: usize, key: &ObjectKey, lookup: Lookup) -> Result<index::Found> {
+        let t = self.inner.shadow_target(pair);
+        match lookup {
+            Lookup::Ov(ov) => index::by_ov(&t, key, ov).await,
+            Lookup::At(at) => index::by_bound(&t, key, Bound::At(at)).await,
+            Lookup::Cv(cv) => index::by_bound(&t, key, Bound::Cv(cv)).await,
+        }
+    }
+
+    /// `lookup` answered from the blob store alone.
+    async fn index_answer(&self, pair: usize, key: &ObjectKey, lookup: Lookup) -> Result<VersionRecord> {
+        self.index_lookup(pair, key, lookup).await?.into_record(key, lookup.what())
+    }
+
+    /// An as-of answer `found` of the metadata store, checked against pruned versions: with
+    /// retention configured, versions after `found` may have been pruned, and one of them
+    /// may be the true answer. One more lookup (the next stored version) tells; across a gap
+    /// the blob store's index decides, and when it cannot, the read is `Pruned` rather than
+    /// serve another version's data.
+    async fn across_gaps(
+        &self,
+        pair: usize,
+        key: &ObjectKey,
+        lookup: Lookup,
+        found: VersionRecord,
+    ) -> Result<VersionRecord> {
+        let policy = &self.inner.config.retention;
+        if matches!(lookup, Lookup::Ov(_)) || (policy.days.is_none() && policy.max_versions_per_item.is_none()) {
+            return Ok(found);
+        }
+        let query = HistoryQuery { after: Some(found.ov), limit: 1, order: Order::Asc };
+        let next = self.inner.pairs[pair].meta.history(key, &query).await?;
+        match next.items.first() {
+            Some(n) if n.ov.get() > found.ov.get() + 1 => {}
+            _ => return Ok(found),
+        }
+        match self.index_lookup(pair, key, lookup).await? {
+            index::Found::Version(r) if r.ov >= found.ov => Ok(*r),
+            index::Found::Pruned(ov) => Err(index::pruned(key, ov, lookup.what())),
+            _ => Err(Error::new(
+                ErrorKind::Pruned,
+                format!(
+                    "{} of {key}: versions after {} were pruned and the shadow index cannot tell whether one of them was current",
+                    lookup.what(),
+                    found.ov
+                ),
+            )),
         }
     }
 

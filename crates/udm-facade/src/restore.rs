@@ -85,7 +85,7 @@ impl Collection {
             Target::Ov(ov) => Lookup::Ov(ov),
             Target::At(t) => Lookup::At(t),
         };
-        let (pair, rec) = self.version_record(&key, lookup).await?;
+        let (pair, rec) = self.version_record(&key, lookup, crate::options::ReadSource::Primary).await?;
         self.restore_to(pair, key, Some(rec), &named, request, opts).await
     }
 
@@ -214,6 +214,8 @@ impl Collection {
 }
 
 /// Deletes every blob under `prefix`; returns how many.
+/// Deletes every blob under `prefix`; returns how many of them were snapshots or content
+/// (an object's index segments and markers are deleted too, uncounted).
 async fn delete_prefix(blobs: &dyn udm_core::ports::BlobStore, prefix: &str) -> Result<usize> {
     let mut n = 0;
     loop {
@@ -223,7 +225,7 @@ async fn delete_prefix(blobs: &dyn udm_core::ports::BlobStore, prefix: &str) -> 
         }
         for k in &page.keys {
             blobs.delete(k).await?;
-            n += 1;
+            n += usize::from(!k.contains("/index/"));
         }
     }
 }

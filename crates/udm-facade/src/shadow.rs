@@ -10,6 +10,9 @@
 //! [`FLUSH_DELAY`] to gather the commits that follow. Writers never wait for it: the
 //! write path gains no blob round trip, and under load one segment carries many commits.
 //!
+//! The same flush adds the versions to their objects' index segments
+//! ([`udm_core::shadow::index`], written by `crate::index`), which serve the S3-only reads.
+//!
 //! A failed flush is logged (`tracing` warning) and left: the watermark did not move, so
 //! the next flush — or [`Admin::flush_shadow`](crate::Admin::flush_shadow), the repair pass
 //! that walks every collection on the metadata store's backlog and that `Udm` runs when it
@@ -118,9 +121,12 @@ pub(crate) async fn flush(t: &Target, ctx: &RouteContext, confirm: bool) -> Resu
             let first = Cv(p.after.0 + 1);
             report.segments += 1;
             report.versions += p.entries.len() as u64;
-            let bytes = LogSegment::encode(ctx, first, p.upto, p.entries)?;
+            let bytes = LogSegment::encode(ctx, first, p.upto, p.entries.clone())?;
             let key = t.layout.log_segment(ctx, first, p.upto);
             t.json.put(&key, bytes, &PutOptions::overwrite("application/json")).await?;
+            // Then each object's version index: both before the watermark moves, so a crash
+            // in between makes the next flush write both again.
+            crate::index::index_entries(t, &p.entries).await?;
         }
         t.meta.shadow_logged(ctx, p.upto).await?;
         if p.upto.0 < p.after.0 + FLUSH_BATCH as u64 {

@@ -41,7 +41,7 @@ async fn registered_kinds_build_the_pairs() {
     let c = udm.with(RouteContext::new("t", "d", "c").unwrap());
     c.create(json!({"v": 1}), WriteOpts::id("x")).await.unwrap();
     assert_eq!(c.get_latest("x", ReadOpts::default()).await.unwrap().data["v"], 1);
-    assert_eq!(seen.count_containing("/objects/"), 1, "the snapshot went to the registered blob store");
+    assert_eq!(seen.count_containing("/versions/"), 1, "the snapshot went to the registered blob store");
     let shown = format!("{:?}", udm.admin().backends());
     assert!(shown.contains("acme-kv") && !shown.contains("secret-token"), "{shown}");
 }

@@ -151,13 +151,13 @@ async fn a_rejected_create_leaves_nothing_behind() {
     let c = coll(&r);
     let doc = |s: &str| json!({"file": {"data": base64(s)}});
     c.create(doc("first"), WriteOpts::id("x")).await.unwrap();
-    let (snapshots, content) = (r.stores[0].json.count_containing("/objects/"), r.stores[0].content.len());
+    let (snapshots, content) = (r.stores[0].json.count_containing("/versions/"), r.stores[0].content.len());
     assert_eq!((snapshots, content), (1, 1));
     for i in 0..5 {
         let e = c.create(doc(&format!("other {i}")), WriteOpts::id("x")).await.unwrap_err();
         assert_eq!((e.kind(), e.current_ov()), (ErrorKind::VersionConflict, Some(ov(1))));
     }
-    assert_eq!((r.stores[0].json.count_containing("/objects/"), r.stores[0].content.len()), (snapshots, content));
+    assert_eq!((r.stores[0].json.count_containing("/versions/"), r.stores[0].content.len()), (snapshots, content));
 }
 
 fn base64(s: &str) -> String {
@@ -238,7 +238,7 @@ async fn hot_objects_lose_no_write_and_leave_no_orphan() {
     assert_eq!(latest.data["n"].as_array().unwrap().len(), 80);
     assert!(r.udm.admin().stats().conflicts > 0, "the writers did race");
     assert_eq!(
-        r.stores[0].json.count_containing("/objects/"),
+        r.stores[0].json.count_containing("/versions/"),
         81,
         "one snapshot per version: no orphans from lost races"
     );
@@ -265,12 +265,12 @@ async fn a_retried_hard_delete_removes_every_blob() {
     let c = coll(&r);
     c.create(json!({"file": {"data": base64("one")}}), WriteOpts::id("x")).await.unwrap();
     c.update("x", json!({"file": {"data": base64("two")}}), None, WriteOpts::default()).await.unwrap();
-    assert_eq!((r.stores[0].json.count_containing("/objects/"), r.stores[0].content.len()), (2, 2));
+    assert_eq!((r.stores[0].json.count_containing("/versions/"), r.stores[0].content.len()), (2, 2));
     r.faults.add(FaultRule::fail_before().port(Port::Blob).op("delete").next(1));
     assert!(c.hard_delete("x", Confirm::Yes).await.is_err(), "the first blob delete fails");
     let report = c.hard_delete("x", Confirm::Yes).await.unwrap();
     assert!(!report.existed);
-    assert_eq!((r.stores[0].json.count_containing("/objects/"), r.stores[0].content.len()), (0, 0), "{report:?}");
+    assert_eq!((r.stores[0].json.count_containing("/versions/"), r.stores[0].content.len()), (0, 0), "{report:?}");
 }
 
 // 9b. One corrupted object does not fail a list page; it is reported, its data never returned.

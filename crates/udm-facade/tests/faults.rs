@@ -287,7 +287,11 @@ async fn acknowledged_writes_survive_injected_faults() {
                     assert_eq!((id, v.ov), (&a.object, w.ov), "seed {seed}: {a:?}");
                     assert_eq!(v.op, a.op, "seed {seed}: {a:?}");
                     let data = c
-                        .get_version(id, v.ov, ReadOpts { include_deleted: true, content: ContentMode::Inline })
+                        .get_version(
+                            id,
+                            v.ov,
+                            ReadOpts { include_deleted: true, content: ContentMode::Inline, ..ReadOpts::default() },
+                        )
                         .await
                         .unwrap()
                         .data;

@@ -69,7 +69,7 @@ async fn failed_commit_leaves_only_an_orphan_and_the_retry_reuses_it() {
     let opts = WriteOpts::id("x").request_id("req-1");
     let e = c.create(json!({"v": 1}), opts.clone()).await.unwrap_err();
     assert!(e.is_retryable(), "{e}");
-    assert_eq!(r.json.count_containing("/objects/"), 1, "the snapshot was durable before the commit");
+    assert_eq!(r.json.count_containing("/versions/"), 1, "the snapshot was durable before the commit");
     assert_eq!(
         c.get_latest("x", ReadOpts::default()).await.unwrap_err().kind(),
         ErrorKind::NotFound,
@@ -77,12 +77,12 @@ async fn failed_commit_leaves_only_an_orphan_and_the_retry_reuses_it() {
     );
     let w = c.create(json!({"v": 1}), opts).await.unwrap();
     assert_eq!((w.ov.get(), w.replayed), (1, false));
-    assert_eq!(r.json.count_containing("/objects/"), 1, "the retry of the same request reused its snapshot");
+    assert_eq!(r.json.count_containing("/versions/"), 1, "the retry of the same request reused its snapshot");
     // A different write after a lost commit gets its own snapshot key: orphans never block.
     r.lose_next_commit();
     assert!(c.update("x", json!({"v": 2}), None, WriteOpts::default()).await.is_err());
     c.update("x", json!({"v": 3}), None, WriteOpts::default()).await.unwrap();
-    assert_eq!(r.json.count_containing("/objects/"), 3, "one committed, one orphan, one committed");
+    assert_eq!(r.json.count_containing("/versions/"), 3, "one committed, one orphan, one committed");
     assert_eq!(c.get_latest("x", ReadOpts::default()).await.unwrap().data["v"], 3);
 }
 
@@ -97,7 +97,7 @@ async fn a_lost_acknowledgement_is_answered_by_replaying_the_request() {
     assert_eq!(c.get_latest("x", ReadOpts::default()).await.unwrap().data["v"], 1, "the commit was applied");
     let w = c.create(json!({"v": 1}), opts).await.expect("the retry is a replay");
     assert_eq!((w.ov.get(), w.replayed), (1, true));
-    assert_eq!(r.json.count_containing("/objects/"), 1, "no second snapshot");
+    assert_eq!(r.json.count_containing("/versions/"), 1, "no second snapshot");
     assert_eq!(r.faults.stats().fail_after, 1);
 }
 
@@ -197,7 +197,7 @@ async fn hard_delete_disabled_changes_nothing() {
     let e = c.hard_delete("x", Confirm::Yes).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
     assert!(c.get_latest("x", ReadOpts::default()).await.is_ok());
-    assert_eq!(r.json.count_containing("/objects/"), 1);
+    assert_eq!(r.json.count_containing("/versions/"), 1);
 }
 
 #[tokio::test]

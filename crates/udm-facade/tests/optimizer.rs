@@ -31,7 +31,7 @@ impl Layered for SlowPuts {
 #[async_trait::async_trait]
 impl LayeredBlob for SlowPuts {
     async fn put_with_etag(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<PutResult> {
-        if !key.contains("/objects/") {
+        if !key.contains("/versions/") {
             return self.inner.put_with_etag(key, bytes, options).await;
         }
         let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;

@@ -166,7 +166,7 @@ async fn an_outage_queues_writes_and_the_worker_applies_each_once() {
     }
     let stats = r.udm.admin().stats();
     assert_eq!((stats.queued, stats.queue_applied, stats.dead_lettered), (5, 5, 0));
-    assert_eq!(r.stores.json.count_containing("/objects/"), 5, "one snapshot per version, nothing orphaned");
+    assert_eq!(r.stores.json.count_containing("/versions/"), 5, "one snapshot per version, nothing orphaned");
 }
 
 #[tokio::test]

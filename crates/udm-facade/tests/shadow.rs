@@ -214,7 +214,7 @@ async fn committed_versions_read_from_the_blob_store_alone_equal_the_metadata_st
                 assert_eq!(env.data, read.data, "{key} {}: the named snapshot holds the version's data", e.record.ov);
                 assert_eq!((env.ov, env.at, env.op), (e.record.ov, e.record.at, e.record.op));
             }
-            let prefix = Layout::default().object_prefix(key);
+            let prefix = format!("{}versions/", Layout::default().object_prefix(key));
             let stored = side.json.list(&prefix, None, 1000).await.unwrap().keys.len();
             orphans += stored - versions.len();
             objects += 1;

@@ -10,7 +10,7 @@ fn ctx() -> RouteContext {
     RouteContext::new("t", "db", "c").unwrap()
 }
 
-fn entry(id: &str, ov: u64, cv: u64) -> LogEntry {
+pub(crate) fn entry(id: &str, ov: u64, cv: u64) -> LogEntry {
     let key = ObjectKey::new(ctx(), ObjectId::new(id).unwrap());
     let request = format!("{id}-{ov}");
     LogEntry {

@@ -71,7 +71,7 @@ pub(crate) async fn hot_object_writers(env: Env) {
     assert!(env.udm.admin().stats().conflicts > 0, "the writers did race");
     // Lost races deleted their snapshots: exactly one per version is stored.
     let key = udm_core::ObjectKey::new(c.context().clone(), udm_core::ObjectId::new("hot").unwrap());
-    let prefix = udm_core::layout::Layout::default().object_prefix(&key);
+    let prefix = format!("{}versions/", udm_core::layout::Layout::default().object_prefix(&key));
     let mut stored = 0;
     for blobs in &env.snapshots {
         let mut after: Option<String> = None;

@@ -1,0 +1,252 @@
+//! The shadow version index: reads from the blob store alone take a constant number of blob
+//! requests however long the history — counted through a counting layer, not timed — and
+//! answer exactly what the metadata store answers; reads fall back to it when the metadata
+//! store lacks a record or the whole object.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use udm_core::config::Config;
+use udm_core::ports::{BlobStore, MetaStore};
+use udm_core::query::{HistoryQuery, Order, Page, parse_history_cursor};
+use udm_core::{Cv, ErrorKind, Ov, Result, RouteContext, Timestamp, VersionRecord};
+use udm_facade::{Collection, Pair, ReadOpts, ReadSource, Record, Udm, WriteOpts};
+use udm_layers::{Answer, Call, Intercepted, Interceptor};
+use udm_testkit::memory::{MemoryBlobs, MemoryMeta};
+
+/// Counts blob calls by operation.
+#[derive(Debug, Clone, Default)]
+struct Count(Arc<Mutex<BTreeMap<&'static str, usize>>>);
+
+impl Count {
+    fn take(&self) -> BTreeMap<&'static str, usize> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl Interceptor for Count {
+    async fn intercept<T, F, Fut>(&self, call: Call<'_>, run: F) -> Result<T>
+    where
+        T: Answer,
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future<Output = Result<T>> + Send,
+    {
+        *self.0.lock().unwrap().entry(call.op).or_default() += 1;
+        run().await
+    }
+}
+
+struct Setup {
+    udm: Udm,
+    meta: Arc<MemoryMeta>,
+    json: Arc<MemoryBlobs>,
+    content: Arc<MemoryBlobs>,
+    count: Count,
+}
+
+fn udm_over(meta: Arc<MemoryMeta>, json: Arc<MemoryBlobs>, content: Arc<MemoryBlobs>, config: Config) -> (Udm, Count) {
+    let count = Count::default();
+    let counted: Arc<dyn BlobStore> = Arc::new(Intercepted::new(json, count.clone()));
+    let pair = Pair {
+        name: "p".into(),
+        meta: meta.clone(),
+        counters: meta,
+        json: counted,
+        content,
+        describe: "memory".into(),
+    };
+    (Udm::builder().config(config).pair(pair).build().unwrap(), count)
+}
+
+fn setup(config: Config) -> Setup {
+    let (meta, json, content) =
+        (Arc::new(MemoryMeta::new()), Arc::new(MemoryBlobs::new()), Arc::new(MemoryBlobs::new()));
+    let (udm, count) = udm_over(meta.clone(), json.clone(), content.clone(), config);
+    Setup { udm, meta, json, content, count }
+}
+
+fn ctx() -> RouteContext {
+    RouteContext::new("acme", "crm", "docs").unwrap()
+}
+
+fn shadow() -> ReadOpts {
+    ReadOpts { source: ReadSource::Shadow, include_deleted: true, ..ReadOpts::default() }
+}
+
+fn same(a: &Record, b: &Record) {
+    assert_eq!((a.ov, a.cv, a.op, a.at, a.deleted, &a.data), (b.ov, b.cv, b.op, b.at, b.deleted, &b.data));
+}
+
+/// Writes `n` versions of "doc" (an update per version; every 1000th a delete and a
+/// re-creating update is not allowed, so a restore brings it back).
+async fn write_history(c: &Collection, n: u64) -> Vec<(Ov, Cv, Timestamp)> {
+    let mut out = Vec::new();
+    let w = c.create(json!({"n": 1}), WriteOpts::id("doc")).await.unwrap();
+    out.push((w.ov, w.cv, w.at));
+    for i in 2..=n {
+        let w = c.update("doc", json!({"n": i}), None, WriteOpts::default()).await.unwrap();
+        out.push((w.ov, w.cv, w.at));
+    }
+    out
+}
+
+async fn all_pages(mut page: impl AsyncFnMut(HistoryQuery) -> Page<VersionRecord>, order: Order) -> Vec<VersionRecord> {
+    let mut q = HistoryQuery { limit: 100, order, after: None };
+    let mut out = Vec::new();
+    loop {
+        let p = page(q).await;
+        out.extend(p.items);
+        match p.next {
+            Some(n) => q.after = Some(parse_history_cursor(&n).unwrap()),
+            None => return out,
+        }
+    }
+}
+
+/// At 100k versions, every S3-only read takes at most 3 blob requests (a marker listing,
+/// one index segment, one snapshot), a history page of 100 at most 2, and each answers what
+/// the metadata store answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_only_reads_take_a_constant_number_of_requests_at_100k_versions() {
+    let s = setup(Config::in_memory());
+    let c = s.udm.with(ctx());
+    let n = 100_000;
+    let written = write_history(&c, n).await;
+    s.udm.admin().flush_shadow().await.unwrap();
+    s.count.take();
+
+    let mut probes: Vec<usize> = vec![0, 1, 255, 256, 257, 50_000, 99_998, 99_999];
+    probes.extend((0..16).map(|i| i * 6_247 + 13));
+    let primary = ReadOpts { include_deleted: true, ..ReadOpts::default() };
+    for i in probes {
+        let (ov, cv, at) = written[i];
+        let want = c.get_version("doc", ov, primary).await.unwrap();
+        s.count.take();
+        let got = c.get_version("doc", ov, shadow()).await.unwrap();
+        let requests = s.count.take();
+        same(&got, &want);
+        assert_eq!(requests.values().sum::<usize>(), 2, "get_version {ov} from S3: {requests:?}");
+
+        let want_at = c.as_of("doc", at, primary).await.unwrap();
+        s.count.take();
+        let got = c.as_of("doc", at, shadow()).await.unwrap();
+        let requests = s.count.take();
+        same(&got, &want_at);
+        assert_eq!(requests.values().sum::<usize>(), 3, "as_of {at} from S3: {requests:?}");
+
+        let got = c.as_of_cv("doc", cv, shadow()).await.unwrap();
+        let requests = s.count.take();
+        same(&got, &want);
+        assert_eq!(requests.values().sum::<usize>(), 3, "as_of_cv {cv} from S3: {requests:?}");
+    }
+    let latest = c.get_latest("doc", shadow()).await.unwrap();
+    let requests = s.count.take();
+    assert_eq!((latest.ov.get(), &latest.data), (n, &json!({"n": n})));
+    assert!(requests.values().sum::<usize>() <= 3, "latest from S3: {requests:?}");
+
+    for after in [None, Some(Ov::new(1).unwrap()), Some(Ov::new(40_000).unwrap())] {
+        for order in [Order::Asc, Order::Desc] {
+            let q = HistoryQuery { after, limit: 100, order };
+            let want = c.history("doc", q).await.unwrap();
+            s.count.take();
+            let got = c.shadow_history("doc", q).await.unwrap();
+            let requests = s.count.take();
+            assert_eq!(got, want, "{q:?}");
+            assert!(requests.values().sum::<usize>() <= 2, "history page {q:?} from S3: {requests:?}");
+        }
+    }
+}
+
+/// Versions whose records the metadata store lost (removed behind UDM's back) are read from
+/// the index with their true CV; an object the metadata store lost entirely too; the whole
+/// history from S3 equals the metadata store's in both orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_fall_back_to_the_index_for_lost_records_and_objects() {
+    let s = setup(Config::in_memory());
+    let c = s.udm.with(ctx());
+    let written = write_history(&c, 600).await;
+    c.create(json!({"other": true}), WriteOpts::id("other")).await.unwrap();
+    s.udm.admin().flush_shadow().await.unwrap();
+    let primary = ReadOpts::default();
+    let before: Vec<Record> = {
+        let mut v = Vec::new();
+        for (ov, _, _) in &written {
+            v.push(c.get_version("doc", *ov, primary).await.unwrap());
+        }
+        v
+    };
+    let history = async |c: &Collection, shadow: bool, order| {
+        all_pages(
+            async |q| {
+                if shadow { c.shadow_history("doc", q).await.unwrap() } else { c.history("doc", q).await.unwrap() }
+            },
+            order,
+        )
+        .await
+    };
+    for order in [Order::Asc, Order::Desc] {
+        assert_eq!(history(&c, true, order).await, history(&c, false, order).await, "{order:?}");
+    }
+
+    // The metadata store loses the records of OVs 250..=260 (across a segment boundary).
+    let key = udm_core::ObjectKey::new(ctx(), udm_core::ObjectId::new("doc").unwrap());
+    let lost: Vec<Ov> = (250..=260).map(|n| Ov::new(n).unwrap()).collect();
+    assert_eq!(s.meta.prune(&key, &lost).await.unwrap().len(), lost.len());
+    for ov in &lost {
+        assert!(s.meta.version(&key, *ov).await.unwrap().is_none());
+        let got = c.get_version("doc", *ov, primary).await.unwrap();
+        same(&got, &before[ov.get() as usize - 1]);
+        assert_ne!(got.cv, Cv::ZERO, "the index knows the CV");
+    }
+
+    // A second Udm over the same blob stores and an empty metadata store: every version and
+    // as-of still answers (the object is found in the shadow index).
+    let (empty, _) = udm_over(Arc::new(MemoryMeta::new()), s.json.clone(), s.content.clone(), Config::in_memory());
+    let lost_all = empty.with(ctx());
+    for (i, (ov, cv, at)) in written.iter().enumerate().step_by(37) {
+        let want = &before[i];
+        same(&lost_all.get_version("doc", *ov, primary).await.unwrap(), want);
+        same(&lost_all.as_of("doc", *at, primary).await.unwrap(), &c.as_of("doc", *at, primary).await.unwrap());
+        same(&lost_all.as_of_cv("doc", *cv, primary).await.unwrap(), want);
+    }
+    same(&lost_all.get_latest("doc", shadow()).await.unwrap(), before.last().unwrap());
+    let err = lost_all.get_version("nobody", Ov::FIRST, primary).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let too_early = Timestamp::from_millis(written[0].2.as_millis() - 1).unwrap();
+    assert_eq!(lost_all.as_of("doc", too_early, shadow()).await.unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+/// The index is written behind the commits by the flusher, also for an object whose
+/// versions arrive in many flushes, and a repeated flush changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flusher_keeps_the_index_complete_and_a_repeat_changes_nothing() {
+    let s = setup(Config::in_memory());
+    let c = s.udm.with(ctx());
+    for round in 0..5u64 {
+        for id in ["a", "b", "c"] {
+            if round == 0 {
+                c.create(json!({"round": round}), WriteOpts::id(id)).await.unwrap();
+            } else {
+                c.update(id, json!({"round": round}), None, WriteOpts::default()).await.unwrap();
+            }
+        }
+        s.udm.admin().flush_shadow().await.unwrap();
+    }
+    c.delete("b", None, WriteOpts::default()).await.unwrap();
+    s.udm.admin().flush_shadow().await.unwrap();
+    for id in ["a", "b", "c"] {
+        let from_s3 = c.shadow_history(id, HistoryQuery::default()).await.unwrap();
+        assert_eq!(from_s3, c.history(id, HistoryQuery::default()).await.unwrap(), "{id}");
+    }
+    let deleted = c.get_latest("b", ReadOpts { source: ReadSource::Shadow, ..ReadOpts::default() }).await;
+    assert_eq!(deleted.unwrap_err().kind(), ErrorKind::NotFound, "a deleted latest is hidden from S3 reads too");
+    s.count.take();
+    s.udm.admin().flush_shadow().await.unwrap();
+    let requests = s.count.take();
+    assert_eq!(
+        requests.get("put_with_etag").copied().unwrap_or(0),
+        0,
+        "a caught-up flush writes nothing: {requests:?}"
+    );
+}
