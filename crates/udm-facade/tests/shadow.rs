@@ -4,7 +4,8 @@
 //! from each pair's blob store **alone** (the commit log's segments and the snapshots they
 //! name) equal the metadata store's, object by object: OV, CV, op, timestamp, request id,
 //! provenance, snapshot key, checksum and seal, `restoredFrom`, request fingerprint — and
-//! every named snapshot verifies and holds the version's data.
+//! every named snapshot verifies and holds the version's data. Each object's version index
+//! (S3 alone) names the same records, and S3-only reads answer from it.
 //! Needs `cargo xtask services up` (or `cargo xtask test`); fails, naming it, without.
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use udm_core::query::HistoryQuery;
 use udm_core::shadow::{LogEntry, LogSegment, committed_versions};
 use udm_core::version::SnapshotEnvelope;
 use udm_core::{ObjectKey, Ov, Result, RouteContext, VersionRecord};
-use udm_facade::{Collection, EnrichOpts, Pair, ReadOpts, Target, Udm, WriteOpts, Written};
+use udm_facade::{Collection, EnrichOpts, Pair, ReadOpts, ReadSource, Target, Udm, WriteOpts, Written};
 use udm_mongo::{MongoConfig, MongoStore};
 use udm_s3::{AwsS3Blobs, S3Settings};
 use udm_testkit::faults::{FaultLayer, FaultRule, Port};
@@ -213,6 +214,28 @@ async fn committed_versions_read_from_the_blob_store_alone_equal_the_metadata_st
                 let read = c.get_version(key.id.as_str(), e.record.ov, ReadOpts::default()).await.unwrap();
                 assert_eq!(env.data, read.data, "{key} {}: the named snapshot holds the version's data", e.record.ov);
                 assert_eq!((env.ov, env.at, env.op), (e.record.ov, e.record.at, e.record.op));
+            }
+            // The object's version index (S3 alone) holds the same records, and reads from it
+            // answer the same.
+            let mut indexed = Vec::new();
+            let mut q = HistoryQuery { limit: 7, ..HistoryQuery::default() };
+            loop {
+                let page = c.shadow_history(key.id.as_str(), q).await.unwrap();
+                indexed.extend(page.items);
+                match page.next {
+                    Some(n) => q.after = Some(udm_core::query::parse_history_cursor(&n).unwrap()),
+                    None => break,
+                }
+            }
+            let records: Vec<VersionRecord> = versions.iter().map(|e| e.record.clone()).collect();
+            assert_eq!(indexed, records, "{key}: the version index names exactly the committed versions");
+            let shadow = ReadOpts { source: ReadSource::Shadow, include_deleted: true, ..ReadOpts::default() };
+            for r in &records {
+                let (by_ov, by_cv) = (
+                    c.get_version(key.id.as_str(), r.ov, shadow).await.unwrap(),
+                    c.as_of_cv(key.id.as_str(), r.cv, shadow).await.unwrap(),
+                );
+                assert_eq!((by_ov.ov, by_ov.cv, by_cv.ov), (r.ov, r.cv, r.ov), "{key}: S3-only reads");
             }
             let prefix = format!("{}versions/", Layout::default().object_prefix(key));
             let stored = side.json.list(&prefix, None, 1000).await.unwrap().keys.len();
