@@ -43,8 +43,18 @@ pub enum DriftKind {
     Extra,
     /// Both have it, values differ.
     Modified,
-    /// The recorded checksum does not match the data.
+    /// The recorded checksum does not match the data (or the stored copy is unreadable).
     ChecksumMismatch,
+    /// A snapshot no committed version names, older than the grace period (a failed
+    /// commit's leftover; orphan GC removes it).
+    OrphanSnapshot,
+    /// The metadata store's head and the shadow's latest version differ (OV, CV, checksum
+    /// or snapshot).
+    HeadMismatch,
+    /// The shadow lags: committed CVs the shadow log (and so the version index) lacks.
+    CvGap,
+    /// Versions retention removed on purpose: reported, but not drift.
+    Pruned,
 }
 
 /// One drift finding.
@@ -73,8 +83,44 @@ pub struct DriftSummary {
     pub modified: usize,
     /// `ChecksumMismatch` items.
     pub checksum_mismatch: usize,
-    /// Whether nothing drifted.
+    /// `OrphanSnapshot` items.
+    pub orphan_snapshot: usize,
+    /// `HeadMismatch` items.
+    pub head_mismatch: usize,
+    /// `CvGap` items.
+    pub cv_gap: usize,
+    /// `Pruned` items (intentional: they do not make a report drifted).
+    pub pruned: usize,
+    /// Whether nothing drifted (`Pruned` items do not count).
     pub in_sync: bool,
+}
+
+impl DriftSummary {
+    /// Counts `item` in.
+    pub fn add(&mut self, item: &DriftItem) {
+        match item.kind {
+            DriftKind::Missing => self.missing += 1,
+            DriftKind::Extra => self.extra += 1,
+            DriftKind::Modified => self.modified += 1,
+            DriftKind::ChecksumMismatch => self.checksum_mismatch += 1,
+            DriftKind::OrphanSnapshot => self.orphan_snapshot += 1,
+            DriftKind::HeadMismatch => self.head_mismatch += 1,
+            DriftKind::CvGap => self.cv_gap += 1,
+            DriftKind::Pruned => self.pruned += 1,
+        }
+        self.in_sync = self.drifted() == 0;
+    }
+
+    /// Items that are drift (all but `Pruned`).
+    pub fn drifted(&self) -> usize {
+        self.missing
+            + self.extra
+            + self.modified
+            + self.checksum_mismatch
+            + self.orphan_snapshot
+            + self.head_mismatch
+            + self.cv_gap
+    }
 }
 
 /// A drift report: every item and a summary.
@@ -88,14 +134,10 @@ pub struct DriftReport {
 
 impl DriftReport {
     fn from_items(items: Vec<DriftItem>) -> Self {
-        let count = |k| items.iter().filter(|i| i.kind == k).count();
-        let summary = DriftSummary {
-            missing: count(DriftKind::Missing),
-            extra: count(DriftKind::Extra),
-            modified: count(DriftKind::Modified),
-            checksum_mismatch: count(DriftKind::ChecksumMismatch),
-            in_sync: items.is_empty(),
-        };
+        let mut summary = DriftSummary { in_sync: true, ..DriftSummary::default() };
+        for i in &items {
+            summary.add(i);
+        }
         Self { items, summary }
     }
 }
@@ -152,7 +194,9 @@ fn checksum_item(prefix: &str, source: DriftSource, side: Observed<'_>, items: &
     }
 }
 
-fn diff_items(prefix: &str, source: DriftSource, desired: &Value, other: &Value, items: &mut Vec<DriftItem>) {
+/// The paths where `other` (from `source`) differs from `desired`, as items under `prefix`
+/// (a JSON Pointer, e.g. `/<object id>`).
+pub fn diff_items(prefix: &str, source: DriftSource, desired: &Value, other: &Value, items: &mut Vec<DriftItem>) {
     for c in diff(desired, other) {
         let kind = match c.kind {
             ChangeKind::Removed => DriftKind::Missing,
@@ -197,7 +241,8 @@ pub fn detect_collection_drift(
     DriftReport::from_items(items)
 }
 
-fn whole(
+/// One item for a whole object (or value) at `path`.
+pub fn whole(
     source: DriftSource,
     kind: DriftKind,
     path: &str,
@@ -213,10 +258,95 @@ fn whole(
     }
 }
 
+/// Re-orders object ids that arrive in plain byte order (how metadata stores list them) into
+/// the order of `<id>/` (how a blob store lists the objects' key prefixes), so the two can be
+/// merge-joined. The orders differ only where an id is a prefix of another followed by a
+/// byte below `/` (`a` before `a-b` plainly, but `a-b/` before `a/`): such an id is held back
+/// until the ids it must follow have passed. It holds at most one chain of ids, each a
+/// prefix of the next, so memory is bounded by the longest id, not by the number of ids.
+///
+/// ```
+/// let mut order = udm_core::drift::SlashOrder::default();
+/// let mut out = Vec::new();
+/// for id in ["a", "a-b", "a0"] {
+///     out.extend(order.push(id.to_owned()));
+/// }
+/// out.extend(order.finish());
+/// assert_eq!(out, ["a-b", "a", "a0"]);
+/// ```
+#[derive(Debug, Default)]
+pub struct SlashOrder {
+    held: Vec<String>,
+}
+
+impl SlashOrder {
+    /// Takes the next id (ids must come in ascending byte order); returns the ids now due,
+    /// in `<id>/` order.
+    pub fn push(&mut self, id: String) -> Vec<String> {
+        let mut due = Vec::new();
+        while let Some(top) = self.held.last() {
+            let waits = id.len() > top.len() && id.starts_with(top.as_str()) && id.as_bytes()[top.len()] < b'/';
+            if waits {
+                break;
+            }
+            due.extend(self.held.pop());
+        }
+        self.held.push(id);
+        due
+    }
+
+    /// The ids still held, in `<id>/` order (at the end of the input).
+    pub fn finish(&mut self) -> Vec<String> {
+        let mut due = Vec::with_capacity(self.held.len());
+        while let Some(id) = self.held.pop() {
+            due.push(id);
+        }
+        due
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn slash_order_matches_a_blob_listing_of_the_prefixes() {
+        let alphabet = ['-', '.', '0', 'a', '~'];
+        let mut all: Vec<String> = Vec::new();
+        for len in 1..=3u32 {
+            for n in 0..alphabet.len().pow(len) {
+                let (mut n, mut id) = (n, String::new());
+                for _ in 0..len {
+                    id.push(alphabet[n % alphabet.len()]);
+                    n /= alphabet.len();
+                }
+                all.push(id);
+            }
+        }
+        let mut seed = 7u64;
+        for round in 0..200 {
+            let mut ids: Vec<String> = all
+                .iter()
+                .filter(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    round == 0 || (seed >> 33).is_multiple_of(3)
+                })
+                .cloned()
+                .collect();
+            ids.sort();
+            let mut order = SlashOrder::default();
+            let mut got = Vec::new();
+            for id in &ids {
+                got.extend(order.push(id.clone()));
+                assert!(order.held.len() <= 3, "held: {:?}", order.held);
+            }
+            got.extend(order.finish());
+            let mut want = ids.clone();
+            want.sort_by_key(|id| format!("{id}/"));
+            assert_eq!(got, want, "round {round}");
+        }
+    }
 
     #[test]
     fn three_way_report() {
@@ -224,7 +354,10 @@ mod tests {
         let shadow = json!({"name": "b", "tags": ["x"], "only_shadow": 2});
         let actual = json!({"name": "a", "tags": ["x"], "only_desired": 1});
         let r = detect_drift(Observed::plain(&desired), Observed::plain(&shadow), Some(&actual));
-        assert_eq!(r.summary, DriftSummary { missing: 1, extra: 1, modified: 1, checksum_mismatch: 0, in_sync: false });
+        assert_eq!(
+            r.summary,
+            DriftSummary { missing: 1, extra: 1, modified: 1, in_sync: false, ..DriftSummary::default() }
+        );
         assert!(r.items.iter().all(|i| i.source == DriftSource::Shadow));
         let m = r.items.iter().find(|i| i.kind == DriftKind::Modified).unwrap();
         assert_eq!(

@@ -234,3 +234,17 @@ pub(crate) async fn history(t: &Target, key: &ObjectKey, query: &HistoryQuery) -
     };
     Ok(Page { items: picked, next })
 }
+
+/// Every entry of `key`'s index, in OV order: the marker listing, then each segment it names.
+pub(crate) async fn all_entries(t: &Target, key: &ObjectKey) -> Result<Vec<IndexEntry>> {
+    let mut segments: Vec<u64> = markers(t, key).await?.iter().map(|m| m.segment).collect();
+    segments.sort_unstable();
+    segments.dedup();
+    let mut out = Vec::new();
+    for n in segments {
+        if let Some(s) = segment(t, key, n).await? {
+            out.extend(s.entries);
+        }
+    }
+    Ok(out)
+}

@@ -36,6 +36,7 @@ mod admin;
 mod build;
 mod commit;
 mod counting;
+mod drift;
 mod index;
 mod observe;
 mod ops;
@@ -63,6 +64,7 @@ use udm_router::Router;
 
 pub use admin::{Admin, BackendInfo, Counters, HealthReport, PairHealth, ShutdownReport, Stats};
 pub use build::{BackendFuture, Backends, BlobFactory, MetaFactory};
+pub use drift::{ActualState, DriftEvent, DriftFinding, DriftOptions, DriftScope, DriftTotals};
 pub use index::INDEX_CONCURRENCY;
 pub use ops::{
     BATCH_WRITE_CONCURRENCY, Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, ReadSource, Target,

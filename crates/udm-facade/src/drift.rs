@@ -1,0 +1,679 @@
+//! Drift: the metadata store (desired) against the blob store's shadow and, optionally, an
+//! *actual* state the caller supplies (e.g. what a downstream system holds), per object,
+//! collection or everything.
+//!
+//! A collection is walked as a merge-join of id-sorted streams — each pair's metadata object
+//! ids, each pair's object prefixes in the blob store, and the actual state — in the order a
+//! blob store lists prefixes ([`udm_core::drift::SlashOrder`] re-orders the others), one page
+//! at a time: memory stays bounded by a page and one object's history, whatever the
+//! collection's size. Findings stream to a callback as they are found.
+//!
+//! Per object it reports ([`DriftKind`]): an object one side lacks (`missing` / `extra`); the
+//! head against the shadow's latest indexed version (`head_mismatch`); stored data that
+//! fails its checksum, or a committed snapshot that is gone (`checksum_mismatch`); the
+//! head's data against the shadow's and the actual state's, path by path (`modified`,
+//! `missing`, `extra` with JSON Pointers under `/<id>`); snapshots no committed version names,
+//! older than the grace period (`orphan_snapshot`); versions retention removed (`pruned`:
+//! intentional, not drift). Per collection and pair: committed CVs the shadow log lacks
+//! (`cv_gap`). With `deep`, every version record is compared with the index and every
+//! snapshot verified.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use udm_core::drift::{DriftItem, DriftKind, DriftSource, DriftSummary, SlashOrder, diff_items, whole};
+use udm_core::ports::MAX_LIST_PAGE;
+use udm_core::query::HistoryQuery;
+use udm_core::version::SnapshotEnvelope;
+use udm_core::{Checksum, Error, ErrorKind, Head, ObjectId, ObjectKey, Result, RouteContext, VersionRecord};
+
+use crate::Admin;
+use crate::index;
+
+/// What [`Admin::drift`] checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriftScope {
+    /// One object.
+    Object(RouteContext, String),
+    /// One collection, on every pair.
+    Collection(RouteContext),
+    /// Every collection found in the pairs' blob stores.
+    All,
+}
+
+/// Options of [`Admin::drift`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriftOptions {
+    /// Unreferenced snapshots younger than this are writes in flight, not orphans.
+    pub orphan_grace: Duration,
+    /// Compare every version record with the shadow index and verify every snapshot (not
+    /// only the head).
+    pub deep: bool,
+}
+
+impl Default for DriftOptions {
+    fn default() -> Self {
+        Self { orphan_grace: Duration::from_secs(3600), deep: false }
+    }
+}
+
+/// The caller-supplied actual state of a collection: `(id, document)` in ascending id order
+/// (e.g. parsed from JSON lines `{"id": …, "data": …}`); an item that is an error stops the
+/// check with that error.
+pub type ActualState = Box<dyn Iterator<Item = Result<(String, Value)>> + Send>;
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DriftFinding {
+    /// The pair it was found on (empty for the actual state's objects no pair holds).
+    pub pair: String,
+    /// The collection.
+    pub ctx: RouteContext,
+    /// The object, for object-level findings.
+    pub id: Option<String>,
+    /// What was found.
+    #[serde(flatten)]
+    pub item: DriftItem,
+}
+
+/// What [`Admin::drift`] reports as it goes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum DriftEvent {
+    /// A finding.
+    Finding(Box<DriftFinding>),
+    /// Objects checked so far.
+    Progress {
+        /// Count.
+        objects: u64,
+    },
+}
+
+/// The totals of a drift check.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DriftTotals {
+    /// Collections checked.
+    pub collections: u64,
+    /// Objects checked.
+    pub objects: u64,
+    /// Findings per kind; `in_sync` when nothing drifted.
+    pub summary: DriftSummary,
+}
+
+/// A stream of ids in `<id>/` order, filled a page at a time.
+struct Ids {
+    queue: VecDeque<String>,
+    order: SlashOrder,
+    after: Option<String>,
+    done: bool,
+}
+
+impl Ids {
+    fn new() -> Self {
+        Self { queue: VecDeque::new(), order: SlashOrder::default(), after: None, done: false }
+    }
+}
+
+/// `a` and `b` compared as blob prefixes `a/` and `b/`.
+fn slash_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes().chain([b'/']).cmp(b.bytes().chain([b'/']))
+}
+
+struct Sink<'a> {
+    on: &'a mut (dyn FnMut(DriftEvent) + Send),
+    totals: DriftTotals,
+}
+
+impl Sink<'_> {
+    fn emit(&mut self, pair: &str, ctx: &RouteContext, id: Option<&str>, item: DriftItem) {
+        self.totals.summary.add(&item);
+        (self.on)(DriftEvent::Finding(Box::new(DriftFinding {
+            pair: pair.to_owned(),
+            ctx: ctx.clone(),
+            id: id.map(str::to_owned),
+            item,
+        })));
+    }
+
+    fn object_done(&mut self) {
+        self.totals.objects += 1;
+        if self.totals.objects.is_multiple_of(100) {
+            (self.on)(DriftEvent::Progress { objects: self.totals.objects });
+        }
+    }
+}
+
+fn item(source: DriftSource, kind: DriftKind, path: &str, expected: Option<Value>, found: Option<Value>) -> DriftItem {
+    DriftItem { source, kind, path: path.to_owned(), expected, found }
+}
+
+fn summary_of(r: &VersionRecord) -> Value {
+    json!({"ov": r.ov.get(), "cv": r.cv.0, "checksum": r.snapshot.checksum.to_string(), "snapshot": r.snapshot.key})
+}
+
+impl Admin {
+    /// Compares the metadata store with the blob store's shadow (and, for a collection,
+    /// with `actual` when given) and reports every finding to `on` as it is found, with
+    /// progress every 100 objects; returns the totals. Read-only. Flush the shadow first
+    /// ([`Admin::flush_shadow`]) so that versions committed in the last milliseconds are not
+    /// reported as a gap. `actual` must be sorted by id; it is refused for [`DriftScope::All`].
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// # let udm = udm_facade::Udm::in_memory()?;
+    /// use udm_facade::{DriftEvent, DriftOptions, DriftScope};
+    /// let ctx = udm_core::RouteContext::new("acme", "crm", "users")?;
+    /// udm.with(ctx.clone()).create(serde_json::json!({"a": 1}), udm_facade::WriteOpts::id("u1")).await?;
+    /// udm.admin().flush_shadow().await?;
+    /// let actual: udm_facade::ActualState = Box::new(vec![Ok(("u1".to_owned(), serde_json::json!({"a": 2})))].into_iter());
+    /// let mut found = Vec::new();
+    /// let totals = udm.admin().drift(DriftScope::Collection(ctx), DriftOptions::default(), Some(actual), &mut |e| {
+    ///     if let DriftEvent::Finding(f) = e { found.push(*f) }
+    /// }).await?;
+    /// assert_eq!((totals.objects, totals.summary.modified), (1, 1));
+    /// assert_eq!(found[0].item.path, "/u1/a");
+    /// # Ok::<(), udm_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn drift(
+        &self,
+        scope: DriftScope,
+        options: DriftOptions,
+        actual: Option<ActualState>,
+        on: &mut (dyn FnMut(DriftEvent) + Send),
+    ) -> Result<DriftTotals> {
+        let summary = DriftSummary { in_sync: true, ..DriftSummary::default() };
+        let mut sink = Sink { on, totals: DriftTotals { summary, ..DriftTotals::default() } };
+        match scope {
+            DriftScope::Object(ctx, id) => {
+                let key = ObjectKey::new(ctx, ObjectId::new(&id)?);
+                let pair = self.inner.router.route(&key.ctx, &key.id).index;
+                let head = self.inner.pairs[pair].meta.head(&key).await?;
+                let mut wanted: Option<Option<Value>> = None;
+                if let Some(items) = actual {
+                    wanted = Some(None);
+                    for a in items {
+                        let (aid, doc) = a?;
+                        if aid == id {
+                            wanted = Some(Some(doc));
+                        }
+                    }
+                }
+                let present = head.is_some() || self.in_shadow(pair, &key).await?;
+                if !present && !matches!(wanted, Some(Some(_))) {
+                    return Err(Error::not_found(format!("object {key} (neither store holds it)")));
+                }
+                self.check_object(pair, &key, head, wanted, &options, &mut sink).await?;
+                sink.totals.collections = 1;
+            }
+            DriftScope::Collection(ctx) => self.check_collection(&ctx, actual, &options, &mut sink).await?,
+            DriftScope::All => {
+                if actual.is_some() {
+                    return Err(Error::validation("actual", "an actual state belongs to one collection"));
+                }
+                let mut all = BTreeSet::new();
+                for p in &self.inner.pairs {
+                    all.extend(crate::rebuild::collections_in(&*p.json, &self.inner.layout).await?);
+                }
+                for ctx in all {
+                    self.check_collection(&ctx, None, &options, &mut sink).await?;
+                }
+            }
+        }
+        Ok(sink.totals)
+    }
+
+    async fn in_shadow(&self, pair: usize, key: &ObjectKey) -> Result<bool> {
+        let prefix = self.inner.layout.object_prefix(key);
+        Ok(!self.inner.pairs[pair].json.list(&prefix, None, 1).await?.keys.is_empty())
+    }
+
+    async fn check_collection(
+        &self,
+        ctx: &RouteContext,
+        actual: Option<ActualState>,
+        options: &DriftOptions,
+        sink: &mut Sink<'_>,
+    ) -> Result<()> {
+        sink.totals.collections += 1;
+        for (i, p) in self.inner.pairs.iter().enumerate() {
+            let committed = p.meta.collection_cv(ctx).await?;
+            let logged = p.meta.shadow_pending(ctx, 1).await?.after;
+            if logged < committed {
+                let gap = item(
+                    DriftSource::Shadow,
+                    DriftKind::CvGap,
+                    "",
+                    Some(json!({"committed_cv": committed.0})),
+                    Some(json!({"logged_cv": logged.0})),
+                );
+                sink.emit(&self.inner.pairs[i].name, ctx, None, gap);
+            }
+        }
+        let n = self.inner.pairs.len();
+        let mut meta: Vec<Ids> = (0..n).map(|_| Ids::new()).collect();
+        let mut shadow: Vec<Ids> = (0..n).map(|_| Ids::new()).collect();
+        let mut actual = actual.map(Actual::new);
+        loop {
+            for i in 0..n {
+                self.fill_meta(i, ctx, &mut meta[i]).await?;
+                self.fill_shadow(i, ctx, &mut shadow[i]).await?;
+            }
+            if let Some(a) = actual.as_mut() {
+                a.fill()?;
+            }
+            let heads = meta.iter().chain(&shadow).filter_map(|s| s.queue.front().map(String::as_str));
+            let next = heads
+                .chain(actual.as_ref().and_then(|a| a.queue.front().map(|(id, _)| id.as_str())))
+                .min_by(|a, b| slash_cmp(a, b))
+                .map(str::to_owned);
+            let Some(id) = next else { return Ok(()) };
+            let take = |s: &mut Ids| s.queue.front() == Some(&id) && s.queue.pop_front().is_some();
+            let in_meta: Vec<bool> = meta.iter_mut().map(take).collect();
+            let in_shadow: Vec<bool> = shadow.iter_mut().map(take).collect();
+            let mut wanted = match actual.as_mut() {
+                Some(a) if a.queue.front().is_some_and(|(a, _)| *a == id) => a.queue.pop_front().map(|(_, d)| Some(d)),
+                Some(_) => Some(None),
+                None => None,
+            };
+            let key = ObjectKey::new(ctx.clone(), ObjectId::new(&id)?);
+            let mut holders = Vec::new();
+            for i in (0..n).filter(|i| in_meta[*i] || in_shadow[*i]) {
+                let head = if in_meta[i] { self.inner.pairs[i].meta.head(&key).await? } else { None };
+                holders.push((i, head));
+            }
+            // The actual state is compared once: on the pair holding the head (else the first).
+            let compare_on = holders.iter().position(|(_, h)| h.is_some()).unwrap_or(0);
+            let any = !holders.is_empty();
+            for (n, (i, head)) in holders.into_iter().enumerate() {
+                let mine = if n == compare_on { wanted.take() } else { None };
+                self.check_object(i, &key, head, mine, options, sink).await?;
+            }
+            if !any && let Some(Some(doc)) = wanted {
+                let path = format!("/{}", udm_core::diff::escape_segment(&id));
+                sink.emit("", ctx, Some(&id), whole(DriftSource::Actual, DriftKind::Extra, &path, None, Some(&doc)));
+                sink.object_done();
+            }
+        }
+    }
+
+    async fn fill_meta(&self, pair: usize, ctx: &RouteContext, ids: &mut Ids) -> Result<()> {
+        while ids.queue.is_empty() && !ids.done {
+            let page = self.inner.pairs[pair].meta.list_objects(ctx, ids.after.as_deref(), MAX_LIST_PAGE).await?;
+            for id in page.items {
+                ids.queue.extend(ids.order.push(id.as_str().to_owned()));
+            }
+            match page.next {
+                Some(n) => ids.after = Some(n),
+                None => {
+                    ids.queue.extend(ids.order.finish());
+                    ids.done = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn fill_shadow(&self, pair: usize, ctx: &RouteContext, ids: &mut Ids) -> Result<()> {
+        let prefix = format!("{}objects/", self.inner.layout.collection_prefix(ctx));
+        while ids.queue.is_empty() && !ids.done {
+            let page =
+                self.inner.pairs[pair].json.list_with_delimiter(&prefix, ids.after.as_deref(), MAX_LIST_PAGE).await?;
+            let found = page.prefixes.iter().filter_map(|p| p.strip_prefix(&prefix)?.strip_suffix('/'));
+            ids.queue.extend(found.map(str::to_owned));
+            match page.next {
+                Some(n) => ids.after = Some(n),
+                None => ids.done = true,
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one object on `pair`. `actual`: `None` = no actual state given; `Some(None)` =
+    /// the actual state lacks the object.
+    async fn check_object(
+        &self,
+        pair: usize,
+        key: &ObjectKey,
+        head: Option<Head>,
+        actual: Option<Option<Value>>,
+        options: &DriftOptions,
+        sink: &mut Sink<'_>,
+    ) -> Result<()> {
+        let name = self.inner.pairs[pair].name.clone();
+        let id = key.id.as_str();
+        let path = format!("/{}", udm_core::diff::escape_segment(id));
+        let t = self.inner.shadow_target(pair);
+        let entries = index::all_entries(&t, key).await?;
+        let latest = entries.iter().rev().find(|e| !e.pruned).and_then(|e| e.record.clone());
+        let pruned: Vec<u64> = entries.iter().filter(|e| e.pruned).map(|e| e.ov.get()).collect();
+        if !pruned.is_empty() {
+            let n = pruned.len();
+            sink.emit(
+                &name,
+                &key.ctx,
+                Some(id),
+                item(DriftSource::Shadow, DriftKind::Pruned, &path, None, Some(json!({"ovs": pruned, "count": n}))),
+            );
+        }
+        let coll = crate::Collection::new(self.inner.clone(), key.ctx.clone());
+        // The desired document: the head's data (inline copy or snapshot), verified.
+        let mut desired: Option<Value> = None;
+        match (&head, &latest) {
+            (None, None) => {}
+            (Some(h), None) => {
+                sink.emit(
+                    &name,
+                    &key.ctx,
+                    Some(id),
+                    item(
+                        DriftSource::Shadow,
+                        DriftKind::Missing,
+                        &path,
+                        Some(json!({"ov": h.ov.get(), "cv": h.cv.0})),
+                        None,
+                    ),
+                );
+            }
+            (None, Some(r)) => {
+                sink.emit(
+                    &name,
+                    &key.ctx,
+                    Some(id),
+                    item(DriftSource::Shadow, DriftKind::Extra, &path, None, Some(summary_of(r))),
+                );
+            }
+            (Some(h), Some(r)) => {
+                let same = h.ov == r.ov && h.cv == r.cv && h.snapshot == r.snapshot;
+                if !same {
+                    let expected = json!({"ov": h.ov.get(), "cv": h.cv.0, "checksum": h.snapshot.checksum.to_string(), "snapshot": h.snapshot.key});
+                    sink.emit(
+                        &name,
+                        &key.ctx,
+                        Some(id),
+                        item(DriftSource::Shadow, DriftKind::HeadMismatch, &path, Some(expected), Some(summary_of(r))),
+                    );
+                }
+            }
+        }
+        if let Some(h) = &head {
+            if let Some(inline) = &h.inline {
+                let computed = Checksum::of_json(inline);
+                if computed != h.snapshot.checksum {
+                    sink.emit(
+                        &name,
+                        &key.ctx,
+                        Some(id),
+                        item(
+                            DriftSource::Desired,
+                            DriftKind::ChecksumMismatch,
+                            &path,
+                            Some(json!(h.snapshot.checksum.to_string())),
+                            Some(json!(computed.to_string())),
+                        ),
+                    );
+                } else {
+                    desired = Some(inline.clone());
+                }
+            }
+            match coll.load_snapshot(pair, &h.snapshot).await {
+                Ok(env) => match &desired {
+                    Some(d) => {
+                        let mut items = Vec::new();
+                        diff_items(&path, DriftSource::Shadow, d, &env.data, &mut items);
+                        for i in items {
+                            sink.emit(&name, &key.ctx, Some(id), i);
+                        }
+                    }
+                    None => desired = Some(env.data),
+                },
+                Err(e) if e.kind() == ErrorKind::ChecksumMismatch => {
+                    let found = Some(json!(e.to_string()));
+                    sink.emit(
+                        &name,
+                        &key.ctx,
+                        Some(id),
+                        item(
+                            DriftSource::Shadow,
+                            DriftKind::ChecksumMismatch,
+                            &path,
+                            Some(json!(h.snapshot.key)),
+                            found,
+                        ),
+                    );
+                }
+                Err(e) => return Err(e),
+            }
+            // The shadow's latest names another snapshot: compare its data too.
+            if let (Some(r), Some(d)) = (&latest, &desired)
+                && r.snapshot.key != h.snapshot.key
+            {
+                match coll.load_snapshot(pair, &r.snapshot).await {
+                    Ok(env) => {
+                        let mut items = Vec::new();
+                        diff_items(&path, DriftSource::Shadow, d, &env.data, &mut items);
+                        for i in items {
+                            sink.emit(&name, &key.ctx, Some(id), i);
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::ChecksumMismatch => {
+                        let found = Some(json!(e.to_string()));
+                        sink.emit(
+                            &name,
+                            &key.ctx,
+                            Some(id),
+                            item(
+                                DriftSource::Shadow,
+                                DriftKind::ChecksumMismatch,
+                                &path,
+                                Some(json!(r.snapshot.key)),
+                                found,
+                            ),
+                        );
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if let Some(actual) = actual {
+            let live = head.as_ref().is_some_and(|h| !h.is_deleted());
+            match (live.then_some(desired.as_ref()).flatten(), actual) {
+                (Some(d), Some(a)) => {
+                    let mut items = Vec::new();
+                    diff_items(&path, DriftSource::Actual, d, &a, &mut items);
+                    for i in items {
+                        sink.emit(&name, &key.ctx, Some(id), i);
+                    }
+                }
+                (Some(d), None) => sink.emit(
+                    &name,
+                    &key.ctx,
+                    Some(id),
+                    whole(DriftSource::Actual, DriftKind::Missing, &path, Some(d), None),
+                ),
+                (None, Some(a)) if !live => sink.emit(
+                    &name,
+                    &key.ctx,
+                    Some(id),
+                    whole(DriftSource::Actual, DriftKind::Extra, &path, None, Some(&a)),
+                ),
+                _ => {}
+            }
+        }
+        let mut referenced: BTreeSet<String> = entries
+            .iter()
+            .filter(|e| !e.pruned)
+            .filter_map(|e| e.record.as_ref().map(|r| r.snapshot.key.clone()))
+            .collect();
+        if let Some(h) = &head {
+            referenced.insert(h.snapshot.key.clone());
+        }
+        if options.deep && head.is_some() {
+            self.deep_check(pair, key, &entries, &mut referenced, &path, sink).await?;
+        }
+        self.orphans(pair, key, &referenced, options, &path, sink).await?;
+        sink.object_done();
+        Ok(())
+    }
+
+    /// Every version record against the index entries; every snapshot verified.
+    async fn deep_check(
+        &self,
+        pair: usize,
+        key: &ObjectKey,
+        entries: &[udm_core::shadow::index::IndexEntry],
+        referenced: &mut BTreeSet<String>,
+        path: &str,
+        sink: &mut Sink<'_>,
+    ) -> Result<()> {
+        let name = self.inner.pairs[pair].name.clone();
+        let id = key.id.as_str();
+        let coll = crate::Collection::new(self.inner.clone(), key.ctx.clone());
+        let by_ov: HashMap<u64, &udm_core::shadow::index::IndexEntry> =
+            entries.iter().map(|e| (e.ov.get(), e)).collect();
+        let mut q = HistoryQuery { limit: MAX_LIST_PAGE, ..HistoryQuery::default() };
+        loop {
+            let page = self.inner.pairs[pair].meta.history(key, &q).await?;
+            for r in &page.items {
+                referenced.insert(r.snapshot.key.clone());
+                match by_ov.get(&r.ov.get()).and_then(|e| e.record.as_ref()) {
+                    Some(s) if s == r => {}
+                    Some(s) => sink.emit(
+                        &name,
+                        &key.ctx,
+                        Some(id),
+                        item(DriftSource::Shadow, DriftKind::Modified, path, Some(summary_of(r)), Some(summary_of(s))),
+                    ),
+                    None => sink.emit(
+                        &name,
+                        &key.ctx,
+                        Some(id),
+                        item(DriftSource::Shadow, DriftKind::Missing, path, Some(summary_of(r)), None),
+                    ),
+                }
+                if let Err(e) = coll.load_snapshot(pair, &r.snapshot).await {
+                    if e.kind() != ErrorKind::ChecksumMismatch {
+                        return Err(e);
+                    }
+                    sink.emit(
+                        &name,
+                        &key.ctx,
+                        Some(id),
+                        item(
+                            DriftSource::Shadow,
+                            DriftKind::ChecksumMismatch,
+                            path,
+                            Some(json!(r.snapshot.key)),
+                            Some(json!(e.to_string())),
+                        ),
+                    );
+                }
+            }
+            match page.next {
+                Some(n) => q.after = Some(udm_core::query::parse_history_cursor(&n)?),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Snapshots of `key` no committed version names, older than the grace period.
+    async fn orphans(
+        &self,
+        pair: usize,
+        key: &ObjectKey,
+        referenced: &BTreeSet<String>,
+        options: &DriftOptions,
+        path: &str,
+        sink: &mut Sink<'_>,
+    ) -> Result<()> {
+        let json = &self.inner.pairs[pair].json;
+        let prefix = format!("{}versions/", self.inner.layout.object_prefix(key));
+        let now = self.inner.clock.now().as_millis();
+        let grace = i64::try_from(options.orphan_grace.as_millis()).unwrap_or(i64::MAX);
+        let mut after: Option<String> = None;
+        loop {
+            let page = json.list(&prefix, after.as_deref(), MAX_LIST_PAGE).await?;
+            for k in page.keys.iter().filter(|k| !referenced.contains(*k)) {
+                // Its age: the instant its write stamped in the envelope (unreadable = old).
+                let at = match json.get(k).await {
+                    Ok(bytes) => SnapshotEnvelope::decode(&bytes, None).map(|e| e.at.as_millis()).unwrap_or(i64::MIN),
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                if now.saturating_sub(at) >= grace {
+                    let name = self.inner.pairs[pair].name.clone();
+                    sink.emit(
+                        &name,
+                        &key.ctx,
+                        Some(key.id.as_str()),
+                        item(DriftSource::Shadow, DriftKind::OrphanSnapshot, path, None, Some(json!(k))),
+                    );
+                }
+            }
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+/// The actual state's stream, re-ordered like the others.
+struct Actual {
+    source: ActualState,
+    queue: VecDeque<(String, Value)>,
+    order: SlashOrder,
+    held: HashMap<String, Value>,
+    last: Option<String>,
+    line: u64,
+    done: bool,
+}
+
+impl Actual {
+    fn new(source: ActualState) -> Self {
+        Self {
+            source,
+            queue: VecDeque::new(),
+            order: SlashOrder::default(),
+            held: HashMap::new(),
+            last: None,
+            line: 0,
+            done: false,
+        }
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        while self.queue.is_empty() && !self.done {
+            let due = match self.source.next() {
+                Some(item) => {
+                    let (id, doc) = item?;
+                    self.line += 1;
+                    if self.last.as_ref().is_some_and(|l| *l >= id) {
+                        return Err(Error::validation(
+                            "actual",
+                            format!(
+                                "item {}: id {id:?} is not after the previous one (sort the actual state by id)",
+                                self.line
+                            ),
+                        ));
+                    }
+                    self.last = Some(id.clone());
+                    self.held.insert(id.clone(), doc);
+                    self.order.push(id)
+                }
+                None => {
+                    self.done = true;
+                    self.order.finish()
+                }
+            };
+            for id in due {
+                if let Some(doc) = self.held.remove(&id) {
+                    self.queue.push_back((id, doc));
+                }
+            }
+        }
+        Ok(())
+    }
+}
