@@ -18,12 +18,17 @@
 //! database, or `DIR/udm.redb` of the embedded default), with a progress line on a terminal.
 //! Both take `--config FILE` or `--dir DIR`, and `--json`.
 //!
-//! Exit codes: 0 = done, 2 = error.
+//! `udm drift` compares the metadata store with the blob store's shadow (and an actual state
+//! given as JSON lines), streaming each finding.
+//!
+//! Exit codes: 0 = done (clean), 1 = problems found (drift), 2 = error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod drift;
 use serde_json::{Value, json};
 use udm_core::ports::{Clock, QueueEntry, QueueState, QueueStore};
 use udm_core::query::HistoryQuery;
@@ -70,6 +75,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Drift: the metadata store against the blob store's shadow and an optional actual
+    /// state. Exit code 0 = in sync, 1 = drift found, 2 = error.
+    Drift(drift::DriftArgs),
     /// The fallback queue: sizes, entries, dead letters; retry or cancel an entry.
     Queue {
         #[command(subcommand)]
@@ -125,15 +133,17 @@ enum QueueAction {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Quickstart { dir } => quickstart(dir).await,
-        Command::Health { dir } => health(dir).await,
-        Command::Queue { action, spool, json } => queue(action, spool, json).await,
-        Command::Export { store, out } => export(store, out).await,
-        Command::Rebuild { store, pair, json } => rebuild(store, pair, json).await,
+    // The exit code: 0 = done (clean), 1 = problems found, 2 = error.
+    let result: Result<u8> = match cli.command {
+        Command::Quickstart { dir } => quickstart(dir).await.map(|()| 0),
+        Command::Health { dir } => health(dir).await.map(|()| 0),
+        Command::Queue { action, spool, json } => queue(action, spool, json).await.map(|()| 0),
+        Command::Export { store, out } => export(store, out).await.map(|()| 0),
+        Command::Rebuild { store, pair, json } => rebuild(store, pair, json).await.map(|()| 0),
+        Command::Drift(args) => drift::run(args).await,
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("udm: {e}");
             ExitCode::from(2)
