@@ -247,4 +247,19 @@ async fn committed_versions_read_from_the_blob_store_alone_equal_the_metadata_st
     assert!(orphans > 0, "failed commits left snapshots the log had to tell apart (report {report:?})");
     let restored = c.get_latest("o13", ReadOpts::default()).await.unwrap();
     assert_eq!(restored.data, json!({"w": 1, "i": 3, "tags": []}), "deleted, then restored to its first version");
+
+    // Drift, deep, with no grace period: the failed commits' orphans, and nothing else.
+    let options = udm_facade::DriftOptions { orphan_grace: std::time::Duration::ZERO, deep: true };
+    let mut kinds = BTreeMap::new();
+    let totals = udm
+        .admin()
+        .drift(udm_facade::DriftScope::Collection(ctx.clone()), options, None, &mut |e| {
+            if let udm_facade::DriftEvent::Finding(f) = e {
+                *kinds.entry(format!("{:?}", f.item.kind)).or_insert(0usize) += 1;
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(kinds, BTreeMap::from([("OrphanSnapshot".to_owned(), orphans)]), "{totals:?}");
+    assert_eq!(totals.objects, 24);
 }
