@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo xtask bench` (starts the servers), or with servers up:
 //! `cargo bench -p udm-benches --bench e2e`. Writes `target/bench/e2e.json`.
-//! `UDM_BENCH_E2E_ONLY=lists`, `=concurrency` or `=history` runs only that section.
+//! `UDM_BENCH_E2E_ONLY=lists`, `=concurrency`, `=history` or `=shadow` runs only that section.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,8 @@ use serde_json::json;
 mod concurrency;
 #[path = "e2e/history.rs"]
 mod history;
+#[path = "e2e/shadow.rs"]
+mod shadow;
 
 const WARMUP: usize = 30;
 const ITERS: usize = 300;
@@ -280,6 +282,9 @@ async fn main() {
     let only_lists = std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "lists");
     if std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "concurrency") {
         return save(&concurrency::run(&uri, &endpoint).await, "e2e-concurrency.json");
+    }
+    if std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "shadow") {
+        return save(&shadow::run(&uri, &endpoint).await, "e2e-shadow.json");
     }
     if std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "history") {
         return save(&history::run(&uri).await, "e2e-history.json");

@@ -140,14 +140,32 @@ impl MongoStore {
         s: &mut ClientSession,
         entries: Vec<(ObjectKey, Entry)>,
     ) -> Result<Result<(), udm_core::Error>, mongodb::error::Error> {
+        if entries.is_empty() {
+            return Ok(Ok(()));
+        }
+        // One read of every index document the entries touch, one update per changed one.
+        let mut by_object: std::collections::BTreeMap<String, Vec<Entry>> = std::collections::BTreeMap::new();
         for (key, e) in entries {
-            let id = obj_id(&key);
-            let found = self.asof().find_one(doc! {"_id": &id}).session(&mut *s).await?;
-            let mut all = match found.as_ref().map(decode).transpose() {
+            by_object.entry(obj_id(&key)).or_default().push(e);
+        }
+        let ids: Vec<&String> = by_object.keys().collect();
+        let mut known: std::collections::HashMap<String, Document> = std::collections::HashMap::new();
+        let mut cursor = self.asof().find(doc! {"_id": {"$in": ids}}).session(&mut *s).await?;
+        while let Some(d) = cursor.next(&mut *s).await.transpose()? {
+            if let Ok(id) = d.get_str("_id") {
+                known.insert(id.to_owned(), d);
+            }
+        }
+        for (id, adds) in by_object {
+            let mut all = match known.get(&id).map(decode).transpose() {
                 Ok(all) => all.unwrap_or_default(),
                 Err(err) => return Ok(Err(err)),
             };
-            if insert(&mut all, e) {
+            let mut changed = false;
+            for e in adds {
+                changed |= insert(&mut all, e);
+            }
+            if changed {
                 let update = doc! {"$set": {"b": encode(&all)}};
                 self.asof().update_one(doc! {"_id": &id}, update).upsert(true).session(&mut *s).await?;
             }

@@ -38,6 +38,7 @@ mod asof;
 mod commit;
 mod docs;
 mod error;
+mod import;
 mod list;
 mod lookup;
 mod meta;

@@ -25,7 +25,6 @@ use udm_core::{
 use crate::commit::{Attempt, commit_with_retry};
 use crate::docs::{
     counter_field, counter_name, from_json, head_doc, json_of, obj_id, prefilter, request_id_of, sort_key_prefilter,
-    version_doc,
 };
 use crate::error::{classify, corrupt, retry_transaction, to_i64};
 use crate::list::SortedList;
@@ -527,66 +526,6 @@ fn pruned_id(version_id: &str) -> String {
 }
 
 impl MongoStore {
-    /// One attempt of an import transaction (see [`MetaStore::import`]).
-    async fn import_attempt(
-        &self,
-        s: &mut ClientSession,
-        versions: &[ImportedVersion],
-    ) -> Result<Step<ImportOutcome>, MongoError> {
-        let mut out = ImportOutcome::default();
-        for v in versions {
-            let r = &v.record;
-            let vid = version_record_id(&r.key, r.ov);
-            let stored = self.versions().find_one(doc! {"_id": &vid}).session(&mut *s).await?;
-            let existing = match &stored {
-                Some(d) => {
-                    let (rec, fp) = or_abort!(from_json::<VersionRecord>(d, "version").and_then(|rec| {
-                        let fp = d.get_str("fp").map_err(|e| corrupt("version", e)).and_then(Checksum::from_hex)?;
-                        Ok((rec, fp))
-                    }));
-                    Some((rec, fp))
-                }
-                None => None,
-            };
-            if or_abort!(v.check_existing(existing.as_ref().map(|(r, f)| (r, f)))) {
-                out.unchanged += 1;
-                continue;
-            }
-            let req = request_id_of(&r.key.ctx, &r.provenance.request_id);
-            if let Some(d) = self.versions().find_one(doc! {"req": &req}).session(&mut *s).await? {
-                let (done, fp) = or_abort!(committed_by(&d));
-                or_abort!(v.check_request(Some((&done, &fp))));
-                // The same version, pruned earlier: its request record makes way for it.
-                let id = or_abort!(d.get_str("_id").map_err(|e| corrupt("version", e))).to_owned();
-                self.versions().delete_one(doc! {"_id": id}).session(&mut *s).await?;
-            }
-            let obj = obj_id(&r.key);
-            let head: Option<Head> = match self.heads().find_one(doc! {"_id": &obj}).session(&mut *s).await? {
-                Some(d) => Some(or_abort!(from_json(&d, "head"))),
-                None => None,
-            };
-            if or_abort!(v.check_head(head.as_ref())) {
-                let hdoc = or_abort!(head_doc(&v.head()));
-                self.heads().replace_one(doc! {"_id": &obj}, hdoc).upsert(true).session(&mut *s).await?;
-                out.heads_moved += 1;
-            }
-            let vdoc = or_abort!(version_doc(r, &v.fingerprint));
-            self.versions().insert_one(vdoc).session(&mut *s).await?;
-            or_abort!(self.index_as_of(s, crate::asof::entry_of(r).into_iter().collect()).await?);
-            let cv = or_abort!(to_i64(r.cv.0, "cv"));
-            self.cvs()
-                .update_one(
-                    doc! {"_id": collection_record_prefix(&r.key.ctx)},
-                    doc! {"$max": {"cv": cv}, "$set": {"dirty": true}},
-                )
-                .upsert(true)
-                .session(&mut *s)
-                .await?;
-            out.inserted += 1;
-        }
-        Ok(Step::Commit(out))
-    }
-
     /// One attempt of a prune transaction (see [`MetaStore::prune`]): each pruned version
     /// document is replaced by its request record (same `req`, `fp` and record JSON, `_id`
     /// [`pruned_id`], `ov` negated so the unique `{obj, ov}` stays free, `pruned: true`).
