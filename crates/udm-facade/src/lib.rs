@@ -124,6 +124,8 @@ pub(crate) struct Inner {
     pub(crate) counter_buffer: Option<Arc<counting::CounterBuffer>>,
     /// The fallback queue, when enabled.
     pub(crate) fallback: Option<Arc<queue::Fallback>>,
+    /// Per pair: one shadow flush at a time per collection.
+    flush_locks: Vec<Arc<shadow::FlushLocks>>,
 }
 
 impl Inner {
@@ -137,7 +139,12 @@ impl Inner {
     /// Pair `pair`'s stores as the shadow log flusher needs them.
     pub(crate) fn shadow_target(&self, pair: usize) -> shadow::Target {
         let p = &self.pairs[pair];
-        shadow::Target { meta: p.meta.clone(), json: p.json.clone(), layout: self.layout.clone() }
+        shadow::Target {
+            meta: p.meta.clone(),
+            json: p.json.clone(),
+            layout: self.layout.clone(),
+            locks: self.flush_locks[pair].clone(),
+        }
     }
 
     pub(crate) fn check_open(&self) -> Result<()> {
@@ -256,7 +263,7 @@ impl UdmBuilder {
         let prefix = config.storage.key_prefix.as_deref().map(Name::new).transpose()?;
         let clock: Arc<dyn Clock> = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let ids = self.ids.unwrap_or_else(|| Arc::new(UlidGenerator::new(clock.clone(), OsEntropy::default())));
-        let pairs = self.pairs.into_iter().map(observed).collect();
+        let pairs: Vec<Pair> = self.pairs.into_iter().map(observed).collect();
         let w = config.write_optimization;
         let batching = match w.enabled {
             true => {
@@ -275,8 +282,10 @@ impl UdmBuilder {
             let q: Arc<dyn QueueStore> = Arc::new(udm_layers::MetricsLayer.layer(udm_layers::TracingLayer.layer(q)));
             Arc::new(queue::Fallback::new(q, config.fallback_queue.clone()))
         });
+        let flush_locks = pairs.iter().map(|_| Arc::default()).collect();
         let udm = Udm {
             inner: Arc::new(Inner {
+                flush_locks,
                 pairs,
                 router,
                 layout: Layout::new(prefix),

@@ -61,6 +61,30 @@ pub(crate) struct Target {
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) json: Arc<dyn BlobStore>,
     pub(crate) layout: Layout,
+    /// One flush at a time per collection of this pair (see [`FlushLocks`]).
+    pub(crate) locks: Arc<FlushLocks>,
+}
+
+/// Serializes the flushes of one collection in this process: a notified flush and the
+/// repair pass ([`Admin::flush_shadow`](crate::Admin::flush_shadow)) never run side by side,
+/// so when the repair pass returns, every flush of a collection that started before it has
+/// finished too (its index merges included). Entries are dropped when no flush holds them.
+#[derive(Debug, Default)]
+pub(crate) struct FlushLocks(Mutex<HashMap<RouteContext, Arc<tokio::sync::Mutex<()>>>>);
+
+impl FlushLocks {
+    fn get(&self, ctx: &RouteContext) -> Arc<tokio::sync::Mutex<()>> {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        all.entry(ctx.clone()).or_default().clone()
+    }
+
+    fn release(&self, ctx: &RouteContext, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // The map's reference and `lock`: nobody else waits for it.
+        if Arc::strong_count(&lock) == 2 {
+            all.remove(ctx);
+        }
+    }
 }
 
 /// Flushes of running (pair, collection)s, each with "notified again while running".
@@ -108,6 +132,16 @@ async fn run(running: Arc<Mutex<Running>>, lane: (usize, RouteContext), target: 
 /// Writes the segments `ctx` lacks until its log has caught up. With `confirm`, an
 /// already caught-up collection is confirmed to the store (which takes it off the backlog).
 pub(crate) async fn flush(t: &Target, ctx: &RouteContext, confirm: bool) -> Result<FlushReport> {
+    let lock = t.locks.get(ctx);
+    let result = {
+        let _one_at_a_time = lock.lock().await;
+        flush_locked(t, ctx, confirm).await
+    };
+    t.locks.release(ctx, lock);
+    result
+}
+
+async fn flush_locked(t: &Target, ctx: &RouteContext, confirm: bool) -> Result<FlushReport> {
     let mut report = FlushReport { collections: 1, ..FlushReport::default() };
     loop {
         let p = t.meta.shadow_pending(ctx, FLUSH_BATCH).await?;
