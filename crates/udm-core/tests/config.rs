@@ -208,10 +208,7 @@ fn tenant_specific_collection_config_wins() {
 /// Settings of features that do not exist yet are refused, never silently ignored.
 #[test]
 fn settings_that_would_do_nothing_are_refused() {
-    let cases = [
-        ("[retention]\ndays = 90\n", "retention"),
-        ("[counters]\nmongo_uri = \"mongodb://127.0.0.1:1\"\ndatabase = \"c\"\n", "counters"),
-    ];
+    let cases = [("[counters]\nmongo_uri = \"mongodb://127.0.0.1:1\"\ndatabase = \"c\"\n", "counters")];
     for (section, path) in cases {
         let cfg = Config::from_toml(&format!("{GOOD}\n{section}")).unwrap();
         let e = cfg.validate().unwrap_err();
@@ -225,9 +222,11 @@ fn settings_that_would_do_nothing_are_refused() {
     let e = Config::from_toml(&with_backups).unwrap().validate().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unsupported);
     assert_eq!(e.problems()[0].path, "backends[0].blobs.backups_bucket");
-    // Defaults (and the one write-optimization knob that works) are accepted.
-    let ok =
-        format!("{GOOD}\n[write_optimization]\nskip_dev_shadow_over_bytes = 1024\n[fallback_queue]\nenabled = false\n");
+    // Defaults, retention (enforced by `Admin::enforce_retention`) and the write-optimization
+    // knobs that work are accepted.
+    let ok = format!(
+        "{GOOD}\n[write_optimization]\nskip_dev_shadow_over_bytes = 1024\n[fallback_queue]\nenabled = false\n[retention]\ndays = 90\n"
+    );
     Config::from_toml(&ok).unwrap().validate().unwrap();
 }
 

@@ -75,6 +75,7 @@ pub use read::LIST_FETCH_CONCURRENCY;
 pub use rebuild::{ExportReport, REBUILD_BATCH, RebuildProgress, RebuildReport};
 pub use record::{FailedItem, HardDeleteReport, ListPage, Record, RestoreOutcome, Written};
 pub use restore::{CollectionRestoreReport, CollectionTarget, RestoreProgress};
+pub use retention::{RetentionEvent, RetentionReport};
 pub use runtime::{OsEntropy, SystemClock};
 pub use shadow::{FLUSH_BATCH, FLUSH_DELAY, FlushReport};
 
@@ -126,6 +127,8 @@ pub(crate) struct Inner {
     pub(crate) fallback: Option<Arc<queue::Fallback>>,
     /// Per pair: one shadow flush at a time per collection.
     flush_locks: Vec<Arc<shadow::FlushLocks>>,
+    /// Serializes pin changes ([`Collection::pin`]).
+    pub(crate) pin_lock: tokio::sync::Mutex<()>,
 }
 
 impl Inner {
@@ -286,6 +289,7 @@ impl UdmBuilder {
         let udm = Udm {
             inner: Arc::new(Inner {
                 flush_locks,
+                pin_lock: tokio::sync::Mutex::new(()),
                 pairs,
                 router,
                 layout: Layout::new(prefix),

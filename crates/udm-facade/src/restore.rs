@@ -137,6 +137,8 @@ impl Collection {
             Some(j) => (fresh(target, self.inner.pairs.len(), decode_state(&j)?.generation + 1), false),
             None => (fresh(target, self.inner.pairs.len(), 0), false),
         };
+        // Retention leaves the collection alone until this restore finishes.
+        crate::retention::mark_restoring(&**home, &self.ctx, &job_id, true).await?;
         for pair in 0..self.inner.pairs.len() {
             while !state.done_pairs[pair] {
                 let q = HeadQuery {
@@ -171,6 +173,7 @@ impl Collection {
             }
         }
         save(home, &job_id, &state, true).await?;
+        crate::retention::mark_restoring(&**home, &self.ctx, &job_id, false).await?;
         Ok(CollectionRestoreReport { job: job_id, progress: state.progress, resumed })
     }
 

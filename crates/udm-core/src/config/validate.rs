@@ -197,9 +197,6 @@ pub(super) fn unsupported(c: &Config) -> Vec<Problem> {
     if c.counters.mongo_uri.is_some() || c.counters.database.is_some() {
         refuse("counters", "a separate counters store");
     }
-    if c.retention != crate::retention::RetentionPolicy::default() {
-        refuse("retention", "pruning old versions");
-    }
     for (i, b) in c.backends.iter().enumerate() {
         if let BlobBackend::S3 { backups_bucket: Some(_), .. } = &b.blobs {
             refuse(&format!("backends[{i}].blobs.backups_bucket"), "writing backups");
