@@ -47,7 +47,6 @@ pub(crate) async fn index_entries(t: &Target, entries: &[LogEntry]) -> Result<()
 
 /// Flags versions `ovs` of `key` as pruned in its index (entries the flusher never indexed
 /// are added as pruned, with their OV only). Idempotent.
-#[allow(dead_code, reason = "retention calls it (in progress)")]
 pub(crate) async fn mark_pruned(t: &Target, key: &ObjectKey, ovs: &[Ov]) -> Result<()> {
     let mut by_segment: BTreeMap<u64, Vec<IndexEntry>> = BTreeMap::new();
     for ov in ovs {

@@ -37,6 +37,7 @@ mod build;
 mod commit;
 mod counting;
 mod drift;
+mod gc;
 mod index;
 mod observe;
 mod ops;
@@ -65,6 +66,7 @@ use udm_router::Router;
 pub use admin::{Admin, BackendInfo, Counters, HealthReport, PairHealth, ShutdownReport, Stats};
 pub use build::{BackendFuture, Backends, BlobFactory, MetaFactory};
 pub use drift::{ActualState, DriftEvent, DriftFinding, DriftOptions, DriftScope, DriftTotals};
+pub use gc::{GcEvent, GcReport};
 pub use index::INDEX_CONCURRENCY;
 pub use ops::{
     BATCH_WRITE_CONCURRENCY, Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, ReadSource, Target,

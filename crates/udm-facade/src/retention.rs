@@ -369,7 +369,7 @@ pub(crate) async fn all_records(meta: &dyn MetaStore, key: &ObjectKey) -> Result
     }
 }
 
-async fn delete_if_present(store: &dyn udm_core::ports::BlobStore, key: &str) -> Result<()> {
+pub(crate) async fn delete_if_present(store: &dyn udm_core::ports::BlobStore, key: &str) -> Result<()> {
     match store.delete(key).await {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         other => other,
