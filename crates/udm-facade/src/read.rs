@@ -77,13 +77,18 @@ impl Collection {
     pub(crate) async fn load_snapshot(&self, pair: usize, snapshot: &SnapshotRef) -> Result<SnapshotEnvelope> {
         self.inner.stats.snapshot_reads.inc();
         let key = &snapshot.key;
+        let hint = || crate::recover::repair_hint(&self.ctx, key);
         let bytes = match self.inner.pairs[pair].json.get(key).await {
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Err(Error::new(ErrorKind::ChecksumMismatch, format!("committed snapshot {key} is missing")));
+                let message = format!("committed snapshot {key} is missing; {}", hint());
+                return Err(Error::new(ErrorKind::ChecksumMismatch, message));
             }
             other => other?,
         };
-        SnapshotEnvelope::decode(&bytes, Some(snapshot))
+        SnapshotEnvelope::decode(&bytes, Some(snapshot)).map_err(|e| match e.kind() {
+            ErrorKind::ChecksumMismatch => Error::new(ErrorKind::ChecksumMismatch, format!("{key}: {e}; {}", hint())),
+            _ => e,
+        })
     }
 
     pub(crate) async fn read_latest(&self, key: &ObjectKey, opts: ReadOpts) -> Result<Record> {
@@ -164,7 +169,7 @@ impl Collection {
     }
 
     /// `lookup` answered from the blob store alone.
-    async fn index_answer(&self, pair: usize, key: &ObjectKey, lookup: Lookup) -> Result<VersionRecord> {
+    pub(crate) async fn index_answer(&self, pair: usize, key: &ObjectKey, lookup: Lookup) -> Result<VersionRecord> {
         self.index_lookup(pair, key, lookup).await?.into_record(key, lookup.what())
     }
 

@@ -14,8 +14,9 @@
 //! 3. mark the log complete up to the last CV (`shadow_logged`) and re-derive the counters
 //!    from the versions ([`Admin::recount`](crate::Admin::recount) on that pair).
 //!
-//! What the log does not hold is not rebuilt: versions committed after the last completed
-//! flush (their snapshots exist, unconfirmed), and prunes and hard deletes (not logged yet —
+//! Versions retention pruned are skipped (the version index flags them, and their snapshots
+//! are gone). What the log does not hold is not rebuilt: versions committed after the last
+//! completed flush (their snapshots exist, unconfirmed), and hard deletes (not logged yet —
 //! their versions come back). See ARCHITECTURE.md, "Commit path and shadow log".
 
 use std::collections::BTreeMap;
@@ -147,9 +148,9 @@ impl Admin {
     /// are merged, each logged version's snapshot is fetched and verified and the versions
     /// are imported in CV order (OV, CV, timestamps, request ids and fingerprints kept), the
     /// log is marked complete and the counters are re-derived. Idempotent, and resumable: a
-    /// job record keeps each collection's last imported CV. Versions committed after the
-    /// last completed log flush, and prunes and hard deletes (not logged yet), are not
-    /// rebuilt.
+    /// job record keeps each collection's last imported CV. Pruned versions are skipped.
+    /// Versions committed after the last completed log flush, and hard deletes (not logged
+    /// yet), are not rebuilt.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -304,19 +305,32 @@ impl Admin {
 impl Collection {
     /// The import of logged versions: each version's committed snapshot fetched and verified
     /// (up to [`FETCH_CONCURRENCY`] at once).
-    async fn imported(&self, pair: usize, entries: &[&LogEntry]) -> Result<Vec<ImportedVersion>> {
+    pub(crate) async fn imported(&self, pair: usize, entries: &[&LogEntry]) -> Result<Vec<ImportedVersion>> {
         let inline_max = self.inner.config.storage.inline_max_bytes;
         let fetches = entries.iter().map(|e| async move {
-            let env = self.load_snapshot(pair, &e.record.snapshot).await?;
+            let env = match self.load_snapshot(pair, &e.record.snapshot).await {
+                Ok(env) => env,
+                // Retention pruned it after it was logged: its snapshot is gone on purpose.
+                Err(err) if err.kind() == ErrorKind::ChecksumMismatch => {
+                    let t = self.inner.shadow_target(pair);
+                    return match crate::index::by_ov(&t, &e.record.key, e.record.ov).await? {
+                        crate::index::Found::Pruned(_) => Ok(None),
+                        _ => Err(err),
+                    };
+                }
+                Err(err) => return Err(err),
+            };
             let small = udm_core::canonical::canonical_bytes(&env.data).len() <= inline_max;
-            Ok::<_, Error>(ImportedVersion {
+            Ok::<_, Error>(Some(ImportedVersion {
                 record: e.record.clone(),
                 system: env.system,
                 indexed: env.indexed,
                 inline: small.then_some(env.data),
                 fingerprint: e.fingerprint,
-            })
+            }))
         });
-        futures_util::stream::iter(fetches).buffered(FETCH_CONCURRENCY).collect::<Vec<_>>().await.into_iter().collect()
+        let all: Vec<Result<Option<ImportedVersion>>> =
+            futures_util::stream::iter(fetches).buffered(FETCH_CONCURRENCY).collect().await;
+        all.into_iter().filter_map(Result::transpose).collect()
     }
 }

@@ -91,7 +91,7 @@ impl Collection {
 
     /// Makes `key` equal `target` (or deleted when `None`), appending one version if needed.
     /// `named` is the target as the caller named it (the write's fingerprint).
-    async fn restore_to(
+    pub(crate) async fn restore_to(
         &self,
         pair: usize,
         key: ObjectKey,

@@ -158,6 +158,27 @@ async fn pruned_versions_read_as_pruned_and_kept_ones_as_before() {
     assert!(!c.unpin("doc", ov(2)).await.unwrap());
     assert_eq!(enforce(&s.udm, None, false).await.0.versions_pruned, 1);
     assert_eq!(c.get_version("doc", ov(2), all()).await.unwrap_err().kind(), ErrorKind::Pruned);
+
+    // A rebuild from the shadow alone skips the pruned versions (their snapshots are gone).
+    s.udm.admin().flush_shadow().await.unwrap();
+    let empty = Arc::new(MemoryMeta::new());
+    let rebuilt = Udm::builder()
+        .config(Config::in_memory())
+        .pair(Pair {
+            name: "p".into(),
+            meta: empty.clone(),
+            counters: empty,
+            json: s.json.clone(),
+            content: s.content.clone(),
+            describe: "memory".into(),
+        })
+        .build()
+        .unwrap();
+    rebuilt.admin().rebuild(None, &|_| {}).await.unwrap();
+    let r = rebuilt.with(ctx("docs"));
+    let ovs: Vec<u64> = r.history("doc", Default::default()).await.unwrap().items.iter().map(|v| v.ov.get()).collect();
+    assert_eq!(ovs, vec![8, 9, 10]);
+    assert_eq!(r.get_latest("doc", all()).await.unwrap().data, json!({"n": 10}));
 }
 
 /// `days`: versions older than the limit go, the head stays however old, and a kept
