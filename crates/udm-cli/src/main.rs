@@ -19,7 +19,10 @@
 //! Both take `--config FILE` or `--dir DIR`, and `--json`.
 //!
 //! `udm drift` compares the metadata store with the blob store's shadow (and an actual state
-//! given as JSON lines), streaming each finding.
+//! given as JSON lines), streaming each finding. `udm retention [--dry-run]` prunes versions
+//! by the retention policy, `udm gc [--dry-run]` deletes orphan snapshots and content, and
+//! `udm recover --object T/D/C/ID | --collection T/D/C [--ov N | --at T | --cv N]
+//! [--in-place] [--deep] [--dry-run]` recovers from the shadow and repairs damaged snapshots.
 //!
 //! Exit codes: 0 = done (clean), 1 = problems found (drift), 2 = error.
 
@@ -29,6 +32,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod drift;
+mod maintain;
 use serde_json::{Value, json};
 use udm_core::ports::{Clock, QueueEntry, QueueState, QueueStore};
 use udm_core::query::HistoryQuery;
@@ -78,6 +82,15 @@ enum Command {
     /// Drift: the metadata store against the blob store's shadow and an optional actual
     /// state. Exit code 0 = in sync, 1 = drift found, 2 = error.
     Drift(drift::DriftArgs),
+    /// Enforces the retention policy (config, or --days / --max-versions): prunes old
+    /// versions, never heads, pins or what a running collection restore needs.
+    Retention(maintain::RetentionArgs),
+    /// Deletes orphan snapshots and content objects older than a grace period. Exit code 1
+    /// when unreadable blobs were found.
+    Gc(maintain::GcArgs),
+    /// Recovers an object or a collection from the S3 shadow (a RESTORE version, or in place)
+    /// and repairs damaged snapshots. Exit code 1 when something is unrecoverable.
+    Recover(maintain::RecoverArgs),
     /// The fallback queue: sizes, entries, dead letters; retry or cancel an entry.
     Queue {
         #[command(subcommand)]
@@ -141,6 +154,9 @@ async fn main() -> ExitCode {
         Command::Export { store, out } => export(store, out).await.map(|()| 0),
         Command::Rebuild { store, pair, json } => rebuild(store, pair, json).await.map(|()| 0),
         Command::Drift(args) => drift::run(args).await,
+        Command::Retention(args) => maintain::retention(args).await,
+        Command::Gc(args) => maintain::gc(args).await,
+        Command::Recover(args) => maintain::recover(args).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -317,11 +317,18 @@ impl Udm {
     /// directory is created.
     #[cfg(feature = "embedded")]
     pub async fn embedded(dir: &std::path::Path) -> Result<Self> {
+        Self::from_config(Self::embedded_config(dir)).await
+    }
+
+    /// The config [`Udm::embedded`] uses for `dir` (to adjust, e.g. a retention policy,
+    /// before [`Udm::from_config`]).
+    #[cfg(feature = "embedded")]
+    pub fn embedded_config(dir: &std::path::Path) -> Config {
         let pair = udm_core::config::BackendPair {
             name: "local".into(),
             meta: MetaBackend::Embedded { path: dir.join("udm.redb").display().to_string() },
             blobs: BlobBackend::Embedded { path: Some(dir.join("udm-blobs.redb").display().to_string()) },
         };
-        Self::from_config(Config::single(pair)).await
+        Config::single(pair)
     }
 }
