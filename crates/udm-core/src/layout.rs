@@ -94,6 +94,12 @@ impl Layout {
         format!("{}{}", self.index_marker_prefix(key), marker.file_name())
     }
 
+    /// The tombstone a hard delete leaves: `{"cv": N}`, the highest CV of the versions it
+    /// removed, so a rebuild from the commit log (which still lists them) skips them.
+    pub fn tombstone(&self, key: &ObjectKey) -> String {
+        format!("{}tombstones/{}.json", self.collection_prefix(&key.ctx), key.id)
+    }
+
     /// Every content object of one object.
     pub fn content_prefix(&self, key: &ObjectKey) -> String {
         format!("{}content/{}/", self.collection_prefix(&key.ctx), key.id)

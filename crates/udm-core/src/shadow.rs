@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use crate::canonical::{Checksum, canonical_bytes};
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::{ObjectKey, RouteContext};
-use crate::version::{Cv, VersionRecord};
+use crate::version::{Cv, Ov, VersionRecord};
 
 /// The segment format this version writes and reads.
 pub const LOG_FORMAT: &str = "udm.log.v1";
@@ -150,7 +150,8 @@ fn check_entries(ctx: &RouteContext, first: Cv, last: Cv, entries: &[LogEntry]) 
 /// collection's history is from the blob store alone. Overlapping segments (a flush
 /// repeated after a crash) merge by CV; two different entries for one CV, or one object's
 /// versions whose CVs or timestamps go backwards with the OV, are
-/// [`ErrorKind::ChecksumMismatch`] (the log is corrupt).
+/// [`ErrorKind::ChecksumMismatch`] (the log is corrupt). An object created again after a hard
+/// delete (a CREATE at OV 1 above earlier versions of its id) keeps only its new versions.
 pub fn committed_versions(segments: Vec<LogSegment>) -> Result<BTreeMap<ObjectKey, Vec<LogEntry>>> {
     let mut by_cv: BTreeMap<(RouteContext, Cv), LogEntry> = BTreeMap::new();
     for s in segments {
@@ -169,7 +170,13 @@ pub fn committed_versions(segments: Vec<LogSegment>) -> Result<BTreeMap<ObjectKe
     }
     let mut out: BTreeMap<ObjectKey, Vec<LogEntry>> = BTreeMap::new();
     for e in by_cv.into_values() {
-        out.entry(e.record.key.clone()).or_default().push(e);
+        let versions = out.entry(e.record.key.clone()).or_default();
+        // Only a hard delete lets an id start over at OV 1: the versions before are of an
+        // incarnation that no longer exists.
+        if e.record.op == crate::version::Op::Create && e.record.ov == Ov::FIRST {
+            versions.clear();
+        }
+        versions.push(e);
     }
     for versions in out.values_mut() {
         versions.sort_by_key(|e| e.record.ov);

@@ -101,6 +101,21 @@ pub(crate) async fn collections_in(store: &dyn BlobStore, layout: &Layout) -> Re
     Ok(out)
 }
 
+/// The CV a hard delete's tombstone at `key` covers, if there is one.
+pub(crate) async fn tombstone_cv(store: &dyn BlobStore, key: &str) -> Result<Option<Cv>> {
+    match store.get(key).await {
+        Ok(bytes) => {
+            let v: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::new(ErrorKind::ChecksumMismatch, format!("tombstone {key}: {e}")))?;
+            let cv = v.get("cv").and_then(Value::as_u64);
+            cv.map(|c| Some(Cv(c)))
+                .ok_or_else(|| Error::new(ErrorKind::ChecksumMismatch, format!("tombstone {key}: no cv")))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// The common prefixes one level under `prefix`.
 async fn prefixes(store: &dyn BlobStore, prefix: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
@@ -310,11 +325,16 @@ impl Collection {
         let fetches = entries.iter().map(|e| async move {
             let env = match self.load_snapshot(pair, &e.record.snapshot).await {
                 Ok(env) => env,
-                // Retention pruned it after it was logged: its snapshot is gone on purpose.
+                // Retention pruned it after it was logged, or a hard delete removed it (its
+                // tombstone covers the CV): its snapshot is gone on purpose. (its tombstone covers the CV).
                 Err(err) if err.kind() == ErrorKind::ChecksumMismatch => {
                     let t = self.inner.shadow_target(pair);
-                    return match crate::index::by_ov(&t, &e.record.key, e.record.ov).await? {
-                        crate::index::Found::Pruned(_) => Ok(None),
+                    if let crate::index::Found::Pruned(_) = crate::index::by_ov(&t, &e.record.key, e.record.ov).await? {
+                        return Ok(None);
+                    }
+                    let tombstone = self.inner.layout.tombstone(&e.record.key);
+                    return match tombstone_cv(&*t.json, &tombstone).await? {
+                        Some(cv) if e.record.cv <= cv => Ok(None),
                         _ => Err(err),
                     };
                 }

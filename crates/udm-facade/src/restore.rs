@@ -191,6 +191,9 @@ impl Collection {
             // the metadata and the blobs: finish that (blobs live on the routed pair).
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 let p = &self.inner.pairs[self.inner.router.route(&key.ctx, &key.id).index];
+                // Every version it had is at or below the collection's CV now.
+                let cv = p.meta.collection_cv(&key.ctx).await?;
+                self.put_tombstone(&*p.json, &key, cv).await?;
                 return Ok(HardDeleteReport {
                     snapshots: delete_prefix(&*p.json, &self.inner.layout.object_prefix(&key)).await?,
                     content: delete_prefix(&*p.content, &self.inner.layout.content_prefix(&key)).await?,
@@ -210,13 +213,32 @@ impl Collection {
         // Metadata first: from here no committed version points at these blobs.
         let mut report =
             HardDeleteReport { existed: removed.head_removed, versions: removed.snapshots.len(), ..Default::default() };
+        self.put_tombstone(&*p.json, &key, head.cv).await?;
         report.snapshots = delete_prefix(&*p.json, &self.inner.layout.object_prefix(&key)).await?;
         report.content = delete_prefix(&*p.content, &self.inner.layout.content_prefix(&key)).await?;
         Ok(report)
     }
 }
 
-/// Deletes every blob under `prefix`; returns how many.
+impl Collection {
+    /// Leaves the tombstone of a hard delete (see [`udm_core::layout::Layout::tombstone`]),
+    /// never lowering one already there.
+    async fn put_tombstone(
+        &self,
+        json: &dyn udm_core::ports::BlobStore,
+        key: &ObjectKey,
+        cv: udm_core::Cv,
+    ) -> Result<()> {
+        let at = self.inner.layout.tombstone(key);
+        let before = crate::rebuild::tombstone_cv(json, &at).await?;
+        if before.is_some_and(|b| b >= cv) {
+            return Ok(());
+        }
+        let body = serde_json::to_vec(&json!({"cv": cv.0})).map_err(|e| Error::internal(e.to_string()))?;
+        json.put(&at, body, &udm_core::ports::PutOptions::overwrite("application/json")).await.map(|_| ())
+    }
+}
+
 /// Deletes every blob under `prefix`; returns how many of them were snapshots or content
 /// (an object's index segments and markers are deleted too, uncounted).
 async fn delete_prefix(blobs: &dyn udm_core::ports::BlobStore, prefix: &str) -> Result<usize> {

@@ -13,12 +13,14 @@ use udm_core::{ErrorKind, ObjectId, ObjectKey, Op, Ov, RouteContext};
 use udm_facade::{
     Pair, ReadOpts, RecoverEvent, RecoverMode, RecoverOptions, RecoverPoint, RecoverReport, Udm, WriteOpts,
 };
+use udm_testkit::clock::ManualClock;
 use udm_testkit::memory::{MemoryBlobs, MemoryMeta};
 
 struct Setup {
     udm: Udm,
     meta: Arc<MemoryMeta>,
     json: Arc<MemoryBlobs>,
+    clock: Arc<ManualClock>,
 }
 
 fn setup() -> Setup {
@@ -31,8 +33,9 @@ fn setup() -> Setup {
         content: Arc::new(MemoryBlobs::new()),
         describe: "memory".into(),
     };
-    let udm = Udm::builder().config(Config::in_memory()).pair(pair).build().unwrap();
-    Setup { udm, meta, json }
+    let clock = Arc::new(ManualClock::at(1_800_000_000_000));
+    let udm = Udm::builder().config(Config::in_memory()).clock(clock.clone()).pair(pair).build().unwrap();
+    Setup { udm, meta, json, clock }
 }
 
 fn ctx() -> RouteContext {
@@ -65,8 +68,11 @@ async fn restore_mode_brings_back_the_shadows_version_at_each_kind_of_point() {
     let s = setup();
     let c = s.udm.with(ctx());
     let w1 = c.create(json!({"v": 1}), WriteOpts::id("a")).await.unwrap();
+    s.clock.advance(10);
     let w2 = c.update("a", json!({"v": 2}), None, WriteOpts::default()).await.unwrap();
+    s.clock.advance(10);
     let w3 = c.update("a", json!({"v": 3}), None, WriteOpts::default()).await.unwrap();
+    s.clock.advance(10);
     s.udm.admin().flush_shadow().await.unwrap();
 
     let (r, _) = recover(&s, "a", RecoverOptions::default()).await;
@@ -191,4 +197,39 @@ async fn a_damaged_head_snapshot_is_repaired_from_its_inline_copy() {
     );
     assert_eq!(s.json.get(&head_key).await.unwrap(), good, "byte for byte");
     assert_eq!(c.get_version("a", Ov::new(2).unwrap(), ReadOpts::default()).await.unwrap().data, json!({"v": 2}));
+}
+
+/// A hard delete leaves a tombstone: a rebuild from the shadow alone skips the deleted
+/// object's logged versions (their snapshots are gone) and keeps a later object of the same
+/// id.
+#[tokio::test]
+async fn a_rebuild_after_a_hard_delete_skips_the_deleted_versions() {
+    let mut config = Config::in_memory();
+    config.hard_delete.enabled = true;
+    let (meta, json) = (Arc::new(MemoryMeta::new()), Arc::new(MemoryBlobs::new()));
+    let pair = |meta: Arc<MemoryMeta>| Pair {
+        name: "p".into(),
+        meta: meta.clone(),
+        counters: meta,
+        json: json.clone(),
+        content: Arc::new(MemoryBlobs::new()),
+        describe: "memory".into(),
+    };
+    let udm = Udm::builder().config(config.clone()).pair(pair(meta)).build().unwrap();
+    let c = udm.with(ctx());
+    c.create(json!({"v": 1}), WriteOpts::id("gone")).await.unwrap();
+    c.update("gone", json!({"v": 2}), None, WriteOpts::default()).await.unwrap();
+    c.create(json!({"v": 1}), WriteOpts::id("kept")).await.unwrap();
+    udm.admin().flush_shadow().await.unwrap();
+    c.hard_delete("gone", udm_facade::Confirm::Yes).await.unwrap();
+    c.create(json!({"again": true}), WriteOpts::id("gone")).await.unwrap();
+    udm.admin().flush_shadow().await.unwrap();
+
+    let rebuilt = Udm::builder().config(config).pair(pair(Arc::new(MemoryMeta::new()))).build().unwrap();
+    let report = rebuilt.admin().rebuild(None, &|_| {}).await.unwrap();
+    assert_eq!(report.imported, 2, "{report:?}");
+    let r = rebuilt.with(ctx());
+    let again = r.get_latest("gone", ReadOpts::default()).await.unwrap();
+    assert_eq!((again.ov.get(), again.data), (1, json!({"again": true})));
+    assert_eq!(r.get_latest("kept", ReadOpts::default()).await.unwrap().data, json!({"v": 1}));
 }

@@ -98,3 +98,24 @@ fn overlapping_segments_merge_and_contradictions_are_corruption() {
     let late = seg(4, 4, vec![early]);
     assert_eq!(committed_versions(vec![s1, backwards, late]).unwrap_err().kind(), ErrorKind::ChecksumMismatch);
 }
+
+#[test]
+fn an_id_created_again_after_a_hard_delete_keeps_only_its_new_versions() {
+    let seg = LogSegment::encode(
+        &ctx(),
+        Cv(1),
+        Cv(4),
+        vec![entry("a", 1, 1), entry("a", 2, 2), entry("b", 1, 3), entry("a", 1, 4)],
+    )
+    .unwrap();
+    let all = committed_versions(vec![LogSegment::decode(&seg).unwrap()]).unwrap();
+    let a: Vec<(u64, u64)> = all.values().next().unwrap().iter().map(|e| (e.record.ov.get(), e.record.cv.0)).collect();
+    assert_eq!(a, vec![(1, 4)], "the hard-deleted incarnation (cvs 1, 2) is gone");
+    // An UPDATE at an OV already seen is still corruption.
+    let seg =
+        LogSegment::encode(&ctx(), Cv(1), Cv(3), vec![entry("a", 1, 1), entry("a", 2, 2), entry("a", 2, 3)]).unwrap();
+    assert_eq!(
+        committed_versions(vec![LogSegment::decode(&seg).unwrap()]).unwrap_err().kind(),
+        ErrorKind::ChecksumMismatch
+    );
+}
