@@ -20,8 +20,11 @@ pub(crate) struct DriftArgs {
     #[arg(long, conflicts_with = "collection")]
     object: Option<String>,
     /// One collection: `TENANT/DB/COLLECTION` (default: every collection).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "pair")]
     collection: Option<String>,
+    /// Every collection of one pair (its metadata store against its blob store).
+    #[arg(long, conflicts_with = "object")]
+    pair: Option<String>,
     /// The actual state: a JSON-lines file of `{"id": …, "data": …}` sorted by id (with
     /// `--collection` or `--object`).
     #[arg(long)]
@@ -51,7 +54,7 @@ fn scope(args: &DriftArgs) -> Result<DriftScope> {
             None => Err(Error::validation("--object", format!("{o:?} is not TENANT/DB/COLLECTION/ID"))),
         },
         (None, Some(c)) => Ok(DriftScope::Collection(context(c)?)),
-        (None, None) => Ok(DriftScope::All),
+        (None, None) => Ok(args.pair.clone().map_or(DriftScope::All, DriftScope::Pair)),
     }
 }
 

@@ -13,6 +13,9 @@ fn drift_reports_in_sync_then_an_actual_state_that_differs() {
     let totals: serde_json::Value = serde_json::from_str(clean.lines().last().unwrap()).unwrap();
     assert_eq!(totals["totals"]["summary"]["in_sync"], true, "{clean}");
     assert_eq!(totals["totals"]["objects"], 1, "{clean}");
+    let pair = ok(&udm(&["drift", "--dir", d, "--pair", "local", "--json"]));
+    assert!(pair.contains("\"in_sync\":true") && pair.contains("\"objects\":1"), "{pair}");
+    assert_eq!(udm(&["drift", "--dir", d, "--pair", "nope"]).status.code(), Some(2));
 
     // The object's latest data, from the export; downstream holds it with one field changed.
     let export = ok(&udm(&["export", "--dir", d]));

@@ -41,6 +41,8 @@ pub enum DriftScope {
     Collection(RouteContext),
     /// Every collection found in the pairs' blob stores.
     All,
+    /// Every collection of one pair (by name): its metadata store against its blob store.
+    Pair(String),
 }
 
 /// Options of [`Admin::drift`].
@@ -208,7 +210,20 @@ impl Admin {
                 self.check_object(pair, &key, head, wanted, &options, &mut sink).await?;
                 sink.totals.collections = 1;
             }
-            DriftScope::Collection(ctx) => self.check_collection(&ctx, actual, &options, &mut sink).await?,
+            DriftScope::Collection(ctx) => self.check_collection(&ctx, actual, &options, None, &mut sink).await?,
+            DriftScope::Pair(name) => {
+                if actual.is_some() {
+                    return Err(Error::validation("actual", "an actual state belongs to one collection"));
+                }
+                let pairs = &self.inner.pairs;
+                let Some(pair) = pairs.iter().position(|p| p.name == name) else {
+                    let names: Vec<&str> = pairs.iter().map(|p| p.name.as_str()).collect();
+                    return Err(Error::validation("pair", format!("no pair named {name:?} (pairs: {names:?})")));
+                };
+                for ctx in crate::rebuild::collections_in(&*pairs[pair].json, &self.inner.layout).await? {
+                    self.check_collection(&ctx, None, &options, Some(pair), &mut sink).await?;
+                }
+            }
             DriftScope::All => {
                 if actual.is_some() {
                     return Err(Error::validation("actual", "an actual state belongs to one collection"));
@@ -218,7 +233,7 @@ impl Admin {
                     all.extend(crate::rebuild::collections_in(&*p.json, &self.inner.layout).await?);
                 }
                 for ctx in all {
-                    self.check_collection(&ctx, None, &options, &mut sink).await?;
+                    self.check_collection(&ctx, None, &options, None, &mut sink).await?;
                 }
             }
         }
@@ -235,10 +250,15 @@ impl Admin {
         ctx: &RouteContext,
         actual: Option<ActualState>,
         options: &DriftOptions,
+        only: Option<usize>,
         sink: &mut Sink<'_>,
     ) -> Result<()> {
         sink.totals.collections += 1;
+        let skipped = |i: usize| only.is_some_and(|o| o != i);
         for (i, p) in self.inner.pairs.iter().enumerate() {
+            if skipped(i) {
+                continue;
+            }
             let committed = p.meta.collection_cv(ctx).await?;
             let logged = p.meta.shadow_pending(ctx, 1).await?.after;
             if logged < committed {
@@ -253,8 +273,10 @@ impl Admin {
             }
         }
         let n = self.inner.pairs.len();
-        let mut meta: Vec<Ids> = (0..n).map(|_| Ids::new()).collect();
-        let mut shadow: Vec<Ids> = (0..n).map(|_| Ids::new()).collect();
+        // A pair left out of scope contributes no ids.
+        let ids = |i: usize| Ids { done: skipped(i), ..Ids::new() };
+        let mut meta: Vec<Ids> = (0..n).map(ids).collect();
+        let mut shadow: Vec<Ids> = (0..n).map(ids).collect();
         let mut actual = actual.map(Actual::new);
         loop {
             for i in 0..n {
