@@ -7,13 +7,15 @@
 //! - `cargo xtask test`: services up, the whole test suite (nextest + doctests), services down.
 //! - `cargo xtask bench`: services up, criterion benches of pure code and the raw-baseline
 //!   bench against the real servers, services down.
-//! - `cargo xtask services up|down|status`: the real MongoDB- and S3-compatible servers.
+//! - `cargo xtask services up|down|status`: the real MongoDB- and S3-compatible servers and
+//!   PostgreSQL.
 //! - `cargo xtask purity`: only the udm-core dependency check.
 //! - `cargo xtask tidy`: module docs, file length, clock/random reads only in runtime modules,
 //!   every crate named in ARCHITECTURE.md (also run as a test).
 
 mod ci;
 mod cmd;
+mod postgres;
 mod services;
 mod tidy;
 

@@ -1,16 +1,17 @@
 //! `cargo xtask services up|down|status`: the real servers the adapter tests run against.
 //!
 //! - MongoDB-compatible: SecantusDB (PyPI, in a venv), in-memory storage;
-//! - S3-compatible: moto's server 5.1.22 (PyPI, in a venv).
+//! - S3-compatible: moto's server 5.1.22 (PyPI, in a venv);
+//! - PostgreSQL: a throwaway cluster under `target/services/pg` (see [`crate::postgres`]).
 //!
 //! Venvs are cached under `target/services/` and reused across runs. `up` starts both on free
 //! loopback ports and writes `target/services/env` (`UDM_TEST_MONGO_URI=…`,
-//! `UDM_TEST_S3_ENDPOINT=…`, and the binaries of `UDM_TEST_MONGO_SERVER=…` and
+//! `UDM_TEST_S3_ENDPOINT=…`, `UDM_TEST_POSTGRES_URL=…`, and the binaries of `UDM_TEST_MONGO_SERVER=…` and
 //! `UDM_TEST_S3S_FS=…` — s3s-fs, a persistent S3 server installed with cargo — for tests that
 //! start, stop and restart servers of their own), where the tests find them, plus
 //! `target/services/pids`.
-//! `down` stops exactly those PIDs (SIGTERM, then SIGKILL after 10 s). Nothing binds anything
-//! but 127.0.0.1.
+//! `down` stops exactly those PIDs (SIGTERM, then SIGKILL after 10 s), and PostgreSQL with
+//! `pg_ctl -m fast stop`. Nothing binds anything but 127.0.0.1.
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -57,6 +58,15 @@ pub(crate) fn main(args: &[String]) -> Result<(), String> {
 /// Installs (if needed) and starts both servers; idempotent when they already run.
 pub(crate) fn up() -> Result<(), String> {
     if running_pids().is_some_and(|p| !p.is_empty()) {
+        // Started by an xtask without PostgreSQL: add it, leave the others running.
+        let env = fs::read_to_string(env_file()).unwrap_or_default();
+        if !env.contains("UDM_TEST_POSTGRES_URL=") || crate::postgres::running_pid(&dir()).is_none() {
+            let line = format!("UDM_TEST_POSTGRES_URL={}\n", crate::postgres::up(&dir(), free_port()?)?);
+            let kept: String =
+                env.lines().filter(|l| !l.starts_with("UDM_TEST_POSTGRES_URL=")).map(|l| format!("{l}\n")).collect();
+            fs::write(env_file(), format!("{kept}{line}")).map_err(|e| e.to_string())?;
+            eprintln!("postgres started: {line}");
+        }
         eprintln!("services already up (cargo xtask services status)");
         return Ok(());
     }
@@ -85,15 +95,20 @@ pub(crate) fn up() -> Result<(), String> {
         spawn(S3.name, Command::new(venv(&S3, "moto_server")).args(["-H", "127.0.0.1", "-p", &s3_port.to_string()]))?;
     fs::write(pid_file(), format!("{mongo}\n{s3}\n")).map_err(|e| e.to_string())?;
     let ready = wait_for_port(mongo_port).and_then(|()| wait_for_port(s3_port));
-    if let Err(e) = ready {
-        let _ = down();
-        return Err(format!("{e}; see logs in {}", dir().display()));
-    }
+    let postgres = ready.and_then(|()| crate::postgres::up(&dir(), free_port()?));
+    let postgres = match postgres {
+        Ok(url) => url,
+        Err(e) => {
+            let _ = down();
+            return Err(format!("{e}; see logs in {}", dir().display()));
+        }
+    };
     // The server binary too: restart trials start (and stop) a server of their own on a
     // data directory.
     let env = format!(
         "UDM_TEST_MONGO_URI=mongodb://127.0.0.1:{mongo_port}/?directConnection=true&retryWrites=false\n\
          UDM_TEST_S3_ENDPOINT=http://127.0.0.1:{s3_port}\n\
+         UDM_TEST_POSTGRES_URL={postgres}\n\
          UDM_TEST_MONGO_SERVER={}\n\
          UDM_TEST_S3S_FS={}\n",
         venv(&MONGO, "secantusd-py").display(),
@@ -120,8 +135,9 @@ pub(crate) fn down() -> Result<(), String> {
     }
     let _ = fs::remove_file(pid_file());
     let _ = fs::remove_file(env_file());
-    eprintln!("services down ({} stopped)", pids.len());
-    Ok(())
+    let pg = crate::postgres::down(&dir());
+    eprintln!("services down ({} stopped{})", pids.len(), if pg.is_ok() { "" } else { "; postgres did not stop" });
+    pg
 }
 
 fn status() -> Result<(), String> {
@@ -129,6 +145,10 @@ fn status() -> Result<(), String> {
         Some(pids) if !pids.is_empty() => {
             for pid in pids {
                 eprintln!("pid {pid}: {}", if alive(pid) { "running" } else { "gone" });
+            }
+            match crate::postgres::running_pid(&dir()) {
+                Some(pid) => eprintln!("postgres pid {pid}: running"),
+                None => eprintln!("postgres: not running"),
             }
             eprint!("{}", fs::read_to_string(env_file()).unwrap_or_default());
         }

@@ -1,9 +1,10 @@
 //! Where the real test servers are (started by `cargo xtask services up`).
 //!
-//! Settings come from the environment (`UDM_TEST_MONGO_URI`, `UDM_TEST_S3_ENDPOINT`, which
-//! `cargo xtask test`/`ci` set) or, failing that, from `target/services/env`, which
-//! `cargo xtask services up` writes. When neither has them the calling test **fails** with a
-//! message naming the command: service tests never pass or skip silently.
+//! Settings come from the environment (`UDM_TEST_MONGO_URI`, `UDM_TEST_S3_ENDPOINT`,
+//! `UDM_TEST_POSTGRES_URL`, which `cargo xtask test`/`ci` set) or, failing that, from
+//! `target/services/env`, which `cargo xtask services up` writes. When neither has them the
+//! calling test **fails** with a message naming the command: service tests never pass or skip
+//! silently.
 
 use std::path::PathBuf;
 
@@ -46,4 +47,9 @@ pub fn mongo_uri() -> String {
 /// The S3-compatible test server's endpoint URL.
 pub fn s3_endpoint() -> String {
     setting("UDM_TEST_S3_ENDPOINT")
+}
+
+/// The PostgreSQL test server's connection URL (`postgres://postgres@127.0.0.1:PORT/postgres`).
+pub fn postgres_url() -> String {
+    setting("UDM_TEST_POSTGRES_URL")
 }
