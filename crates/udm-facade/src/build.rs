@@ -141,11 +141,17 @@ async fn meta_store(m: &MetaBackend, config: &Config, custom: &Backends) -> Resu
 async fn meta_ports(m: &MetaBackend, config: &Config, custom: &Backends) -> Result<MetaPorts> {
     let _ = config;
     match m {
-        MetaBackend::Custom(c) => {
-            let factory = custom.meta.get(&c.kind).ok_or_else(|| unregistered("meta", &c.kind))?;
-            let (meta, counters) = factory(c).await?;
-            Ok((meta, counters, c.kind.clone()))
-        }
+        MetaBackend::Custom(c) => match custom.meta.get(&c.kind) {
+            Some(factory) => {
+                let (meta, counters) = factory(c).await?;
+                Ok((meta, counters, c.kind.clone()))
+            }
+            #[cfg(feature = "postgres")]
+            None if c.kind == "postgres" => postgres_ports(c, config).await,
+            #[cfg(not(feature = "postgres"))]
+            None if c.kind == "postgres" => Err(missing_feature("a postgres metadata store", "postgres")),
+            None => Err(unregistered("meta", &c.kind)),
+        },
         MetaBackend::Memory => {
             let s = Arc::new(MemoryMeta::new());
             Ok((s.clone(), s, "memory".into()))
@@ -168,6 +174,39 @@ async fn meta_ports(m: &MetaBackend, config: &Config, custom: &Backends) -> Resu
         #[cfg(not(feature = "mongo"))]
         MetaBackend::Mongo { .. } => Err(missing_feature("a mongo metadata store", "mongo")),
     }
+}
+
+/// `meta = { kind = "postgres", url = "postgres://…", schema = "udm", pool = 8, timeout_ms = … }`
+/// (`timeout_ms` defaults to `deadlines.call_ms`).
+#[cfg(feature = "postgres")]
+async fn postgres_ports(c: &CustomBackend, config: &Config) -> Result<MetaPorts> {
+    let setting = |name: &str| c.settings.get(name);
+    let bad =
+        |name: &str, what: &str| Error::new(ErrorKind::Config, format!("meta.{name} of kind \"postgres\": {what}"));
+    let url = setting("url")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| bad("url", "a postgres:// URL is required"))?;
+    let mut cfg =
+        udm_postgres::PostgresConfig::new(url).with_timeout(std::time::Duration::from_millis(config.deadlines.call_ms));
+    for (name, value) in &c.settings {
+        match (name.as_str(), value) {
+            ("url", _) => {}
+            ("schema", serde_json::Value::String(s)) => cfg = cfg.with_schema(s),
+            ("pool", v) => {
+                let n = v.as_u64().filter(|n| (1..=1024).contains(n)).ok_or_else(|| bad("pool", "must be 1..=1024"))?;
+                cfg = cfg.with_pool_size(n as usize);
+            }
+            ("timeout_ms", v) => {
+                let ms =
+                    v.as_u64().filter(|n| *n > 0).ok_or_else(|| bad("timeout_ms", "must be a positive integer"))?;
+                cfg = cfg.with_timeout(std::time::Duration::from_millis(ms));
+            }
+            (other, _) => return Err(bad(other, "unknown or mistyped setting (url, schema, pool, timeout_ms)")),
+        }
+    }
+    let describe = format!("postgres:{}#{}", cfg.redacted_url(), cfg.schema);
+    let s = Arc::new(udm_postgres::PostgresStore::connect(&cfg).await?);
+    Ok((s.clone(), s, describe))
 }
 
 type BlobPorts = (Arc<dyn BlobStore>, Arc<dyn BlobStore>, String);

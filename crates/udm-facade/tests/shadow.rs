@@ -5,7 +5,8 @@
 //! name) equal the metadata store's, object by object: OV, CV, op, timestamp, request id,
 //! provenance, snapshot key, checksum and seal, `restoredFrom`, request fingerprint — and
 //! every named snapshot verifies and holds the version's data. Each object's version index
-//! (S3 alone) names the same records, and S3-only reads answer from it.
+//! (S3 alone) names the same records, and S3-only reads answer from it. Drift finds exactly
+//! the orphan snapshots, the orphan GC deletes exactly those, and drift is then clean.
 //! Needs `cargo xtask services up` (or `cargo xtask test`); fails, naming it, without.
 
 use std::collections::BTreeMap;
@@ -262,4 +263,19 @@ async fn committed_versions_read_from_the_blob_store_alone_equal_the_metadata_st
         .unwrap();
     assert_eq!(kinds, BTreeMap::from([("OrphanSnapshot".to_owned(), orphans)]), "{totals:?}");
     assert_eq!(totals.objects, 24);
+
+    // The orphan GC with no grace period deletes exactly those orphans; then drift is clean
+    // and every committed version still reads.
+    let gc = udm.admin().collect_garbage(Some(&ctx), std::time::Duration::ZERO, false, &mut |_| {}).await.unwrap();
+    assert_eq!((gc.snapshots as usize, gc.unreadable), (orphans, 0), "{gc:?}");
+    let after =
+        udm.admin().drift(udm_facade::DriftScope::Collection(ctx.clone()), options, None, &mut |_| {}).await.unwrap();
+    assert!(after.summary.in_sync, "{after:?}");
+    for side in [&a, &b] {
+        for (key, versions) in from_metadata(&side.meta, &ctx).await {
+            for e in versions {
+                c.get_version(key.id.as_str(), e.record.ov, ReadOpts::default()).await.unwrap();
+            }
+        }
+    }
 }

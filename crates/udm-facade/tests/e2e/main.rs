@@ -1,5 +1,6 @@
 //! End-to-end tests of the facade: every scenario on (a) two (MongoDB, S3) pairs on the real
-//! test servers and (b) the embedded zero-setup default. The server setup needs
+//! test servers, (b) one (PostgreSQL, S3) pair, (c) a mixed deployment — one (MongoDB, S3)
+//! pair and one (PostgreSQL, S3) pair in one `Udm` — and (d) the embedded zero-setup default. The server setup needs
 //! `cargo xtask services up` (or `cargo xtask test`); without servers those tests fail, naming it.
 
 mod concurrency;
@@ -13,6 +14,22 @@ macro_rules! setups {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $scenario() {
                     crate::scenarios::$scenario(crate::setup::servers().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    crate::scenarios::$scenario(crate::setup::postgres().await).await;
+                }
+            )*
+        }
+        mod mixed {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $scenario() {
+                    crate::scenarios::$scenario(crate::setup::mixed().await).await;
                 }
             )*
         }

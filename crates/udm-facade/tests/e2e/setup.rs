@@ -117,6 +117,88 @@ pub(crate) async fn servers() -> Env {
     Env { udm, clock, pairs: 2, presign: true, singles, snapshots }
 }
 
+/// A (PostgreSQL, S3) pair's config: `meta = { kind = "postgres", url, schema }`.
+fn postgres_pair(name: &str, endpoint: &str) -> BackendPair {
+    let meta = format!(
+        "{{ kind = \"postgres\", url = \"{}\", schema = \"udm_e2e_{}\" }}",
+        udm_testkit::services::postgres_url(),
+        name.replace('-', "_")
+    );
+    let text = format!("[[backends]]\nname = \"{name}\"\nmeta = {meta}\nblobs = {{ kind = \"memory\" }}\n");
+    let mut pair = Config::from_toml(&text).expect("postgres pair").backends.remove(0);
+    pair.blobs = s3_blobs(name, endpoint, S3Client::AwsSdk);
+    pair
+}
+
+fn s3_blobs(name: &str, endpoint: &str, client: S3Client) -> BlobBackend {
+    BlobBackend::S3 {
+        endpoint: Some(endpoint.to_owned()),
+        region: "us-east-1".into(),
+        access_key_id: Some(Secret::new("test")),
+        secret_access_key: Some(Secret::new("testsecret")),
+        json_bucket: format!("e2e-{name}-json"),
+        content_bucket: format!("e2e-{name}-content"),
+        backups_bucket: None,
+        path_style: true,
+        client,
+    }
+}
+
+/// Builds the `Env` of `pairs` (buckets made, one single-pair `Udm` per pair when several).
+async fn env_of(pairs: Vec<BackendPair>, endpoint: &str) -> Env {
+    let settings = udm_s3::S3Settings::compatible(endpoint, "us-east-1", "test", "testsecret");
+    for p in &pairs {
+        for suffix in ["json", "content", "backups"] {
+            udm_s3::AwsS3Blobs::new(&settings, &format!("e2e-{}-{suffix}", p.name))
+                .ensure_bucket()
+                .await
+                .expect("bucket (is moto running? cargo xtask services up)");
+        }
+    }
+    let clock = Arc::new(ManualClock::at(1_700_000_000_000));
+    let mut cfg = shared_config(Config::single(pairs[0].clone()));
+    cfg.backends = pairs.clone();
+    let udm = build(cfg.clone(), &clock).await;
+    let mut singles = Vec::new();
+    if pairs.len() > 1 {
+        for p in &pairs {
+            let mut one = cfg.clone();
+            one.backends = vec![p.clone()];
+            singles.push(build(one, &clock).await);
+        }
+    }
+    let snapshots: Vec<Arc<dyn BlobStore>> = pairs
+        .iter()
+        .map(|p| Arc::new(udm_s3::AwsS3Blobs::new(&settings, &format!("e2e-{}-json", p.name))) as Arc<dyn BlobStore>)
+        .collect();
+    Env { udm, clock, pairs: pairs.len(), presign: true, singles, snapshots }
+}
+
+/// One (PostgreSQL, S3) pair on the real test servers, built from config
+/// (`meta.kind = "postgres"`).
+pub(crate) async fn postgres() -> Env {
+    let endpoint = udm_testkit::services::s3_endpoint();
+    env_of(vec![postgres_pair("pg-a", &endpoint)], &endpoint).await
+}
+
+/// A mixed deployment: one (MongoDB, S3) pair and one (PostgreSQL, S3) pair in one `Udm`,
+/// objects routed across them.
+pub(crate) async fn mixed() -> Env {
+    let endpoint = udm_testkit::services::s3_endpoint();
+    let mongo = BackendPair {
+        name: "mixed-mongo".into(),
+        meta: MetaBackend::Mongo {
+            uri: udm_core::config::MongoUri::new(&udm_testkit::services::mongo_uri()),
+            database: "udm_e2e_mixed_mongo".into(),
+            max_pool_size: None,
+            connect_timeout_ms: None,
+            server_selection_timeout_ms: Some(5000),
+        },
+        blobs: s3_blobs("mixed-mongo", &endpoint, S3Client::ObjectStore),
+    };
+    env_of(vec![mongo, postgres_pair("mixed-pg", &endpoint)], &endpoint).await
+}
+
 /// The zero-setup default: one embedded store file holding the metadata and the snapshots
 /// (`blobs.kind = "embedded"`), in a fresh directory. The store is opened here and handed to
 /// the builder as the pair, so the test can read the same file's snapshots (redb allows one
