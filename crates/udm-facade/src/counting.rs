@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use udm_core::counters::{CountedVersion, CounterDelta, deltas};
 use udm_core::ports::parse_object_cursor;
 use udm_core::query::{HistoryQuery, Order, parse_history_cursor};
@@ -22,6 +24,9 @@ use crate::options::Collection;
 
 /// Objects read per page by a recount.
 const RECOUNT_PAGE: usize = 500;
+
+/// Snapshots a recount fetches at once.
+const RECOUNT_FETCHES: usize = 16;
 
 /// Deltas waiting for the next flush, summed per (pair, collection, counter).
 type Pending = BTreeMap<(usize, RouteContext, String), i64>;
@@ -107,8 +112,14 @@ impl Collection {
                 let mut was_deleted = false;
                 loop {
                     let versions = p.meta.history(&key, &q).await?;
-                    for v in &versions.items {
-                        let env = self.load_snapshot(pair, &v.snapshot).await?;
+                    // The snapshots of a page fetched RECOUNT_FETCHES at a time, in order.
+                    let envelopes: Vec<Result<_>> = futures_util::stream::iter(&versions.items)
+                        .map(|v| self.load_snapshot(pair, &v.snapshot))
+                        .buffered(RECOUNT_FETCHES)
+                        .collect()
+                        .await;
+                    for (v, env) in versions.items.iter().zip(envelopes) {
+                        let env = env?;
                         let counted = CountedVersion {
                             op: v.op,
                             was_deleted,

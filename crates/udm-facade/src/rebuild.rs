@@ -142,8 +142,13 @@ pub(crate) async fn logged_versions(
     let mut after: Option<String> = None;
     loop {
         let page = store.list(&prefix, after.as_deref(), PAGE).await?;
-        for key in &page.keys {
-            segments.push(LogSegment::decode(&store.get(key).await?)?);
+        let fetched: Vec<Result<LogSegment>> = futures_util::stream::iter(&page.keys)
+            .map(|key| async move { LogSegment::decode(&store.get(key).await?) })
+            .buffered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
+        for s in fetched {
+            segments.push(s?);
         }
         match page.next {
             Some(n) => after = Some(n),
@@ -194,12 +199,14 @@ impl Admin {
             let total = entries.len() as u64;
             let mut done = 0u64;
             let mut last = Cv::ZERO;
+            // Counted as imported unless a previous run did part of the work.
+            let mut counting = resume.is_none().then(Counting::default);
             for batch in entries.chunks(REBUILD_BATCH) {
                 last = batch.last().map_or(last, |e| e.record.cv);
                 let todo: Vec<&LogEntry> = batch.iter().filter(|e| resume.is_none_or(|r| e.record.cv.0 > r)).collect();
                 report.skipped += (batch.len() - todo.len()) as u64;
                 if !todo.is_empty() {
-                    let versions = coll.imported(index, &todo).await?;
+                    let versions = coll.imported(index, &todo, counting.as_mut()).await?;
                     let out = p.meta.import(versions).await?;
                     report.imported += out.inserted;
                     report.unchanged += out.unchanged;
@@ -212,7 +219,14 @@ impl Admin {
             if last > Cv::ZERO {
                 p.meta.shadow_logged(&ctx, last).await?;
             }
-            let totals = coll.recount_on(index).await?;
+            let totals = match counting {
+                Some(c) => {
+                    let mut t = c.totals;
+                    t.retain(|_, v| *v != 0);
+                    t
+                }
+                None => coll.recount_on(index).await?,
+            };
             p.counters.reset(&ctx, None).await?;
             let deltas: Vec<_> = totals
                 .into_iter()
@@ -317,40 +331,75 @@ impl Admin {
     }
 }
 
+/// Counters re-derived while a rebuild imports (the versions arrive in CV order, so in OV
+/// order per object), saving the second pass over every snapshot that a recount is.
+#[derive(Debug, Default)]
+pub(crate) struct Counting {
+    was_deleted: std::collections::HashMap<ObjectKey, bool>,
+    pub(crate) totals: BTreeMap<String, i64>,
+}
+
 impl Collection {
     /// The import of logged versions: each version's committed snapshot fetched and verified
-    /// (up to [`FETCH_CONCURRENCY`] at once).
-    pub(crate) async fn imported(&self, pair: usize, entries: &[&LogEntry]) -> Result<Vec<ImportedVersion>> {
+    /// (up to [`FETCH_CONCURRENCY`] at once); versions retention pruned or a hard delete
+    /// removed are left out. With `counting`, each imported version's counter deltas are
+    /// added to it, in order.
+    pub(crate) async fn imported(
+        &self,
+        pair: usize,
+        entries: &[&LogEntry],
+        counting: Option<&mut Counting>,
+    ) -> Result<Vec<ImportedVersion>> {
         let inline_max = self.inner.config.storage.inline_max_bytes;
         let fetches = entries.iter().map(|e| async move {
-            let env = match self.load_snapshot(pair, &e.record.snapshot).await {
-                Ok(env) => env,
+            match self.load_snapshot(pair, &e.record.snapshot).await {
+                Ok(env) => Ok(Some(env)),
                 // Retention pruned it after it was logged, or a hard delete removed it (its
-                // tombstone covers the CV): its snapshot is gone on purpose. (its tombstone covers the CV).
+                // tombstone covers the CV): its snapshot is gone on purpose.
                 Err(err) if err.kind() == ErrorKind::ChecksumMismatch => {
                     let t = self.inner.shadow_target(pair);
                     if let crate::index::Found::Pruned(_) = crate::index::by_ov(&t, &e.record.key, e.record.ov).await? {
                         return Ok(None);
                     }
                     let tombstone = self.inner.layout.tombstone(&e.record.key);
-                    return match tombstone_cv(&*t.json, &tombstone).await? {
+                    match tombstone_cv(&*t.json, &tombstone).await? {
                         Some(cv) if e.record.cv <= cv => Ok(None),
                         _ => Err(err),
-                    };
+                    }
                 }
-                Err(err) => return Err(err),
-            };
+                Err(err) => Err(err),
+            }
+        });
+        let fetched: Vec<Result<Option<udm_core::version::SnapshotEnvelope>>> =
+            futures_util::stream::iter(fetches).buffered(FETCH_CONCURRENCY).collect().await;
+        let rules = &self.inner.collection(&self.ctx).rules;
+        let mut counting = counting;
+        let mut out = Vec::with_capacity(entries.len());
+        for (e, env) in entries.iter().zip(fetched) {
+            let Some(env) = env? else { continue };
+            if let Some(c) = counting.as_deref_mut() {
+                let was_deleted = c.was_deleted.get(&e.record.key).copied().unwrap_or(false);
+                let counted = udm_core::counters::CountedVersion {
+                    op: e.record.op,
+                    was_deleted,
+                    system: &env.system,
+                    provenance: &e.record.provenance,
+                    data: &env.data,
+                };
+                for d in udm_core::counters::deltas(&self.ctx, &counted, rules) {
+                    *c.totals.entry(d.counter).or_default() += d.delta;
+                }
+                c.was_deleted.insert(e.record.key.clone(), e.record.deleted);
+            }
             let small = udm_core::canonical::canonical_bytes(&env.data).len() <= inline_max;
-            Ok::<_, Error>(Some(ImportedVersion {
+            out.push(ImportedVersion {
                 record: e.record.clone(),
                 system: env.system,
                 indexed: env.indexed,
                 inline: small.then_some(env.data),
                 fingerprint: e.fingerprint,
-            }))
-        });
-        let all: Vec<Result<Option<ImportedVersion>>> =
-            futures_util::stream::iter(fetches).buffered(FETCH_CONCURRENCY).collect().await;
-        all.into_iter().filter_map(Result::transpose).collect()
+            });
+        }
+        Ok(out)
     }
 }

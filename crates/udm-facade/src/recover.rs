@@ -352,7 +352,7 @@ impl Collection {
                     report.unchanged += 1;
                     return Ok(());
                 }
-                let versions = match self.imported(routed, &missing).await {
+                let versions = match self.imported(routed, &missing, None).await {
                     Ok(v) => v,
                     Err(e) if e.kind() == ErrorKind::ChecksumMismatch => {
                         problem(report, on, key, format!("a logged version fails verification: {e}"));

@@ -1,8 +1,8 @@
-//! Rebuild after the total loss of a metadata database, on the real servers (SecantusDB +
-//! moto, started by `cargo xtask services up`; fails, naming it, without): over 10,000
+//! Rebuild after the total loss of a metadata database, on the real servers (SecantusDB or
+//! PostgreSQL + moto, started by `cargo xtask services up`; fails, naming it, without): over 10,000
 //! versions of many objects — creates, updates, enrichments, logical deletes, restores,
 //! externalized content — are written, the shadow log flushed and the store exported; the
-//! MongoDB database is dropped; the metadata is rebuilt from the blob store alone (the first
+//! MongoDB database (or the PostgreSQL schema) is dropped; the metadata is rebuilt from the blob store alone (the first
 //! attempt interrupted by an injected failure, then resumed); the export is byte-identical,
 //! and every read — latest, version, as-of, as-of-CV, list, history, counters — answers as
 //! before.
@@ -19,6 +19,7 @@ use udm_core::query::HistoryQuery;
 use udm_core::{Cv, Ov, RouteContext};
 use udm_facade::{Collection, EnrichOpts, ListQuery, Pair, ReadOpts, Target, Udm, WriteItem, WriteOpts};
 use udm_mongo::{MongoConfig, MongoStore};
+use udm_postgres::{PostgresConfig, PostgresStore};
 use udm_s3::{AwsS3Blobs, S3Settings};
 use udm_testkit::faults::{FaultLayer, FaultRule, Port};
 
@@ -26,40 +27,79 @@ const OBJECTS: usize = 500;
 /// Rounds of one write per object after the creates (plus a few restores).
 const ROUNDS: usize = 20;
 
+#[derive(Clone, Copy, Debug)]
+enum Meta {
+    Mongo,
+    Postgres,
+}
+
 struct Stores {
+    kind: Meta,
     uri: String,
     db: String,
     json: Arc<dyn BlobStore>,
     content: Arc<dyn BlobStore>,
 }
 
-async fn stores(run: &str) -> Stores {
+async fn stores(kind: Meta, run: &str) -> Stores {
     let endpoint = udm_testkit::services::s3_endpoint();
     let settings = S3Settings::compatible(&endpoint, "us-east-1", "test", "testsecret");
     let (jb, cb) = (format!("rebuild-{run}-json"), format!("rebuild-{run}-content"));
     for b in [&jb, &cb] {
         AwsS3Blobs::new(&settings, b).ensure_bucket().await.expect("bucket (is moto running? cargo xtask services up)");
     }
+    let uri = match kind {
+        Meta::Mongo => udm_testkit::services::mongo_uri(),
+        Meta::Postgres => udm_testkit::services::postgres_url(),
+    };
     Stores {
-        uri: udm_testkit::services::mongo_uri(),
+        kind,
+        uri,
         db: format!("udm_rebuild_{run}"),
         json: Arc::new(AwsS3Blobs::new(&settings, &jb)),
         content: Arc::new(AwsS3Blobs::new(&settings, &cb)),
     }
 }
 
-/// A `Udm` over the stores (a new MongoDB connection each time), its metadata store under
-/// `faults`.
+/// The metadata store (a new connection each time).
+async fn meta_store(s: &Stores) -> (Arc<dyn MetaStore>, Arc<dyn CounterStore>) {
+    match s.kind {
+        Meta::Mongo => {
+            let m = MongoStore::connect(&MongoConfig::new(&s.uri, &s.db))
+                .await
+                .expect("MongoDB (cargo xtask services up?)");
+            let m = Arc::new(m);
+            (m.clone(), m)
+        }
+        Meta::Postgres => {
+            let cfg = PostgresConfig::new(&s.uri).with_schema(&s.db);
+            let m = Arc::new(PostgresStore::connect(&cfg).await.expect("PostgreSQL (cargo xtask services up?)"));
+            (m.clone(), m)
+        }
+    }
+}
+
+/// The total loss of the metadata database.
+async fn drop_metadata(s: &Stores) {
+    match s.kind {
+        Meta::Mongo => MongoStore::connect(&MongoConfig::new(&s.uri, &s.db)).await.unwrap().drop_all().await.unwrap(),
+        Meta::Postgres => {
+            let cfg = PostgresConfig::new(&s.uri).with_schema(&s.db);
+            PostgresStore::connect(&cfg).await.unwrap().drop_schema().await.unwrap();
+        }
+    }
+}
+
+/// A `Udm` over the stores, its metadata store under `faults`.
 async fn open(s: &Stores, faults: &FaultLayer) -> Udm {
-    let meta = MongoStore::connect(&MongoConfig::new(&s.uri, &s.db)).await.expect("MongoDB (cargo xtask services up?)");
-    let meta = Arc::new(meta);
+    let (meta, counters) = meta_store(s).await;
     let pair = Pair {
         name: "p".into(),
-        meta: Arc::new(faults.layer(meta.clone() as Arc<dyn MetaStore>)),
-        counters: meta as Arc<dyn CounterStore>,
+        meta: Arc::new(faults.layer(meta)),
+        counters,
         json: s.json.clone(),
         content: s.content.clone(),
-        describe: "mongo + s3".into(),
+        describe: format!("{:?} + s3", s.kind),
     };
     let mut cfg = Config::in_memory();
     cfg.collections.push(CollectionConfig {
@@ -153,9 +193,18 @@ async fn export(udm: &Udm) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_metadata_database_is_rebuilt_from_the_blob_store_alone() {
-    let run = format!("{}", std::process::id());
-    let s = stores(&run).await;
+async fn a_lost_mongodb_database_is_rebuilt_from_the_blob_store_alone() {
+    lost_and_rebuilt(Meta::Mongo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_postgresql_schema_is_rebuilt_from_the_blob_store_alone() {
+    lost_and_rebuilt(Meta::Postgres).await;
+}
+
+async fn lost_and_rebuilt(kind: Meta) {
+    let run = format!("{}{}", std::process::id(), format!("{kind:?}").to_lowercase());
+    let s = stores(kind, &run).await;
     let none = FaultLayer::seeded(1);
     let udm = open(&s, &none).await;
     let c = docs(&udm);
@@ -169,9 +218,7 @@ async fn a_lost_metadata_database_is_rebuilt_from_the_blob_store_alone() {
     udm.admin().shutdown().await.unwrap();
     drop((c, udm));
 
-    // The total loss of the metadata database.
-    let raw = MongoStore::connect(&MongoConfig::new(&s.uri, &s.db)).await.unwrap();
-    raw.drop_all().await.unwrap();
+    drop_metadata(&s).await;
 
     // Rebuild, interrupted by a failed import after the first batch, then resumed.
     let faults = FaultLayer::seeded(2);
@@ -200,5 +247,5 @@ async fn a_lost_metadata_database_is_rebuilt_from_the_blob_store_alone() {
     let again = udm.admin().rebuild(None, &|_| {}).await.unwrap();
     assert_eq!((again.imported, again.skipped), (0, versions as u64), "{again:?}");
     udm.admin().shutdown().await.unwrap();
-    let _ = raw.drop_all().await;
+    drop_metadata(&s).await;
 }
