@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo xtask bench` (starts the servers), or with servers up:
 //! `cargo bench -p udm-benches --bench e2e`. Writes `target/bench/e2e.json`.
-//! `UDM_BENCH_E2E_ONLY=lists`, `=concurrency`, `=history` or `=shadow` runs only that section.
+//! `UDM_BENCH_E2E_ONLY=lists`, `=concurrency`, `=history`, `=shadow` or `=postgres` runs only
+//! that section.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,8 @@ use serde_json::json;
 mod concurrency;
 #[path = "e2e/history.rs"]
 mod history;
+#[path = "e2e/postgres.rs"]
+mod postgres;
 #[path = "e2e/shadow.rs"]
 mod shadow;
 
@@ -114,7 +117,8 @@ async fn mongo(uri: &str) -> Vec<Stats> {
     vec![insert, tx, find]
 }
 
-async fn s3(endpoint: &str) -> Vec<Stats> {
+/// A raw AWS SDK client of the test S3 server.
+fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     let conf = Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
@@ -122,7 +126,11 @@ async fn s3(endpoint: &str) -> Vec<Stats> {
         .force_path_style(true)
         .credentials_provider(Credentials::new("test", "testsecret", None, None, "bench"))
         .build();
-    let c = aws_sdk_s3::Client::from_conf(conf);
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+async fn s3(endpoint: &str) -> Vec<Stats> {
+    let c = s3_client(endpoint);
     let bucket = "udm-bench-raw";
     let _ = c.create_bucket().bucket(bucket).send().await;
     let mut out = Vec::new();
@@ -289,6 +297,10 @@ async fn main() {
     if std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "history") {
         return save(&history::run(&uri).await, "e2e-history.json");
     }
+    let pg_url = udm_testkit::services::postgres_url();
+    if std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "postgres") {
+        return save(&postgres::run(&pg_url, &endpoint).await, "e2e-postgres.json");
+    }
     let mut all = Vec::new();
     if !only_lists {
         all.extend(mongo(&uri).await);
@@ -319,6 +331,7 @@ async fn main() {
     if !only_lists {
         report.extend(concurrency::run(&uri, &endpoint).await);
         report.extend(history::run(&uri).await);
+        report.extend(postgres::run(&pg_url, &endpoint).await);
     }
     // A partial run does not overwrite the full report.
     save(&report, if only_lists { "e2e-lists.json" } else { "e2e.json" });
