@@ -86,7 +86,7 @@ async fn orphans_go_after_the_grace_period_and_committed_blobs_never() {
     s.json.put(&orphan, s.json.get(&a1).await.unwrap(), &PutOptions::overwrite("application/json")).await.unwrap();
     let stray = format!("{}deadbeef", committed[0].split("objects/").next().unwrap().replace("/docs/", "/files/"))
         .replace("/files/", "/files/content/f/");
-    s.content.put(&stray, b"stray".to_vec().into(), &PutOptions::overwrite("application/octet-stream")).await.unwrap();
+    s.content.put(&stray, b"stray".to_vec(), &PutOptions::overwrite("application/octet-stream")).await.unwrap();
     let lost = ObjectKey::new(ctx("docs"), ObjectId::new("lost").unwrap());
     s.meta.prune(&lost, &[Ov::FIRST]).await.unwrap();
 
@@ -130,7 +130,7 @@ async fn content_of_a_write_in_flight_is_marked_not_deleted() {
     let hash = udm_core::canonical::ContentHash::of(b"world").to_string();
     let in_flight = format!("{}/{hash}", first[0].rsplit_once('/').unwrap().0);
     s.content
-        .put(&in_flight, b"world".to_vec().into(), &PutOptions::overwrite("application/octet-stream"))
+        .put(&in_flight, b"world".to_vec(), &PutOptions::overwrite("application/octet-stream"))
         .await
         .unwrap();
     let (r, _) = gc(&s.udm, false).await;

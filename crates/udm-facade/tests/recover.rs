@@ -178,7 +178,7 @@ async fn a_damaged_head_snapshot_is_repaired_from_its_inline_copy() {
     let mut bad = good.to_vec();
     let at = bad.iter().position(|b| *b == b'2').unwrap();
     bad[at] = b'7';
-    s.json.put(&head_key, bad.clone().into(), &PutOptions::overwrite("application/json")).await.unwrap();
+    s.json.put(&head_key, bad.clone(), &PutOptions::overwrite("application/json")).await.unwrap();
     s.json.delete(&old_key).await.unwrap();
 
     let e = c.get_version("a", Ov::new(2).unwrap(), ReadOpts::default()).await.unwrap_err();

@@ -188,7 +188,7 @@ pub(crate) async fn mixed() -> Env {
     let mongo = BackendPair {
         name: "mixed-mongo".into(),
         meta: MetaBackend::Mongo {
-            uri: udm_core::config::MongoUri::new(&udm_testkit::services::mongo_uri()),
+            uri: udm_core::config::MongoUri::new(udm_testkit::services::mongo_uri()),
             database: "udm_e2e_mixed_mongo".into(),
             max_pool_size: None,
             connect_timeout_ms: None,
