@@ -129,10 +129,7 @@ async fn content_of_a_write_in_flight_is_marked_not_deleted() {
     // The next write's content ("world"), put ahead of its snapshot.
     let hash = udm_core::canonical::ContentHash::of(b"world").to_string();
     let in_flight = format!("{}/{hash}", first[0].rsplit_once('/').unwrap().0);
-    s.content
-        .put(&in_flight, b"world".to_vec(), &PutOptions::overwrite("application/octet-stream"))
-        .await
-        .unwrap();
+    s.content.put(&in_flight, b"world".to_vec(), &PutOptions::overwrite("application/octet-stream")).await.unwrap();
     let (r, _) = gc(&s.udm, false).await;
     assert_eq!((r.content, r.kept_in_grace), (0, 1), "marked: {r:?}");
     files.update("f", json!({"file": "d29ybGQ="}), None, WriteOpts::default()).await.unwrap();
