@@ -4,8 +4,7 @@
 //!
 //! Run: `cargo xtask bench` (starts the servers), or with servers up:
 //! `cargo bench -p udm-benches --bench e2e`. Writes `target/bench/e2e.json`.
-//! `UDM_BENCH_E2E_ONLY=lists`, `=concurrency`, `=history`, `=shadow` or `=postgres` runs only
-//! that section.
+//! `UDM_BENCH_E2E_ONLY=lists|concurrency|history|shadow|postgres` runs only that section.
 
 use std::time::{Duration, Instant};
 
@@ -283,7 +282,6 @@ fn print_basic(all: &[Stats], report: &mut serde_json::Map<String, serde_json::V
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    // `cargo bench` passes `--bench`; nothing else to parse.
     let uri = udm_testkit::services::mongo_uri();
     let endpoint = udm_testkit::services::s3_endpoint();
     // `UDM_BENCH_E2E_ONLY=lists` runs only the list section (the others take a few minutes).

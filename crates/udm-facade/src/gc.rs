@@ -89,8 +89,10 @@ fn marks_id(key: &ObjectKey) -> String {
 impl Admin {
     /// Deletes the orphan snapshots and content objects of `scope` (one collection, or every
     /// collection in the blob stores) older than `grace`, reporting each through `on`; with
-    /// `dry_run`, only reports (and marks nothing). See the [module docs](self) for what
-    /// counts as referenced and how content ages.
+    /// `dry_run`, only reports (and marks nothing). A snapshot is referenced when a metadata
+    /// record or a committed, unpruned shadow-index entry names it; unreferenced ones go
+    /// once their envelope is older than `grace`. Content objects are marked when first seen
+    /// unreferenced and deleted by a later run once the mark is older than `grace`.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

@@ -127,7 +127,9 @@ pub struct RecoverReport {
 }
 
 impl Collection {
-    /// Recovers object `id` from the S3 shadow (see the [module docs](self)). Problems that
+    /// Recovers object `id` from the S3 shadow: as a RESTORE of the version the shadow names
+    /// for `options.point`, or in place (the commit log's versions the metadata store lacks
+    /// imported), after checking — and repairing from the head's copy — its snapshots. Problems that
     /// cannot be fixed are reported (`unrecoverable` and an event), not errors; an error
     /// means the recovery could not run (a store unavailable, bad input).
     ///
