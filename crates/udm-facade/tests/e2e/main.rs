@@ -6,6 +6,7 @@
 mod concurrency;
 mod scenarios;
 mod setup;
+mod shadow_tools;
 
 macro_rules! setups {
     ($($scenario:ident),* $(,)?) => {
@@ -62,4 +63,5 @@ setups!(
     hot_object_writers,
     many_creators_of_one_collection,
     batch_writes_answer_per_item,
+    shadow_tools,
 );

@@ -12,6 +12,7 @@ pub(crate) use crate::concurrency::{
     batch_writes_answer_per_item, hot_object_writers, many_creators_of_one_collection,
 };
 use crate::setup::Env;
+pub(crate) use crate::shadow_tools::shadow_tools;
 
 fn users(env: &Env) -> Collection {
     let tenant = udm_testkit::fixtures::unique_ctx("x").tenant;
