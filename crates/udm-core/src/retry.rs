@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::Timestamp;
 
+use std::time::Duration;
+
 /// Backoff settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -79,6 +81,41 @@ impl SplitMix64 {
     }
 }
 
+/// Capped exponential backoff with "equal jitter" between retries of a transaction that
+/// lost a race (the adapters' retry loops): the delay before retry `n` is half the step
+/// `min(cap, base · 2^(n-1))` plus a random part of up to the other half, so delays grow but
+/// racing writers spread out. Pure: the jitter comes from a xorshift generator seeded once.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    state: u64,
+}
+
+impl Backoff {
+    /// A backoff from `base` doubling up to `cap`, its jitter seeded by `seed`.
+    pub fn new(base: Duration, cap: Duration, seed: u64) -> Self {
+        Self { base, cap, state: seed | 1 }
+    }
+
+    /// The delay before retry number `retry` (1 = the first retry).
+    pub fn delay(&mut self, retry: u32) -> Duration {
+        let step = self.base.saturating_mul(1_u32 << retry.saturating_sub(1).min(16)).min(self.cap);
+        let half = step / 2;
+        let half_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+        half + Duration::from_nanos(self.next() % half_nanos.saturating_add(1))
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.state = x;
+        x
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +142,21 @@ mod tests {
         let (mut a, mut b) = (SplitMix64::new(42), SplitMix64::new(42));
         assert_eq!(a.next_u64(), b.next_u64());
         assert_ne!(a.next_u64(), SplitMix64::new(43).next_u64());
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered_deterministically() {
+        let (base, cap) = (Duration::from_millis(5), Duration::from_millis(500));
+        let delays = |seed| (1..=12).map(|n| Backoff::new(base, cap, seed).delay(n)).collect::<Vec<_>>();
+        let mut a = Backoff::new(base, cap, 42);
+        let da: Vec<Duration> = (1..=12).map(|n| a.delay(n)).collect();
+        let mut b = Backoff::new(base, cap, 42);
+        assert_eq!(da, (1..=12).map(|n| b.delay(n)).collect::<Vec<_>>(), "same seed, same delays");
+        for (i, d) in da.iter().enumerate() {
+            let step = (base * (1 << i)).min(cap);
+            assert!(*d >= step / 2 && *d <= step, "retry {}: {d:?} not in [{:?}, {step:?}]", i + 1, step / 2);
+        }
+        assert_ne!(delays(7), delays(8), "seeds spread racing writers");
+        assert!(Backoff::new(base, cap, 1).delay(u32::MAX) <= cap);
     }
 }

@@ -228,11 +228,7 @@ impl Admin {
                 if actual.is_some() {
                     return Err(Error::validation("actual", "an actual state belongs to one collection"));
                 }
-                let mut all = BTreeSet::new();
-                for p in &self.inner.pairs {
-                    all.extend(crate::rebuild::collections_in(&*p.json, &self.inner.layout).await?);
-                }
-                for ctx in all {
+                for ctx in self.all_collections().await? {
                     self.check_collection(&ctx, None, &options, None, &mut sink).await?;
                 }
             }

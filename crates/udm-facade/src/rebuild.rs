@@ -245,12 +245,8 @@ impl Admin {
     /// compare a store before a loss and after its rebuild.
     pub async fn export<W: Write + Send>(&self, out: &mut W) -> Result<ExportReport> {
         let inner = &self.inner;
-        let mut contexts = Vec::new();
-        for p in &inner.pairs {
-            contexts.extend(collections_in(&*p.json, &inner.layout).await?);
-        }
+        let mut contexts = self.all_collections().await?;
         contexts.sort_by_key(ToString::to_string);
-        contexts.dedup();
         let mut report = ExportReport::default();
         let io = |e: std::io::Error| Error::new(ErrorKind::Unavailable, format!("writing the export: {e}"));
         for ctx in contexts {

@@ -302,7 +302,7 @@ mod tests {
         let deadline = Deadline::after(Duration::from_millis(50));
         let mut attempts = 1;
         let mut s = NeverKnown { calls: 0 };
-        let mut backoff = Backoff::new(3);
+        let mut backoff = crate::runtime::backoff(3);
         let run = commit_with_retry(&mut s, &deadline, &mut backoff, &mut attempts);
         let answer =
             tokio::time::timeout(Duration::from_secs(10), run).await.expect("the commit retry loop is bounded");

@@ -29,7 +29,7 @@ use crate::docs::{
 use crate::error::{classify, corrupt, retry_transaction, to_i64};
 use crate::list::SortedList;
 use crate::lookup::AsOf;
-use crate::runtime::{Backoff, Deadline, jitter_seed, secs};
+use crate::runtime::{Deadline, jitter_seed, secs};
 use crate::{MongoStore, transaction_options};
 
 /// Runs `$body` (an expression using the session `$s`, yielding
@@ -47,7 +47,7 @@ macro_rules! in_transaction {
     ($store:expr, $what:expr, |$s:ident| $body:expr) => {{
         let what: &str = $what;
         let deadline = Deadline::after($store.commit_retry_budget());
-        let mut backoff = Backoff::new(jitter_seed());
+        let mut backoff = crate::runtime::backoff(jitter_seed());
         let mut session = $store.start().await?;
         let mut attempts: u32 = 0;
         let mut redo = false;

@@ -75,41 +75,11 @@ pub(crate) fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 
-/// Capped exponential backoff with jitter between retry attempts. Pure: the jitter comes from
-/// a xorshift generator seeded once (by [`jitter_seed`] in production, by a constant in tests),
-/// never from a global random source.
-#[derive(Clone, Debug)]
-pub(crate) struct Backoff {
-    base: Duration,
-    cap: Duration,
-    state: u64,
-}
+pub(crate) use udm_core::retry::Backoff;
 
-impl Backoff {
-    /// First delay about 5 ms, doubling per attempt, capped at 500 ms (the driver
-    /// specification's values for retried transactions).
-    pub(crate) fn new(seed: u64) -> Self {
-        Self { base: Duration::from_millis(5), cap: Duration::from_millis(500), state: seed | 1 }
-    }
-
-    /// The delay before retry number `retry` (1 = the first retry): half the capped
-    /// exponential step plus a random part of up to the other half ("equal jitter"), so delays
-    /// grow but racing writers spread out.
-    pub(crate) fn delay(&mut self, retry: u32) -> Duration {
-        let step = self.base.saturating_mul(1_u32 << retry.saturating_sub(1).min(16)).min(self.cap);
-        let half = step / 2;
-        let half_nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-        half + Duration::from_nanos(self.next() % half_nanos.saturating_add(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.state;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.state = x;
-        x
-    }
+/// The adapter's backoff between retries of a transaction that lost a race: 5 ms doubling to 500 ms (the driver specification's values for retried transactions).
+pub(crate) fn backoff(seed: u64) -> Backoff {
+    Backoff::new(Duration::from_millis(5), Duration::from_millis(500), seed)
 }
 
 #[cfg(test)]
@@ -117,20 +87,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_is_capped_and_jittered_deterministically() {
-        let mut a = Backoff::new(42);
-        let mut b = Backoff::new(42);
-        let da: Vec<Duration> = (1..=12).map(|n| a.delay(n)).collect();
-        let db: Vec<Duration> = (1..=12).map(|n| b.delay(n)).collect();
-        assert_eq!(da, db, "same seed, same delays");
-        for (i, d) in da.iter().enumerate() {
-            let step = Duration::from_millis(5 * (1 << i)).min(Duration::from_millis(500));
-            assert!(*d >= step / 2 && *d <= step, "retry {}: {d:?} not in [{:?}, {step:?}]", i + 1, step / 2);
-        }
-        assert!(da[11] <= Duration::from_millis(500));
-        let other: Vec<Duration> = (1..=12).map(|n| Backoff::new(7).delay(n)).collect();
-        assert_ne!(da, other, "jitter depends on the seed");
-        assert!(Backoff::new(1).delay(u32::MAX) <= Duration::from_millis(500));
+    fn backoff_is_capped_at_500_ms() {
+        let mut b = backoff(42);
+        assert!(b.delay(1) <= Duration::from_millis(5));
+        assert!(b.delay(u32::MAX) <= Duration::from_millis(500));
     }
 
     #[test]

@@ -68,7 +68,7 @@ macro_rules! in_txn {
     ($store:expr, $what:expr, $mode:expr, |$c:ident| $body:expr) => {{
         let what: &str = $what;
         let deadline = $crate::runtime::Deadline::after($store.timeout());
-        let mut backoff = $crate::runtime::Backoff::new($crate::runtime::jitter_seed());
+        let mut backoff = $crate::runtime::backoff($crate::runtime::jitter_seed());
         let mut attempts: u32 = 0;
         loop {
             attempts += 1;
