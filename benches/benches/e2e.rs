@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo xtask bench` (starts the servers), or with servers up:
 //! `cargo bench -p udm-benches --bench e2e`. Writes `target/bench/e2e.json`.
-//! `UDM_BENCH_E2E_ONLY=lists|concurrency|history|shadow|postgres` runs only that section.
+//! `UDM_BENCH_E2E_ONLY=lists|concurrency|history|shadow|postgres|baseline` runs only that section.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use mongodb::bson::{Document, doc};
 use serde_json::json;
 
+#[path = "e2e/baseline.rs"]
+mod baseline;
 #[path = "e2e/concurrency.rs"]
 mod concurrency;
 #[path = "e2e/history.rs"]
@@ -284,21 +286,18 @@ fn print_basic(all: &[Stats], report: &mut serde_json::Map<String, serde_json::V
 async fn main() {
     let uri = udm_testkit::services::mongo_uri();
     let endpoint = udm_testkit::services::s3_endpoint();
-    // `UDM_BENCH_E2E_ONLY=lists` runs only the list section (the others take a few minutes).
-    let only_lists = std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "lists");
-    if std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "concurrency") {
-        return save(&concurrency::run(&uri, &endpoint).await, "e2e-concurrency.json");
-    }
-    if std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "shadow") {
-        return save(&shadow::run(&uri, &endpoint).await, "e2e-shadow.json");
-    }
-    if std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "history") {
-        return save(&history::run(&uri).await, "e2e-history.json");
-    }
+    // `UDM_BENCH_E2E_ONLY=<section>` runs only that section (the full run takes a while).
+    let only = std::env::var("UDM_BENCH_E2E_ONLY").unwrap_or_default();
     let pg_url = udm_testkit::services::postgres_url();
-    if std::env::var("UDM_BENCH_E2E_ONLY").is_ok_and(|v| v == "postgres") {
-        return save(&postgres::run(&pg_url, &endpoint).await, "e2e-postgres.json");
+    match only.as_str() {
+        "concurrency" => return save(&concurrency::run(&uri, &endpoint).await, "e2e-concurrency.json"),
+        "shadow" => return save(&shadow::run(&uri, &endpoint).await, "e2e-shadow.json"),
+        "history" => return save(&history::run(&uri).await, "e2e-history.json"),
+        "postgres" => return save(&postgres::run(&pg_url, &endpoint).await, "e2e-postgres.json"),
+        "baseline" => return save(&baseline::run(&pg_url).await, "e2e-baseline.json"),
+        _ => {}
     }
+    let only_lists = only == "lists";
     let mut all = Vec::new();
     if !only_lists {
         all.extend(mongo(&uri).await);
@@ -330,6 +329,7 @@ async fn main() {
         report.extend(concurrency::run(&uri, &endpoint).await);
         report.extend(history::run(&uri).await);
         report.extend(postgres::run(&pg_url, &endpoint).await);
+        report.extend(baseline::run(&pg_url).await);
     }
     // A partial run does not overwrite the full report.
     save(&report, if only_lists { "e2e-lists.json" } else { "e2e.json" });

@@ -15,7 +15,7 @@ use super::{Stats, body, measure_interleaved, op};
 const ROUNDS: usize = 300;
 const WARMUP: usize = 30;
 
-async fn raw_client(url: &str) -> tokio_postgres::Client {
+pub(crate) async fn raw_client(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("postgres");
     tokio::spawn(async move {
         let _ = conn.await;
