@@ -262,6 +262,11 @@ pub(crate) async fn run(url: &str) -> Map<String, Value> {
     }
     udm.admin().shutdown().await.expect("shutdown");
     drop(udm);
+    if let Ok(keep) = std::env::var("UDM_BENCH_BASELINE_KEEP") {
+        for e in std::fs::read_dir(dir.path()).expect("dir").flatten() {
+            std::fs::copy(e.path(), std::path::Path::new(&keep).join(e.file_name())).expect("keep");
+        }
+    }
     let udm_bytes = dir_bytes(dir.path());
     let pg_bytes = pg.bytes().await as u64;
     pg.done().await;
