@@ -11,7 +11,8 @@
 //! the blob's own length, so `head` and listings never decompress. A put is one write
 //! transaction (durable when redb commits: fsync), so create-only and compare-and-swap puts
 //! are atomic; the ETag is the store-wide generation of the put that wrote the row
-//! (`"e<n>"`), so every put gets a fresh one.
+//! (`"e<n>"`), so every put gets a fresh one. Puts that arrive while another commits share
+//! the next transaction (group commit: one fsync for the lot, each put answered on its own).
 //!
 //! ```
 //! # async fn demo() -> udm_core::Result<()> {
@@ -156,9 +157,13 @@ impl BlobStore for EmbeddedBlobs {
         let checksum = Checksum::of_bytes(&bytes);
         let k = self.row_key(key);
         let (mode, content_type, shown) = (options.mode.clone(), options.content_type.clone(), key.to_owned());
+        // Checked before the grouped write, which must change nothing when it fails.
+        if content_type.as_ref().is_some_and(|ct| ct.len() > usize::from(u16::MAX)) {
+            return Err(Error::validation("content_type", "at most 65535 bytes"));
+        }
         let generation = self
             .store
-            .write(move |tx| {
+            .write_grouped(move |tx| {
                 let mut t = tx.open_table(BLOBS).map_err(db_err)?;
                 let current = t.get(k.as_str()).map_err(db_err)?.map(|v| decode_row(v.value(), false)).transpose()?;
                 let current = current.map(|r| etag_of(r.generation));

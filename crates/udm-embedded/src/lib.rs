@@ -21,6 +21,7 @@
 
 mod asof;
 mod blobs;
+mod group;
 mod meta;
 mod queue;
 mod shadow;
@@ -59,6 +60,8 @@ pub struct EmbeddedStore {
     path: PathBuf,
     /// Table lookups made by version lookups ([`EmbeddedStore::reads`]), shared by clones.
     reads: Arc<AtomicU64>,
+    /// Grouped writes waiting for the next shared commit ([`EmbeddedStore::grouped_commits`]).
+    group: Arc<group::Group>,
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -92,7 +95,7 @@ impl EmbeddedStore {
         let db = Database::create(path).map_err(|e| {
             Error::new(ErrorKind::Config, format!("opening embedded store {}: {e}", path.display())).with_source(e)
         })?;
-        let store = Self { db: Arc::new(db), path: path.to_owned(), reads: Arc::default() };
+        let store = Self { db: Arc::new(db), path: path.to_owned(), reads: Arc::default(), group: Arc::default() };
         let tx = store.db.begin_write().map_err(db_err)?;
         {
             tx.open_table(HEADS).map_err(db_err)?;

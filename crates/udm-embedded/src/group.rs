@@ -1,0 +1,168 @@
+//! Group commit for independent writes ([`EmbeddedStore::write_grouped`]): writes that arrive
+//! while another is committing wait, and the next commit applies them all in ONE redb write
+//! transaction — one fsync for the lot instead of one each. The commit-log flusher puts a
+//! log segment and up to 16 index segments at once, and a writer's snapshot put can land
+//! beside them, so on the zero-setup default they share a sync instead of queueing behind
+//! each other's.
+//!
+//! Each grouped operation must change nothing when it fails (check first, then write), so a
+//! failing operation (a lost compare-and-swap, an existing key) answers its caller and the
+//! others still commit; operations apply in arrival order, so a later one sees an earlier
+//! one's write. If the commit itself fails, every operation of the group fails with it.
+//! A lone write waits for nobody: the first arrival commits at once, and only writes that
+//! arrive during that commit form the next group.
+
+use std::sync::{Arc, Mutex};
+
+use redb::WriteTransaction;
+use tokio::sync::oneshot;
+use udm_core::{Error, Result};
+
+use crate::{EmbeddedStore, db_err};
+
+/// One waiting operation and where its answer goes.
+type Op = Box<dyn FnOnce(&WriteTransaction) -> Result<u64> + Send>;
+type Waiting = (Op, oneshot::Sender<Result<u64>>);
+
+/// The queue and whether a committer is running (one lock, so no write is left waiting with
+/// no committer).
+#[derive(Default)]
+pub(crate) struct Group {
+    state: Mutex<(Vec<Waiting>, bool)>,
+    /// Transactions committed by groups ([`EmbeddedStore::grouped_commits`]).
+    commits: std::sync::atomic::AtomicU64,
+}
+
+impl EmbeddedStore {
+    /// Runs `op` in a write transaction shared with the other grouped writes waiting at the
+    /// time, committed together. `op` must change nothing when it returns an error.
+    pub(crate) async fn write_grouped(
+        &self,
+        op: impl FnOnce(&WriteTransaction) -> Result<u64> + Send + 'static,
+    ) -> Result<u64> {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut state = self.group.state.lock().map_err(|_| Error::internal("embedded store: group lock poisoned"))?;
+            state.0.push((Box::new(op), tx));
+            !std::mem::replace(&mut state.1, true)
+        };
+        if start {
+            let (db, group) = (self.db.clone(), self.group.clone());
+            tokio::task::spawn_blocking(move || commit_groups(&db, &group));
+        }
+        rx.await.map_err(|_| Error::internal("embedded store: the group committer stopped"))?
+    }
+
+    /// Write transactions committed for grouped writes so far (blob puts): fewer than the
+    /// puts when they arrived together. For tests and diagnostics.
+    pub fn grouped_commits(&self) -> u64 {
+        self.group.commits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Clears the running flag (failing whatever still waits) if the committer unwinds.
+struct Running<'a>(&'a Group);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.state.lock() {
+            state.0.clear();
+            state.1 = false;
+        }
+    }
+}
+
+/// Commits groups until nobody waits.
+fn commit_groups(db: &redb::Database, group: &Arc<Group>) {
+    let running = Running(group);
+    loop {
+        let batch = match group.state.lock() {
+            Ok(mut state) if state.0.is_empty() => {
+                state.1 = false;
+                std::mem::forget(running);
+                return;
+            }
+            Ok(mut state) => std::mem::take(&mut state.0),
+            Err(_) => return,
+        };
+        let tx = match db.begin_write().map_err(db_err) {
+            Ok(tx) => tx,
+            Err(e) => {
+                batch.into_iter().for_each(|(_, reply)| drop(reply.send(Err(e.clone()))));
+                continue;
+            }
+        };
+        let answers: Vec<(Result<u64>, oneshot::Sender<Result<u64>>)> =
+            batch.into_iter().map(|(op, reply)| (op(&tx), reply)).collect();
+        let committed = tx.commit().map_err(db_err);
+        group.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        for (answer, reply) in answers {
+            let answer = match (&committed, answer) {
+                (Err(e), Ok(_)) => Err(e.clone()),
+                (_, answer) => answer,
+            };
+            // A caller that gave up (its deadline passed) no longer listens.
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use udm_core::ErrorKind;
+    use udm_core::ports::{BlobStore, PutOptions};
+
+    use crate::EmbeddedStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn puts_arriving_together_share_commits_and_each_gets_its_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("b.redb")).unwrap();
+        let blobs = store.blobs("json").unwrap();
+        let puts: Vec<_> = (0..64)
+            .map(|i| {
+                let b = blobs.clone();
+                tokio::spawn(async move { b.put(&format!("k/{i}"), vec![i as u8; 300], &PutOptions::create_json()).await })
+            })
+            .collect();
+        for p in puts {
+            p.await.unwrap().unwrap();
+        }
+        for i in 0..64 {
+            assert_eq!(blobs.get(&format!("k/{i}")).await.unwrap(), vec![i as u8; 300]);
+        }
+        let commits = store.grouped_commits();
+        assert!((1..64).contains(&commits), "64 concurrent puts took {commits} commits");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_put_fails_alone_and_its_group_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(&dir.path().join("b.redb")).unwrap();
+        let blobs = store.blobs("json").unwrap();
+        let racers: Vec<_> = (0..16)
+            .map(|i| {
+                let b = blobs.clone();
+                tokio::spawn(async move {
+                    let put = b.put("same", vec![i as u8; 200], &PutOptions::create_json()).await;
+                    let other = b.put(&format!("own/{i}"), vec![i as u8; 10], &PutOptions::create_json()).await;
+                    (i, put, other)
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for r in racers {
+            let (i, put, other) = r.await.unwrap();
+            other.unwrap();
+            match put {
+                Ok(_) => winners.push(i),
+                Err(e) => assert_eq!(e.kind(), ErrorKind::AlreadyExists),
+            }
+        }
+        assert_eq!(winners.len(), 1, "exactly one create-only put wins");
+        assert_eq!(blobs.get("same").await.unwrap(), vec![winners[0] as u8; 200]);
+        for i in 0..16 {
+            assert_eq!(blobs.get(&format!("own/{i}")).await.unwrap(), vec![i as u8; 10]);
+        }
+    }
+}
