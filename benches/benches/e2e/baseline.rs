@@ -137,9 +137,8 @@ impl Pg {
     }
 
     async fn bytes(&self) -> i64 {
-        let sql = format!(
-            "SELECT pg_total_relation_size('{SCHEMA}.docs') + pg_total_relation_size('{SCHEMA}.docs_history')"
-        );
+        let sql =
+            format!("SELECT pg_total_relation_size('{SCHEMA}.docs') + pg_total_relation_size('{SCHEMA}.docs_history')");
         self.client.query_one(&sql, &[]).await.expect("size").get(0)
     }
 
@@ -212,10 +211,15 @@ pub(crate) async fn run(url: &str) -> Map<String, Value> {
                 let s = &mut samples[2 * op + side];
                 let want = document(i, if op == 2 { WRITES } else { v });
                 match (op, side) {
-                    (2, 0) => assert_eq!(timed(s, c.get_latest(id, ReadOpts::default())).await.expect("latest").data, want),
+                    (2, 0) => {
+                        assert_eq!(timed(s, c.get_latest(id, ReadOpts::default())).await.expect("latest").data, want)
+                    }
                     (3, 0) => {
                         let ov = Ov::new(v as u64).expect("ov");
-                        assert_eq!(timed(s, c.get_version(id, ov, ReadOpts::default())).await.expect("version").data, want);
+                        assert_eq!(
+                            timed(s, c.get_version(id, ov, ReadOpts::default())).await.expect("version").data,
+                            want
+                        );
                     }
                     (4, 0) => {
                         let r = timed(s, c.as_of(id, times[i][v - 1].0, ReadOpts::default())).await.expect("as_of");
@@ -231,7 +235,8 @@ pub(crate) async fn run(url: &str) -> Map<String, Value> {
                         assert_eq!(pg_data(row), want);
                     }
                     (4, 1) => {
-                        let row = timed(s, pg.client.query_one(&pg.as_of, &[id, &times[i][v - 1].1])).await.expect("as_of");
+                        let row =
+                            timed(s, pg.client.query_one(&pg.as_of, &[id, &times[i][v - 1].1])).await.expect("as_of");
                         assert_eq!(row.get::<_, i32>(0), v as i32);
                         assert_eq!(serde_json::from_str::<Value>(row.get(1)).expect("json"), want);
                     }
@@ -299,7 +304,14 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir).expect("dir").flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
 }
 
-fn report(docs: usize, load: Duration, samples: &[Vec<Duration>], canonical: u64, udm: u64, pg: u64) -> Map<String, Value> {
+fn report(
+    docs: usize,
+    load: Duration,
+    samples: &[Vec<Duration>],
+    canonical: u64,
+    udm: u64,
+    pg: u64,
+) -> Map<String, Value> {
     let mut out = Map::new();
     println!(
         "\nEmbedded default vs a PostgreSQL history table (trigger), {docs} documents × {WRITES} writes \

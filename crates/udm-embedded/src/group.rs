@@ -42,7 +42,8 @@ impl EmbeddedStore {
     ) -> Result<u64> {
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut state = self.group.state.lock().map_err(|_| Error::internal("embedded store: group lock poisoned"))?;
+            let mut state =
+                self.group.state.lock().map_err(|_| Error::internal("embedded store: group lock poisoned"))?;
             state.0.push((Box::new(op), tx));
             !std::mem::replace(&mut state.1, true)
         };
@@ -122,7 +123,9 @@ mod tests {
         let puts: Vec<_> = (0..64)
             .map(|i| {
                 let b = blobs.clone();
-                tokio::spawn(async move { b.put(&format!("k/{i}"), vec![i as u8; 300], &PutOptions::create_json()).await })
+                tokio::spawn(
+                    async move { b.put(&format!("k/{i}"), vec![i as u8; 300], &PutOptions::create_json()).await },
+                )
             })
             .collect();
         for p in puts {
