@@ -5,8 +5,10 @@
 //! A collection is walked as a merge-join of id-sorted streams — each pair's metadata object
 //! ids, each pair's object prefixes in the blob store, and the actual state — in the order a
 //! blob store lists prefixes ([`udm_core::drift::SlashOrder`] re-orders the others), one page
-//! at a time: memory stays bounded by a page and one object's history, whatever the
-//! collection's size. Findings stream to a callback as they are found.
+//! at a time; the objects it yields are checked 16 at a time (their requests overlap, and
+//! their findings are reported in id order once the window is done): memory stays bounded by
+//! a page and 16 objects' histories, whatever the collection's size. Findings stream to a
+//! callback.
 //!
 //! Per object it reports ([`DriftKind`]): an object one side lacks (`missing` / `extra`); the
 //! head against the shadow's latest indexed version (`head_mismatch`); stored data that
@@ -28,6 +30,8 @@ use udm_core::ports::MAX_LIST_PAGE;
 use udm_core::query::HistoryQuery;
 use udm_core::version::SnapshotEnvelope;
 use udm_core::{Checksum, Error, ErrorKind, Head, ObjectId, ObjectKey, Result, RouteContext, VersionRecord};
+
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::Admin;
 use crate::index;
@@ -147,6 +151,49 @@ impl Sink<'_> {
     }
 }
 
+impl Sink<'_> {
+    /// Reports what one object's check found, in the order it was found.
+    fn replay(&mut self, found: Found) {
+        for step in found.0 {
+            match step {
+                Step::Finding(pair, ctx, id, item) => self.emit(&pair, &ctx, id.as_deref(), *item),
+                Step::ObjectDone => self.object_done(),
+            }
+        }
+    }
+}
+
+/// Objects of a collection checked at once; their findings are reported in id order.
+const DRIFT_CONCURRENCY: usize = 16;
+
+/// One thing an object's check reports.
+enum Step {
+    Finding(String, RouteContext, Option<String>, Box<DriftItem>),
+    ObjectDone,
+}
+
+/// What one object's check found, kept until the objects before it have been reported.
+#[derive(Default)]
+struct Found(Vec<Step>);
+
+impl Found {
+    fn emit(&mut self, pair: &str, ctx: &RouteContext, id: Option<&str>, item: DriftItem) {
+        self.0.push(Step::Finding(pair.to_owned(), ctx.clone(), id.map(str::to_owned), Box::new(item)));
+    }
+
+    fn object_done(&mut self) {
+        self.0.push(Step::ObjectDone);
+    }
+}
+
+/// One object of a collection to check: where it was listed, and its actual state if given.
+struct Job {
+    key: ObjectKey,
+    in_meta: Vec<bool>,
+    in_shadow: Vec<bool>,
+    wanted: Option<Option<Value>>,
+}
+
 fn item(source: DriftSource, kind: DriftKind, path: &str, expected: Option<Value>, found: Option<Value>) -> DriftItem {
     DriftItem { source, kind, path: path.to_owned(), expected, found }
 }
@@ -207,7 +254,9 @@ impl Admin {
                 if !present && !matches!(wanted, Some(Some(_))) {
                     return Err(Error::not_found(format!("object {key} (neither store holds it)")));
                 }
-                self.check_object(pair, &key, head, wanted, &options, &mut sink).await?;
+                let mut found = Found::default();
+                self.check_object(pair, &key, head, wanted, &options, &mut found).await?;
+                sink.replay(found);
                 sink.totals.collections = 1;
             }
             DriftScope::Collection(ctx) => self.check_collection(&ctx, actual, &options, None, &mut sink).await?,
@@ -274,6 +323,7 @@ impl Admin {
         let mut meta: Vec<Ids> = (0..n).map(ids).collect();
         let mut shadow: Vec<Ids> = (0..n).map(ids).collect();
         let mut actual = actual.map(Actual::new);
+        let mut window = Vec::with_capacity(DRIFT_CONCURRENCY);
         loop {
             for i in 0..n {
                 self.fill_meta(i, ctx, &mut meta[i]).await?;
@@ -287,34 +337,54 @@ impl Admin {
                 .chain(actual.as_ref().and_then(|a| a.queue.front().map(|(id, _)| id.as_str())))
                 .min_by(|a, b| slash_cmp(a, b))
                 .map(str::to_owned);
-            let Some(id) = next else { return Ok(()) };
+            let Some(id) = next else { break };
             let take = |s: &mut Ids| s.queue.front() == Some(&id) && s.queue.pop_front().is_some();
             let in_meta: Vec<bool> = meta.iter_mut().map(take).collect();
             let in_shadow: Vec<bool> = shadow.iter_mut().map(take).collect();
-            let mut wanted = match actual.as_mut() {
+            let wanted = match actual.as_mut() {
                 Some(a) if a.queue.front().is_some_and(|(a, _)| *a == id) => a.queue.pop_front().map(|(_, d)| Some(d)),
                 Some(_) => Some(None),
                 None => None,
             };
             let key = ObjectKey::new(ctx.clone(), ObjectId::new(&id)?);
-            let mut holders = Vec::new();
-            for i in (0..n).filter(|i| in_meta[*i] || in_shadow[*i]) {
-                let head = if in_meta[i] { self.inner.pairs[i].meta.head(&key).await? } else { None };
-                holders.push((i, head));
-            }
-            // The actual state is compared once: on the pair holding the head (else the first).
-            let compare_on = holders.iter().position(|(_, h)| h.is_some()).unwrap_or(0);
-            let any = !holders.is_empty();
-            for (n, (i, head)) in holders.into_iter().enumerate() {
-                let mine = if n == compare_on { wanted.take() } else { None };
-                self.check_object(i, &key, head, mine, options, sink).await?;
-            }
-            if !any && let Some(Some(doc)) = wanted {
-                let path = format!("/{}", udm_core::diff::escape_segment(&id));
-                sink.emit("", ctx, Some(&id), whole(DriftSource::Actual, DriftKind::Extra, &path, None, Some(&doc)));
-                sink.object_done();
+            window.push(Job { key, in_meta, in_shadow, wanted });
+            if window.len() == DRIFT_CONCURRENCY {
+                self.check_window(&mut window, options, sink).await?;
             }
         }
+        self.check_window(&mut window, options, sink).await
+    }
+
+    /// Checks the objects of `window` concurrently and reports them in order.
+    async fn check_window(&self, window: &mut Vec<Job>, options: &DriftOptions, sink: &mut Sink<'_>) -> Result<()> {
+        let checks = futures_util::stream::iter(window.drain(..)).map(|job| self.check_job(job, options));
+        let found: Vec<Found> = checks.buffered(DRIFT_CONCURRENCY).try_collect().await?;
+        found.into_iter().for_each(|f| sink.replay(f));
+        Ok(())
+    }
+
+    /// One object of a collection on every pair that holds it.
+    async fn check_job(&self, job: Job, options: &DriftOptions) -> Result<Found> {
+        let (key, mut wanted, mut found) = (job.key, job.wanted, Found::default());
+        let mut holders = Vec::new();
+        for i in (0..self.inner.pairs.len()).filter(|i| job.in_meta[*i] || job.in_shadow[*i]) {
+            let head = if job.in_meta[i] { self.inner.pairs[i].meta.head(&key).await? } else { None };
+            holders.push((i, head));
+        }
+        // The actual state is compared once: on the pair holding the head (else the first).
+        let compare_on = holders.iter().position(|(_, h)| h.is_some()).unwrap_or(0);
+        let any = !holders.is_empty();
+        for (n, (i, head)) in holders.into_iter().enumerate() {
+            let mine = if n == compare_on { wanted.take() } else { None };
+            self.check_object(i, &key, head, mine, options, &mut found).await?;
+        }
+        if !any && let Some(Some(doc)) = wanted {
+            let id = key.id.as_str();
+            let path = format!("/{}", udm_core::diff::escape_segment(id));
+            found.emit("", &key.ctx, Some(id), whole(DriftSource::Actual, DriftKind::Extra, &path, None, Some(&doc)));
+            found.object_done();
+        }
+        Ok(found)
     }
 
     async fn fill_meta(&self, pair: usize, ctx: &RouteContext, ids: &mut Ids) -> Result<()> {
@@ -358,7 +428,7 @@ impl Admin {
         head: Option<Head>,
         actual: Option<Option<Value>>,
         options: &DriftOptions,
-        sink: &mut Sink<'_>,
+        sink: &mut Found,
     ) -> Result<()> {
         let name = self.inner.pairs[pair].name.clone();
         let id = key.id.as_str();
@@ -544,7 +614,7 @@ impl Admin {
         entries: &[udm_core::shadow::index::IndexEntry],
         referenced: &mut BTreeSet<String>,
         path: &str,
-        sink: &mut Sink<'_>,
+        sink: &mut Found,
     ) -> Result<()> {
         let name = self.inner.pairs[pair].name.clone();
         let id = key.id.as_str();
@@ -604,7 +674,7 @@ impl Admin {
         referenced: &BTreeSet<String>,
         options: &DriftOptions,
         path: &str,
-        sink: &mut Sink<'_>,
+        sink: &mut Found,
     ) -> Result<()> {
         let json = &self.inner.pairs[pair].json;
         let prefix = format!("{}versions/", self.inner.layout.object_prefix(key));

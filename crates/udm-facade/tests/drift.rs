@@ -222,3 +222,58 @@ async fn thousands_of_objects_merge_join_across_pages_whatever_their_ids_sort_li
     .await;
     assert_eq!(kinds(&found), [(Some("o7"), DriftSource::Actual, DriftKind::Extra, "/o7/extra")]);
 }
+
+/// Blob calls in flight at once (each held for a moment so that overlapping calls meet).
+#[derive(Debug, Clone, Default)]
+struct Overlap(Arc<std::sync::Mutex<(usize, usize)>>);
+
+impl udm_layers::Interceptor for Overlap {
+    async fn intercept<T, F, Fut>(&self, _: udm_layers::Call<'_>, run: F) -> udm_core::Result<T>
+    where
+        T: udm_layers::Answer,
+        F: FnOnce() -> Fut + Send,
+        Fut: std::future::Future<Output = udm_core::Result<T>> + Send,
+    {
+        {
+            let mut n = self.0.lock().unwrap();
+            n.0 += 1;
+            n.1 = n.1.max(n.0);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let answer = run().await;
+        self.0.lock().unwrap().0 -= 1;
+        answer
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_is_checked_several_objects_at_a_time_and_reported_in_order() {
+    let (meta, json) = (Arc::new(MemoryMeta::new()), Arc::new(MemoryBlobs::new()));
+    let overlap = Overlap::default();
+    let pair = Pair {
+        name: "p".into(),
+        meta: meta.clone(),
+        counters: meta.clone(),
+        json: Arc::new(udm_layers::Intercepted::new(json.clone() as Arc<dyn BlobStore>, overlap.clone())),
+        content: Arc::new(MemoryBlobs::new()),
+        describe: "memory".into(),
+    };
+    let udm = Udm::builder().config(Config::in_memory()).pair(pair).build().unwrap();
+    let ids: Vec<String> = (0..64).map(|i| format!("o{i:02}")).collect();
+    let items: Vec<(Value, WriteOpts)> = ids.iter().map(|id| (json!({"id": id}), WriteOpts::id(id))).collect();
+    for r in udm.with(ctx()).create_many(items).await {
+        r.unwrap();
+    }
+    udm.admin().flush_shadow().await.unwrap();
+    // Every object differs from the actual state, so each reports a finding.
+    let docs: Vec<(String, Value)> = ids.iter().map(|id| (id.clone(), json!({"id": id, "x": 1}))).collect();
+    *overlap.0.lock().unwrap() = (0, 0);
+    let (totals, found) =
+        drift(&udm, DriftScope::Collection(ctx()), DriftOptions::default(), Some(Box::new(docs.into_iter().map(Ok))))
+            .await;
+    let peak = overlap.0.lock().unwrap().1;
+    assert!((2..=16).contains(&peak), "blob calls in flight at once: {peak}");
+    assert_eq!(totals.objects, 64);
+    let reported: Vec<&str> = found.iter().filter_map(|f| f.id.as_deref()).collect();
+    assert_eq!(reported, ids.iter().map(String::as_str).collect::<Vec<_>>(), "one finding per object, in id order");
+}
