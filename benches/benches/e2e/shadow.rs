@@ -13,7 +13,8 @@
 //! 3. **Drift of a 10k-object collection**: time, and the process's peak resident-memory
 //!    growth during it (sampled from `/proc/self/status`).
 //!
-//! `UDM_BENCH_E2E_ONLY=shadow`. `UDM_BENCH_SHADOW_OBJECTS` overrides the 10,000 drift objects.
+//! `UDM_BENCH_E2E_ONLY=shadow`. `UDM_BENCH_SHADOW_OBJECTS` overrides the 10,000 drift objects;
+//! `UDM_BENCH_SHADOW_ONLY=drift` runs the drift part alone.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -363,8 +364,10 @@ async fn drift(uri: &str, endpoint: &str, report: &mut Map<String, Value>) {
 
 pub(crate) async fn run(uri: &str, endpoint: &str) -> Map<String, Value> {
     let mut report = Map::new();
-    s3_only(uri, endpoint, &mut report).await;
-    rebuild(uri, endpoint, &mut report).await;
+    if std::env::var("UDM_BENCH_SHADOW_ONLY").map_or(true, |v| v != "drift") {
+        s3_only(uri, endpoint, &mut report).await;
+        rebuild(uri, endpoint, &mut report).await;
+    }
     drift(uri, endpoint, &mut report).await;
     report
 }
