@@ -288,13 +288,13 @@ async fn main() {
     let endpoint = udm_testkit::services::s3_endpoint();
     // `UDM_BENCH_E2E_ONLY=<section>` runs only that section (the full run takes a while).
     let only = std::env::var("UDM_BENCH_E2E_ONLY").unwrap_or_default();
-    let pg_url = udm_testkit::services::postgres_url();
+    let pg_url = || udm_testkit::services::postgres_url();
     match only.as_str() {
         "concurrency" => return save(&concurrency::run(&uri, &endpoint).await, "e2e-concurrency.json"),
         "shadow" => return save(&shadow::run(&uri, &endpoint).await, "e2e-shadow.json"),
         "history" => return save(&history::run(&uri).await, "e2e-history.json"),
-        "postgres" => return save(&postgres::run(&pg_url, &endpoint).await, "e2e-postgres.json"),
-        "baseline" => return save(&baseline::run(&pg_url).await, "e2e-baseline.json"),
+        "postgres" => return save(&postgres::run(&pg_url(), &endpoint).await, "e2e-postgres.json"),
+        "baseline" => return save(&baseline::run(&pg_url()).await, "e2e-baseline.json"),
         _ => {}
     }
     let only_lists = only == "lists";
@@ -328,8 +328,8 @@ async fn main() {
     if !only_lists {
         report.extend(concurrency::run(&uri, &endpoint).await);
         report.extend(history::run(&uri).await);
-        report.extend(postgres::run(&pg_url, &endpoint).await);
-        report.extend(baseline::run(&pg_url).await);
+        report.extend(postgres::run(&pg_url(), &endpoint).await);
+        report.extend(baseline::run(&pg_url()).await);
     }
     // A partial run does not overwrite the full report.
     save(&report, if only_lists { "e2e-lists.json" } else { "e2e.json" });

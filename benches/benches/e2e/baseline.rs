@@ -21,24 +21,16 @@ use udm_core::{Ov, RouteContext, Timestamp};
 use udm_facade::{ReadOpts, RestoreOutcome, Target, Udm, WriteOpts};
 
 use super::Stats;
+use super::history::XorShift;
 
 const WRITES: usize = 11;
 const READ_ROUNDS: usize = 2_000;
 const RESTORES: usize = 500;
 const SCHEMA: &str = "udm_bench_hist";
 
-/// A deterministic xorshift64 generator (same targets every run).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        (x % n as u64) as usize
-    }
+/// A uniform-enough index in `0..n` (the history section's deterministic generator).
+fn below(rng: &mut XorShift, n: usize) -> usize {
+    (rng.in_1_to(n as u64) - 1) as usize
 }
 
 /// Version `v` of document `i`: a customer record of about 1 KiB (12 fields, a nested
@@ -48,8 +40,8 @@ fn document(i: usize, v: usize) -> Value {
         "order", "shipped", "invoice", "paid", "return", "credit", "account", "review", "priority", "delayed",
         "contact", "renewal", "discount", "support", "upgrade", "closed",
     ];
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((i as u64) << 8 | v as u64));
-    let notes: Vec<&str> = (0..110).map(|_| WORDS[rng.below(WORDS.len())]).collect();
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ ((i as u64) << 8 | v as u64));
+    let notes: Vec<&str> = (0..110).map(|_| WORDS[below(&mut rng, WORDS.len())]).collect();
     let tier = ["gold", "silver", "bronze"][(i + v) % 3];
     json!({
         "name": format!("Customer {i}"),
@@ -200,13 +192,13 @@ pub(crate) async fn run(url: &str) -> Map<String, Value> {
         }
     }
     let load = started.elapsed();
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
     for _ in 0..READ_ROUNDS {
         for op in 2..6 {
-            let i = rng.below(docs);
-            let v = 1 + rng.below(WRITES);
+            let i = below(&mut rng, docs);
+            let v = 1 + below(&mut rng, WRITES);
             let id = &ids[i];
-            let order = if rng.below(2) == 0 { [0, 1] } else { [1, 0] };
+            let order = if below(&mut rng, 2) == 0 { [0, 1] } else { [1, 0] };
             for side in order {
                 let s = &mut samples[2 * op + side];
                 let want = document(i, if op == 2 { WRITES } else { v });
@@ -250,7 +242,7 @@ pub(crate) async fn run(url: &str) -> Map<String, Value> {
     }
     // Restores: distinct documents, each back to a random earlier version.
     for (n, i) in (0..docs).step_by((docs / RESTORES).max(1)).take(RESTORES).enumerate() {
-        let v = 1 + rng.below(WRITES - 1);
+        let v = 1 + below(&mut rng, WRITES - 1);
         let id = &ids[i];
         canonical += udm_core::canonical::canonical_bytes(&document(i, v)).len();
         for side in if n % 2 == 0 { [0, 1] } else { [1, 0] } {

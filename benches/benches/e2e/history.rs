@@ -48,11 +48,11 @@ const RAW_VERSIONS: &str = "raw find udm_versions _id range lim 100 (5x)";
 const RAW_VERSIONS_ROUNDS: usize = 5;
 
 /// A deterministic xorshift64 generator (random targets, same every run).
-struct XorShift(u64);
+pub(super) struct XorShift(pub(super) u64);
 
 impl XorShift {
     /// A uniform-enough number in `1..=n`.
-    fn in_1_to(&mut self, n: u64) -> u64 {
+    pub(super) fn in_1_to(&mut self, n: u64) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
