@@ -11,7 +11,9 @@
 //!
 //! Also the disk: the embedded default's two files against the canonical JSON bytes of every
 //! version they hold (target ≤ 1.5×), next to PostgreSQL's two tables with their indexes.
-//! `UDM_BENCH_BASELINE_DOCS` overrides the 1,000 documents (quick runs).
+//! `UDM_BENCH_BASELINE_DOCS` overrides the 1,000 documents (quick runs);
+//! `UDM_BENCH_BASELINE_LAYOUT=one-file` runs UDM with its blobs in the metadata file
+//! (`blobs = { kind = "embedded" }`: one fsync per write) instead of the default's two files.
 
 use std::time::{Duration, Instant};
 
@@ -27,6 +29,11 @@ const WRITES: usize = 11;
 const READ_ROUNDS: usize = 2_000;
 const RESTORES: usize = 500;
 const SCHEMA: &str = "udm_bench_hist";
+
+/// Whether `UDM_BENCH_BASELINE_LAYOUT=one-file` asks for the blobs in the metadata file.
+fn one_file() -> bool {
+    std::env::var("UDM_BENCH_BASELINE_LAYOUT").is_ok_and(|v| v == "one-file")
+}
 
 /// A uniform-enough index in `0..n` (the history section's deterministic generator).
 fn below(rng: &mut XorShift, n: usize) -> usize {
@@ -163,7 +170,13 @@ pub(crate) async fn run(url: &str) -> Map<String, Value> {
     let docs: usize = std::env::var("UDM_BENCH_BASELINE_DOCS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
     let pg = Pg::new(url).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let udm = Udm::embedded(dir.path()).await.expect("embedded");
+    let udm = if one_file() {
+        let mut config = Udm::embedded_config(dir.path());
+        config.backends[0].blobs = udm_core::config::BlobBackend::Embedded { path: None };
+        Udm::from_config(config).await.expect("embedded, one file")
+    } else {
+        Udm::embedded(dir.path()).await.expect("embedded")
+    };
     let c = udm.with(RouteContext::new("bench", "db", "customers").expect("ctx"));
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); OPS.len() * 2];
     let (mut ids, mut canonical) = (Vec::with_capacity(docs), 0usize);
@@ -306,8 +319,9 @@ fn report(
 ) -> Map<String, Value> {
     let mut out = Map::new();
     println!(
-        "\nEmbedded default vs a PostgreSQL history table (trigger), {docs} documents × {WRITES} writes \
+        "\nEmbedded {} vs a PostgreSQL history table (trigger), {docs} documents × {WRITES} writes \
          (loaded in {:.1} s), {READ_ROUNDS} read rounds, {RESTORES} restores; both durable:",
+        if one_file() { "(one file: blobs in the metadata file)" } else { "default (two files)" },
         load.as_secs_f64()
     );
     println!("{:<18} {:>14} {:>14} {:>10}   (target ≤ 1.00x)", "operation", "udm p50 µs", "pg p50 µs", "udm / pg");

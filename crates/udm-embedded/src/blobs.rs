@@ -13,6 +13,8 @@
 //! are atomic; the ETag is the store-wide generation of the put that wrote the row
 //! (`"e<n>"`), so every put gets a fresh one. Puts that arrive while another commits share
 //! the next transaction (group commit: one fsync for the lot, each put answered on its own).
+//! A bucket opened with [`EmbeddedStore::blobs_sharing_commits`] — the pair's metadata store
+//! is this same file — leaves the sync of a put made before a metadata commit to that commit.
 //!
 //! ```
 //! # async fn demo() -> udm_core::Result<()> {
@@ -32,7 +34,7 @@ use async_trait::async_trait;
 use redb::{ReadableTable, TableDefinition};
 use udm_core::ports::{
     BlobBody, BlobCapabilities, BlobMeta, BlobPage, BlobStore, ETag, MAX_LIST_PAGE, PutMode, PutOptions, PutResult,
-    check_key, check_prefix, etag_mismatch,
+    PutSync, check_key, check_prefix, etag_mismatch,
 };
 use udm_core::{Checksum, Error, ErrorKind, Result};
 
@@ -48,6 +50,9 @@ pub(crate) const BLOB_GENERATION: TableDefinition<'static, &'static str, u64> = 
 pub struct EmbeddedBlobs {
     store: EmbeddedStore,
     bucket: String,
+    /// Whether this store is also the pair's metadata store, so a put made before a metadata
+    /// commit may leave its sync to that commit ([`EmbeddedStore::blobs_sharing_commits`]).
+    shares_commits: bool,
 }
 
 impl fmt::Debug for EmbeddedBlobs {
@@ -57,15 +62,44 @@ impl fmt::Debug for EmbeddedBlobs {
 }
 
 impl EmbeddedStore {
-    /// The blob bucket `bucket` (letters, digits, `_`, `-`) in this store's file.
+    /// The blob bucket `bucket` (letters, digits, `_`, `-`) in this store's file. Every put
+    /// is durable when it returns.
     pub fn blobs(&self, bucket: &str) -> Result<EmbeddedBlobs> {
+        self.bucket(bucket, false)
+    }
+
+    /// The blob bucket `bucket` of a pair whose **metadata store is this same store**: a put
+    /// marked [`PutSync::WithNextCommit`] (a snapshot before its version's commit, a log
+    /// segment before the shadow watermark moves) commits without an fsync of its own, and
+    /// the synced metadata commit that follows it in this file makes it durable — redb
+    /// persists every earlier commit with a synced one, so the snapshot is never less durable
+    /// than the record naming it, and a write costs one fsync, not two. Other puts sync as
+    /// usual. With another metadata store, use [`EmbeddedStore::blobs`].
+    ///
+    /// ```
+    /// # async fn demo() -> udm_core::Result<()> {
+    /// use udm_core::ports::{BlobStore, PutOptions};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = udm_embedded::EmbeddedStore::open(&dir.path().join("udm.redb"))?;
+    /// let json = store.blobs_sharing_commits("json")?;
+    /// let before = store.synced_commits();
+    /// json.put("t/db/c/x.json", b"{}".to_vec(), &PutOptions::create_json().before_commit()).await?;
+    /// assert_eq!(store.synced_commits(), before, "left to the metadata commit that follows");
+    /// # Ok(()) }
+    /// ```
+    pub fn blobs_sharing_commits(&self, bucket: &str) -> Result<EmbeddedBlobs> {
+        self.bucket(bucket, true)
+    }
+
+    fn bucket(&self, bucket: &str, shares_commits: bool) -> Result<EmbeddedBlobs> {
+        self.holds_blobs.store(true, std::sync::atomic::Ordering::Relaxed);
         let ok = !bucket.is_empty()
             && bucket.len() <= 63
             && bucket.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !ok {
             return Err(Error::validation("bucket", "1–63 ASCII letters, digits, `_` or `-`"));
         }
-        Ok(EmbeddedBlobs { store: self.clone(), bucket: bucket.to_owned() })
+        Ok(EmbeddedBlobs { store: self.clone(), bucket: bucket.to_owned(), shares_commits })
     }
 }
 
@@ -161,9 +195,10 @@ impl BlobStore for EmbeddedBlobs {
         if content_type.as_ref().is_some_and(|ct| ct.len() > usize::from(u16::MAX)) {
             return Err(Error::validation("content_type", "at most 65535 bytes"));
         }
+        let sync = !(self.shares_commits && options.sync == PutSync::WithNextCommit);
         let generation = self
             .store
-            .write_grouped(move |tx| {
+            .write_grouped(sync, move |tx| {
                 let mut t = tx.open_table(BLOBS).map_err(db_err)?;
                 let current = t.get(k.as_str()).map_err(db_err)?.map(|v| decode_row(v.value(), false)).transpose()?;
                 let current = current.map(|r| etag_of(r.generation));

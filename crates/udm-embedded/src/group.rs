@@ -12,9 +12,10 @@
 //! A lone write waits for nobody: the first arrival commits at once, and only writes that
 //! arrive during that commit form the next group.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use redb::WriteTransaction;
+use redb::{Durability, WriteTransaction};
 use tokio::sync::oneshot;
 use udm_core::{Error, Result};
 
@@ -22,7 +23,8 @@ use crate::{EmbeddedStore, db_err};
 
 /// One waiting operation and where its answer goes.
 type Op = Box<dyn FnOnce(&WriteTransaction) -> Result<u64> + Send>;
-type Waiting = (Op, oneshot::Sender<Result<u64>>);
+/// An operation, whether it needs its commit synced, and where its answer goes.
+type Waiting = (Op, bool, oneshot::Sender<Result<u64>>);
 
 /// The queue and whether a committer is running (one lock, so no write is left waiting with
 /// no committer).
@@ -30,26 +32,29 @@ type Waiting = (Op, oneshot::Sender<Result<u64>>);
 pub(crate) struct Group {
     state: Mutex<(Vec<Waiting>, bool)>,
     /// Transactions committed by groups ([`EmbeddedStore::grouped_commits`]).
-    commits: std::sync::atomic::AtomicU64,
+    commits: AtomicU64,
 }
 
 impl EmbeddedStore {
     /// Runs `op` in a write transaction shared with the other grouped writes waiting at the
-    /// time, committed together. `op` must change nothing when it returns an error.
+    /// time, committed together. `op` must change nothing when it returns an error. With
+    /// `sync` false the commit skips its fsync unless another operation of the group needs
+    /// one (redb's `Durability::None`: the next synced commit of the file makes it durable).
     pub(crate) async fn write_grouped(
         &self,
+        sync: bool,
         op: impl FnOnce(&WriteTransaction) -> Result<u64> + Send + 'static,
     ) -> Result<u64> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut state =
                 self.group.state.lock().map_err(|_| Error::internal("embedded store: group lock poisoned"))?;
-            state.0.push((Box::new(op), tx));
+            state.0.push((Box::new(op), sync, tx));
             !std::mem::replace(&mut state.1, true)
         };
         if start {
-            let (db, group) = (self.db.clone(), self.group.clone());
-            tokio::task::spawn_blocking(move || commit_groups(&db, &group));
+            let (db, group, syncs) = (self.db.clone(), self.group.clone(), self.syncs.clone());
+            tokio::task::spawn_blocking(move || commit_groups(&db, &group, &syncs));
         }
         rx.await.map_err(|_| Error::internal("embedded store: the group committer stopped"))?
     }
@@ -57,7 +62,7 @@ impl EmbeddedStore {
     /// Write transactions committed for grouped writes so far (blob puts): fewer than the
     /// puts when they arrived together. For tests and diagnostics.
     pub fn grouped_commits(&self) -> u64 {
-        self.group.commits.load(std::sync::atomic::Ordering::Relaxed)
+        self.group.commits.load(Ordering::Relaxed)
     }
 }
 
@@ -74,7 +79,7 @@ impl Drop for Running<'_> {
 }
 
 /// Commits groups until nobody waits.
-fn commit_groups(db: &redb::Database, group: &Arc<Group>) {
+fn commit_groups(db: &redb::Database, group: &Arc<Group>, syncs: &AtomicU64) {
     let running = Running(group);
     loop {
         let batch = match group.state.lock() {
@@ -86,17 +91,28 @@ fn commit_groups(db: &redb::Database, group: &Arc<Group>) {
             Ok(mut state) => std::mem::take(&mut state.0),
             Err(_) => return,
         };
-        let tx = match db.begin_write().map_err(db_err) {
+        let sync = batch.iter().any(|(_, sync, _)| *sync);
+        let tx = db.begin_write().map_err(db_err).and_then(|mut tx| {
+            if !sync {
+                tx.set_durability(Durability::None)
+                    .map_err(|e| Error::internal(format!("embedded store: deferring a commit's sync: {e}")))?;
+            }
+            Ok(tx)
+        });
+        let tx = match tx {
             Ok(tx) => tx,
             Err(e) => {
-                batch.into_iter().for_each(|(_, reply)| drop(reply.send(Err(e.clone()))));
+                batch.into_iter().for_each(|(_, _, reply)| drop(reply.send(Err(e.clone()))));
                 continue;
             }
         };
         let answers: Vec<(Result<u64>, oneshot::Sender<Result<u64>>)> =
-            batch.into_iter().map(|(op, reply)| (op(&tx), reply)).collect();
+            batch.into_iter().map(|(op, _, reply)| (op(&tx), reply)).collect();
         let committed = tx.commit().map_err(db_err);
-        group.commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        group.commits.fetch_add(1, Ordering::Relaxed);
+        if sync && committed.is_ok() {
+            syncs.fetch_add(1, Ordering::Relaxed);
+        }
         for (answer, reply) in answers {
             let answer = match (&committed, answer) {
                 (Err(e), Ok(_)) => Err(e.clone()),
@@ -136,6 +152,35 @@ mod tests {
         }
         let commits = store.grouped_commits();
         assert!((1..64).contains(&commits), "64 concurrent puts took {commits} commits");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn puts_before_a_commit_leave_their_sync_to_it_only_in_a_shared_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.redb");
+        let store = EmbeddedStore::open(&path).unwrap();
+        let shared = store.blobs_sharing_commits("json").unwrap();
+        let own = store.blobs("json").unwrap();
+        let start = store.synced_commits();
+        for i in 0..8u8 {
+            shared.put(&format!("s/{i}"), vec![i; 300], &PutOptions::create_json().before_commit()).await.unwrap();
+        }
+        assert_eq!(store.synced_commits(), start, "puts before a commit sync with it, not on their own");
+        assert_eq!(shared.get("s/7").await.unwrap(), vec![7; 300], "visible at once");
+        shared.put("now", vec![9; 10], &PutOptions::create_json()).await.unwrap();
+        assert_eq!(store.synced_commits(), start + 1, "a put without the hint syncs");
+        own.put("own", vec![8; 10], &PutOptions::create_json().before_commit()).await.unwrap();
+        assert_eq!(store.synced_commits(), start + 2, "a bucket not sharing the metadata's commits syncs every put");
+        drop((shared, own, store));
+        let reopened = EmbeddedStore::open(&path).unwrap().blobs("json").unwrap();
+        for i in 0..8u8 {
+            assert_eq!(
+                reopened.get(&format!("s/{i}")).await.unwrap(),
+                vec![i; 300],
+                "made durable by the sync after it"
+            );
+        }
+        assert_eq!(reopened.get("own").await.unwrap(), vec![8; 10]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

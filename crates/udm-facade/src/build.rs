@@ -250,7 +250,7 @@ fn embedded_blobs(embedded: &EmbeddedHandle) -> Result<BlobPorts> {
         Error::new(ErrorKind::Config, "blobs kind \"embedded\" needs meta kind \"embedded\" in the same pair")
     })?;
     let describe = format!("embedded blobs:{}", s.path().display());
-    Ok((Arc::new(s.blobs("json")?), Arc::new(s.blobs("content")?), describe))
+    Ok((Arc::new(s.blobs_sharing_commits("json")?), Arc::new(s.blobs_sharing_commits("content")?), describe))
 }
 
 #[cfg(not(feature = "embedded"))]

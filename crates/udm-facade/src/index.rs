@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use futures_util::{StreamExt, TryStreamExt};
-use udm_core::ports::{PutMode, PutOptions};
+use udm_core::ports::{PutMode, PutOptions, PutSync};
 use udm_core::query::{HistoryQuery, Order, Page, history_cursor};
 use udm_core::shadow::LogEntry;
 use udm_core::shadow::index::{Bound, IndexEntry, IndexSegment, Marker, segment_for, segment_of};
@@ -30,7 +30,8 @@ fn first_ov(segment: u64) -> Ov {
     Ov::new(segment * udm_core::shadow::index::INDEX_SEGMENT_LEN + 1).unwrap_or(Ov::FIRST)
 }
 
-/// Adds the versions of one flush to their objects' index segments.
+/// Adds the versions of one flush to their objects' index segments (before the flush moves
+/// the shadow watermark, so its puts are durable with that commit: [`PutSync::WithNextCommit`]).
 pub(crate) async fn index_entries(t: &Target, entries: &[LogEntry]) -> Result<()> {
     let mut by_segment: BTreeMap<(ObjectKey, u64), Vec<IndexEntry>> = BTreeMap::new();
     for e in entries {
@@ -77,14 +78,14 @@ async fn update(t: &Target, key: ObjectKey, segment: u64, incoming: Vec<IndexEnt
             && was_first != Some((at, cv))
         {
             let marker = t.layout.index_marker(&key, &Marker { segment, at, cv });
-            t.json.put(&marker, Vec::new(), &PutOptions::overwrite("application/octet-stream")).await?;
+            t.json.put(&marker, Vec::new(), &PutOptions::overwrite("application/octet-stream").before_commit()).await?;
         }
         let mode = match (cas, etag) {
             (false, _) => PutMode::Overwrite,
             (true, Some(etag)) => PutMode::IfMatch(etag),
             (true, None) => PutMode::Create,
         };
-        let options = PutOptions { mode, content_type: Some("application/json".into()) };
+        let options = PutOptions { mode, content_type: Some("application/json".into()), sync: PutSync::WithNextCommit };
         match t.json.put_with_etag(&blob_key, current.encode()?, &options).await {
             Ok(_) => return Ok(()),
             // Another writer changed (or created) the segment since the read: merge again.

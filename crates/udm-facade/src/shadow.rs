@@ -157,7 +157,7 @@ async fn flush_locked(t: &Target, ctx: &RouteContext, confirm: bool) -> Result<F
             report.versions += p.entries.len() as u64;
             let bytes = LogSegment::encode(ctx, first, p.upto, p.entries.clone())?;
             let key = t.layout.log_segment(ctx, first, p.upto);
-            t.json.put(&key, bytes, &PutOptions::overwrite("application/json")).await?;
+            t.json.put(&key, bytes, &PutOptions::overwrite("application/json").before_commit()).await?;
             // Then each object's version index: both before the watermark moves, so a crash
             // in between makes the next flush write both again.
             crate::index::index_entries(t, &p.entries).await?;

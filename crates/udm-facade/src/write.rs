@@ -574,7 +574,7 @@ impl Collection {
             None => None,
         };
         self.put_content(pair, key, content).await?;
-        self.inner.pairs[pair].json.put(snapshot, bytes, &PutOptions::create_json()).await.map(|_| ())
+        self.inner.pairs[pair].json.put(snapshot, bytes, &PutOptions::create_json().before_commit()).await.map(|_| ())
     }
 
     /// Puts externalized content (content-addressed: an existing blob holds the same bytes).
@@ -582,7 +582,10 @@ impl Collection {
         let blobs = &self.inner.pairs[pair].content;
         for c in content {
             let blob = self.inner.layout.content(key, &c.reference.blake3);
-            match blobs.put(&blob, c.bytes.clone(), &PutOptions::create(&c.reference.content_type)).await {
+            match blobs
+                .put(&blob, c.bytes.clone(), &PutOptions::create(&c.reference.content_type).before_commit())
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),

@@ -51,6 +51,23 @@ pub enum PutMode {
     IfMatch(ETag),
 }
 
+/// When a put must be durable ([`PutOptions::sync`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PutSync {
+    /// Durable when the put returns (the default).
+    #[default]
+    Now,
+    /// The caller commits to the metadata store of the same pair after this put (a snapshot
+    /// or content before its version's commit, a log or index segment before the shadow
+    /// watermark moves) and needs the blob durable only once that commit is. A blob store
+    /// whose writes share the metadata store's commits — the embedded store's buckets opened
+    /// with `udm_embedded::EmbeddedStore::blobs_sharing_commits` — then skips
+    /// its own sync: the durable metadata commit that follows makes both durable, in order.
+    /// Every other store syncs as for [`PutSync::Now`]. A put whose commit never comes may be
+    /// lost in a crash: it was never referenced.
+    WithNextCommit,
+}
+
 /// Options of one put.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutOptions {
@@ -58,27 +75,42 @@ pub struct PutOptions {
     pub mode: PutMode,
     /// Content type to record.
     pub content_type: Option<String>,
+    /// When the put must be durable.
+    pub sync: PutSync,
 }
 
 impl PutOptions {
     /// Create-only JSON (snapshot envelopes).
     pub fn create_json() -> Self {
-        Self { mode: PutMode::Create, content_type: Some("application/json".into()) }
+        Self { mode: PutMode::Create, content_type: Some("application/json".into()), sync: PutSync::Now }
     }
 
     /// Create-only with a content type.
     pub fn create(content_type: &str) -> Self {
-        Self { mode: PutMode::Create, content_type: Some(content_type.into()) }
+        Self { mode: PutMode::Create, content_type: Some(content_type.into()), sync: PutSync::Now }
     }
 
     /// Overwrite with a content type.
     pub fn overwrite(content_type: &str) -> Self {
-        Self { mode: PutMode::Overwrite, content_type: Some(content_type.into()) }
+        Self { mode: PutMode::Overwrite, content_type: Some(content_type.into()), sync: PutSync::Now }
     }
 
     /// Compare-and-swap ([`PutMode::IfMatch`]) with a content type.
     pub fn if_match(etag: ETag, content_type: &str) -> Self {
-        Self { mode: PutMode::IfMatch(etag), content_type: Some(content_type.into()) }
+        Self { mode: PutMode::IfMatch(etag), content_type: Some(content_type.into()), sync: PutSync::Now }
+    }
+
+    /// The same put, durable with the metadata commit that follows it ([`PutSync::WithNextCommit`]).
+    ///
+    /// ```
+    /// use udm_core::ports::{PutOptions, PutSync};
+    /// let o = PutOptions::create_json().before_commit();
+    /// assert_eq!(o.sync, PutSync::WithNextCommit);
+    /// ```
+    #[must_use]
+    pub fn before_commit(mut self) -> Self {
+        self.sync = PutSync::WithNextCommit;
+        self
     }
 }
 

@@ -25,7 +25,7 @@ mod queue;
 pub use batch::{Accepted, BatchPlan, BatchWrites, MAX_BATCH, check_batch, plan_batch};
 pub use blob::{
     BlobBody, BlobCapabilities, BlobListing, BlobMeta, BlobPage, BlobStore, ETag, MAX_KEY_BYTES, MAX_LIST_PAGE,
-    PutMode, PutOptions, PutResult, check_key, check_prefix, check_presign_ttl, etag_mismatch, skip_past,
+    PutMode, PutOptions, PutResult, PutSync, check_key, check_prefix, check_presign_ttl, etag_mismatch, skip_past,
 };
 pub use clock::{Clock, Entropy, IdGenerator, UlidGenerator};
 pub use counter::CounterStore;
