@@ -21,7 +21,7 @@ meta = { kind = "memory" }
 blobs = { kind = "memory" }
 "#;
 
-/// Syncs taken by `WRITES` sequential creates, and the store to read back from.
+/// Syncs taken by `WRITES` sequential creates (each read back afterwards).
 async fn syncs_for_creates(shared: bool) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(&dir.path().join("udm.redb")).unwrap();
@@ -54,7 +54,7 @@ async fn a_write_takes_one_sync_when_its_blobs_share_the_metadata_file() {
     let separate = syncs_for_creates(false).await;
     // Each write: one metadata commit; the shadow flusher adds a synced watermark commit now
     // and then (its segment puts defer too), so fewer than two syncs per write.
-    assert!(shared >= WRITES && shared < 2 * WRITES, "{shared} syncs for {WRITES} writes sharing the file");
+    assert!((WRITES..2 * WRITES).contains(&shared), "{shared} syncs for {WRITES} writes sharing the file");
     // Buckets that sync every put pay for the snapshot put too: at least two per write.
     assert!(separate >= 2 * WRITES, "{separate} syncs for {WRITES} writes syncing every put");
 }
