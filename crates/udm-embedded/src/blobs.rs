@@ -92,7 +92,6 @@ impl EmbeddedStore {
     }
 
     fn bucket(&self, bucket: &str, shares_commits: bool) -> Result<EmbeddedBlobs> {
-        self.holds_blobs.store(true, std::sync::atomic::Ordering::Relaxed);
         let ok = !bucket.is_empty()
             && bucket.len() <= 63
             && bucket.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');

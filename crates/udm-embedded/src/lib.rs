@@ -29,7 +29,7 @@ mod shadow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, TableDefinition, WriteTransaction};
 use serde::Serialize;
@@ -64,12 +64,6 @@ pub struct EmbeddedStore {
     group: Arc<group::Group>,
     /// Commits synced to disk ([`EmbeddedStore::synced_commits`]), shared by clones.
     syncs: Arc<AtomicU64>,
-    /// Whether this file also holds blob buckets ([`EmbeddedStore::blobs`]): then a commit
-    /// never holds the write lock while it waits for a snapshot (that put needs the lock).
-    holds_blobs: Arc<AtomicBool>,
-    /// Commits whose statements ran while their snapshots were still being written
-    /// ([`EmbeddedStore::overlapped_commits`]).
-    overlapped: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -109,8 +103,6 @@ impl EmbeddedStore {
             reads: Arc::default(),
             group: Arc::default(),
             syncs: Arc::default(),
-            holds_blobs: Arc::default(),
-            overlapped: Arc::default(),
         };
         let tx = store.db.begin_write().map_err(db_err)?;
         {
@@ -152,14 +144,6 @@ impl EmbeddedStore {
         self.syncs.load(Ordering::Relaxed)
     }
 
-    /// Group commits whose statements ran while their snapshots were still being written, so
-    /// that only the commit itself waited for them
-    /// ([`MetaStore::commit_many_after`](udm_core::ports::MetaStore::commit_many_after) on a
-    /// file holding no blob buckets). For tests and diagnostics.
-    pub fn overlapped_commits(&self) -> u64 {
-        self.overlapped.load(Ordering::Relaxed)
-    }
-
     /// The file it lives in.
     pub fn path(&self) -> &Path {
         &self.path
@@ -179,53 +163,6 @@ impl EmbeddedStore {
                     tx.commit().map_err(db_err)?;
                     syncs.fetch_add(1, Ordering::Relaxed);
                     Ok(v)
-                }
-                Err(e) => {
-                    tx.abort().map_err(db_err)?;
-                    Err(e)
-                }
-            }
-        })
-        .await
-    }
-
-    /// [`EmbeddedStore::write`] that commits only once `durable` resolves `Ok` (aborting,
-    /// and answering its error, when it fails). `f` runs at once, while `durable` is
-    /// pending — unless this file holds blob buckets, whose puts need the write lock that
-    /// `f`'s transaction holds: then `durable` is awaited first.
-    pub(crate) async fn write_after<T: Send + 'static>(
-        &self,
-        durable: udm_core::ports::Durable,
-        f: impl FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        if self.holds_blobs.load(Ordering::Relaxed) {
-            durable.await?;
-            return self.write(f).await;
-        }
-        // The wait runs on the runtime; the blocking thread runs the statements meanwhile.
-        let (ready, wait) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let _ = ready.send(durable.await);
-        });
-        let (db, syncs, overlapped) = (self.db.clone(), self.syncs.clone(), self.overlapped.clone());
-        blocking(move || {
-            let tx = db.begin_write().map_err(db_err)?;
-            let value = match f(&tx) {
-                Ok(v) => v,
-                Err(e) => {
-                    tx.abort().map_err(db_err)?;
-                    return Err(e);
-                }
-            };
-            overlapped.fetch_add(1, Ordering::Relaxed);
-            let durable = wait
-                .blocking_recv()
-                .unwrap_or_else(|_| Err(Error::internal("embedded store: the wait for the snapshots stopped")));
-            match durable {
-                Ok(()) => {
-                    tx.commit().map_err(db_err)?;
-                    syncs.fetch_add(1, Ordering::Relaxed);
-                    Ok(value)
                 }
                 Err(e) => {
                     tx.abort().map_err(db_err)?;

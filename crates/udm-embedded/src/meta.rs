@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use udm_core::counters::CounterDelta;
 use udm_core::layout::{collection_record_prefix, head_record_id, parse_collection_record_prefix, version_record_id};
 use udm_core::ports::{
-    Commit, Committed, CounterStore, Durable, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore,
-    ShrinkPolicy, ShrinkStats, check_batch, check_prune, parse_object_cursor, plan_batch, select_collections,
+    Commit, Committed, CounterStore, HardDeleted, ImportOutcome, ImportedVersion, JobRecord, MetaStore, ShrinkPolicy,
+    ShrinkStats, check_batch, check_prune, parse_object_cursor, plan_batch, select_collections,
 };
 use udm_core::query::{
     Cursor, HeadQuery, HistoryQuery, Order, Page, check_head_query, check_limit, history_cursor, select_heads, sort_cmp,
@@ -419,17 +419,6 @@ impl MetaStore for EmbeddedStore {
         self.write(move |tx| commit_many_in(tx, &commits)).await
     }
 
-    /// Runs the batch's statements while its snapshots are written and commits once they are
-    /// durable (on a file that holds no blob buckets; see [`EmbeddedStore::overlapped_commits`]).
-    async fn commit_many_after(&self, commits: Vec<Commit>, durable: Durable) -> Result<Vec<Result<Committed>>> {
-        check_batch(&commits)?;
-        if commits.is_empty() {
-            durable.await?;
-            return Ok(Vec::new());
-        }
-        self.write_after(durable, move |tx| commit_many_in(tx, &commits)).await
-    }
-
     async fn shadow_backlog(&self, after: Option<&str>, limit: usize) -> Result<Page<RouteContext>> {
         check_limit(limit)?;
         let after = after.map(str::to_owned);
@@ -678,49 +667,6 @@ mod tests {
         let before = FULL_DECODES.load(SeqCst);
         let page = s.list_heads(ctx, q).await.unwrap();
         (page, FULL_DECODES.load(SeqCst) - before)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_gated_commit_runs_its_statements_before_the_snapshots_are_durable_and_commits_after() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = EmbeddedStore::open(&dir.path().join("meta.redb")).unwrap();
-        let ctx = unique_ctx("overlap");
-        let k = key(&ctx, "o");
-        let (open, gate) = tokio::sync::oneshot::channel::<Result<()>>();
-        let durable: Durable = Box::pin(async move { gate.await.unwrap_or(Ok(())) });
-        let batch = vec![commit(&k, None, Op::Create, ts(1), "r1", &json!({"n": 1}))];
-        let pending = tokio::spawn({
-            let s = s.clone();
-            async move { s.commit_many_after(batch, durable).await }
-        });
-        // The statements run while the snapshot is still pending ...
-        let waited = std::time::Instant::now();
-        while s.overlapped_commits() == 0 {
-            assert!(waited.elapsed() < std::time::Duration::from_secs(10), "the statements never ran");
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        // ... but nothing is visible until it is durable.
-        assert!(s.head(&k).await.unwrap().is_none(), "committed before its snapshot was durable");
-        open.send(Ok(())).unwrap();
-        let answers = pending.await.unwrap().unwrap();
-        assert_eq!(answers[0].as_ref().unwrap().cv.0, 1);
-        assert_eq!(s.head(&k).await.unwrap().unwrap().inline, Some(json!({"n": 1})));
-
-        // A file that holds blob buckets waits for the snapshots first (their puts need the
-        // write lock): a snapshot put into the same file during the wait does not deadlock.
-        let blobs = s.blobs("json").unwrap();
-        let (open, gate) = tokio::sync::oneshot::channel::<Result<()>>();
-        let durable: Durable = Box::pin(async move { gate.await.unwrap_or(Ok(())) });
-        let batch = vec![commit(&k, Some(Ov::FIRST), Op::Update, ts(2), "r2", &json!({"n": 2}))];
-        let pending = tokio::spawn({
-            let s = s.clone();
-            async move { s.commit_many_after(batch, durable).await }
-        });
-        use udm_core::ports::{BlobStore, PutOptions};
-        blobs.put("snap", b"{}".to_vec(), &PutOptions::create_json()).await.unwrap();
-        open.send(Ok(())).unwrap();
-        assert_eq!(pending.await.unwrap().unwrap()[0].as_ref().unwrap().cv.0, 2);
-        assert_eq!(s.overlapped_commits(), 1, "not overlapped once the file holds blobs");
     }
 
     #[tokio::test]
