@@ -54,7 +54,7 @@ impl EmbeddedStore {
         };
         if start {
             let (db, group, syncs) = (self.db.clone(), self.group.clone(), self.syncs.clone());
-            tokio::task::spawn_blocking(move || commit_groups(&db, &group, &syncs));
+            tokio::task::spawn_blocking(move || commit_groups(db, &group, &syncs));
         }
         rx.await.map_err(|_| Error::internal("embedded store: the group committer stopped"))?
     }
@@ -78,9 +78,12 @@ impl Drop for Running<'_> {
     }
 }
 
-/// Commits groups until nobody waits.
-fn commit_groups(db: &redb::Database, group: &Arc<Group>, syncs: &AtomicU64) {
+/// Commits groups until nobody waits. Whether another group waits is decided *before* a
+/// group is answered, and the last group's answers go out only after this thread has let go
+/// of the file — so a caller that drops its store on its answer can reopen the file at once.
+fn commit_groups(db: Arc<redb::Database>, group: &Arc<Group>, syncs: &AtomicU64) {
     let running = Running(group);
+    let mut db = Some(db);
     loop {
         let batch = match group.state.lock() {
             Ok(mut state) if state.0.is_empty() => {
@@ -91,37 +94,66 @@ fn commit_groups(db: &redb::Database, group: &Arc<Group>, syncs: &AtomicU64) {
             Ok(mut state) => std::mem::take(&mut state.0),
             Err(_) => return,
         };
-        let sync = batch.iter().any(|(_, sync, _)| *sync);
-        let tx = db.begin_write().map_err(db_err).and_then(|mut tx| {
-            if !sync {
-                tx.set_durability(Durability::None)
-                    .map_err(|e| Error::internal(format!("embedded store: deferring a commit's sync: {e}")))?;
+        let Some(file) = db.as_deref() else { return };
+        let answers = commit_group(file, batch, group, syncs);
+        let last = match group.state.lock() {
+            Ok(mut state) if state.0.is_empty() => {
+                state.1 = false;
+                true
             }
-            Ok(tx)
-        });
-        let tx = match tx {
-            Ok(tx) => tx,
-            Err(e) => {
-                batch.into_iter().for_each(|(_, _, reply)| drop(reply.send(Err(e.clone()))));
-                continue;
-            }
+            Ok(_) => false,
+            Err(_) => return,
         };
-        let answers: Vec<(Result<u64>, oneshot::Sender<Result<u64>>)> =
-            batch.into_iter().map(|(op, _, reply)| (op(&tx), reply)).collect();
-        let committed = tx.commit().map_err(db_err);
-        group.commits.fetch_add(1, Ordering::Relaxed);
-        if sync && committed.is_ok() {
-            syncs.fetch_add(1, Ordering::Relaxed);
+        if last {
+            db = None;
         }
         for (answer, reply) in answers {
+            // A caller that gave up (its deadline passed) no longer listens.
+            let _ = reply.send(answer);
+        }
+        if last {
+            std::mem::forget(running);
+            return;
+        }
+    }
+}
+
+/// Commits one group in one write transaction; each operation's answer, to be sent.
+fn commit_group(
+    db: &redb::Database,
+    batch: Vec<Waiting>,
+    group: &Group,
+    syncs: &AtomicU64,
+) -> Vec<(Result<u64>, oneshot::Sender<Result<u64>>)> {
+    let sync = batch.iter().any(|(_, sync, _)| *sync);
+    let tx = db.begin_write().map_err(db_err).and_then(|mut tx| {
+        if !sync {
+            tx.set_durability(Durability::None)
+                .map_err(|e| Error::internal(format!("embedded store: deferring a commit's sync: {e}")))?;
+        }
+        Ok(tx)
+    });
+    let tx = match tx {
+        Ok(tx) => tx,
+        Err(e) => return batch.into_iter().map(|(_, _, reply)| (Err(e.clone()), reply)).collect(),
+    };
+    let answers: Vec<(Result<u64>, oneshot::Sender<Result<u64>>)> =
+        batch.into_iter().map(|(op, _, reply)| (op(&tx), reply)).collect();
+    let committed = tx.commit().map_err(db_err);
+    group.commits.fetch_add(1, Ordering::Relaxed);
+    if sync && committed.is_ok() {
+        syncs.fetch_add(1, Ordering::Relaxed);
+    }
+    answers
+        .into_iter()
+        .map(|(answer, reply)| {
             let answer = match (&committed, answer) {
                 (Err(e), Ok(_)) => Err(e.clone()),
                 (_, answer) => answer,
             };
-            // A caller that gave up (its deadline passed) no longer listens.
-            let _ = reply.send(answer);
-        }
-    }
+            (answer, reply)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -181,6 +213,20 @@ mod tests {
             );
         }
         assert_eq!(reopened.get("own").await.unwrap(), vec![8; 10]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_file_reopens_as_soon_as_the_last_put_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.redb");
+        for round in 0..100u8 {
+            let store = EmbeddedStore::open(&path).unwrap_or_else(|e| panic!("round {round}: {e}"));
+            let blobs = store.blobs("json").unwrap();
+            blobs.put(&format!("k/{round}"), vec![round; 64], &PutOptions::create_json()).await.unwrap();
+            // Dropped on the answer: the committer thread must no longer hold the file.
+        }
+        let blobs = EmbeddedStore::open(&path).unwrap().blobs("json").unwrap();
+        assert_eq!(blobs.get("k/99").await.unwrap(), vec![99; 64]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
