@@ -300,7 +300,8 @@ pub enum BlobBackend {
     /// Packed in an embedded redb file, one row each: its own file with `path` (any metadata
     /// store; the zero-setup default keeps them in `dir/udm-blobs.redb`, so the metadata file
     /// can be lost and rebuilt from it), or without it the pair's embedded metadata file
-    /// (needs `meta.kind = "embedded"`).
+    /// (needs `meta.kind = "embedded"`; a write then takes one fsync, not two: a snapshot's
+    /// sync is left to its version's commit in the same file, see [`PutSync`](crate::ports::PutSync)).
     Embedded {
         /// The blob file; `None` = the pair's embedded metadata file.
         path: Option<String>,
