@@ -83,38 +83,49 @@ impl Drop for Running<'_> {
 /// of the file — so a caller that drops its store on its answer can reopen the file at once.
 fn commit_groups(db: Arc<redb::Database>, group: &Arc<Group>, syncs: &AtomicU64) {
     let running = Running(group);
-    let mut db = Some(db);
-    loop {
-        let batch = match group.state.lock() {
-            Ok(mut state) if state.0.is_empty() => {
-                state.1 = false;
-                std::mem::forget(running);
-                return;
-            }
-            Ok(mut state) => std::mem::take(&mut state.0),
-            Err(_) => return,
-        };
-        let Some(file) = db.as_deref() else { return };
-        let answers = commit_group(file, batch, group, syncs);
-        let last = match group.state.lock() {
-            Ok(mut state) if state.0.is_empty() => {
-                state.1 = false;
-                true
-            }
-            Ok(_) => false,
-            Err(_) => return,
-        };
-        if last {
-            db = None;
+    // The next group, taken under the lock that also retires the committer when none waits.
+    let next = || match group.state.lock() {
+        Ok(mut state) if state.0.is_empty() => {
+            state.1 = false;
+            Ok(None)
         }
-        for (answer, reply) in answers {
-            // A caller that gave up (its deadline passed) no longer listens.
-            let _ = reply.send(answer);
-        }
-        if last {
+        Ok(mut state) => Ok(Some(std::mem::take(&mut state.0))),
+        Err(_) => Err(()),
+    };
+    let mut batch = match next() {
+        Ok(Some(batch)) => batch,
+        Ok(None) => {
             std::mem::forget(running);
             return;
         }
+        Err(()) => return,
+    };
+    loop {
+        let answers = commit_group(&db, batch, group, syncs);
+        match next() {
+            Ok(Some(more)) => {
+                answer(answers);
+                batch = more;
+            }
+            Ok(None) => {
+                drop(db);
+                answer(answers);
+                std::mem::forget(running);
+                return;
+            }
+            Err(()) => {
+                answer(answers);
+                return;
+            }
+        }
+    }
+}
+
+/// Sends each operation its answer.
+fn answer(answers: Vec<(Result<u64>, oneshot::Sender<Result<u64>>)>) {
+    for (answer, reply) in answers {
+        // A caller that gave up (its deadline passed) no longer listens.
+        let _ = reply.send(answer);
     }
 }
 

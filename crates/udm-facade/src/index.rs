@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use futures_util::{StreamExt, TryStreamExt};
-use udm_core::ports::{PutMode, PutOptions, PutSync};
+use udm_core::ports::{PutMode, PutOptions};
 use udm_core::query::{HistoryQuery, Order, Page, history_cursor};
 use udm_core::shadow::LogEntry;
 use udm_core::shadow::index::{Bound, IndexEntry, IndexSegment, Marker, segment_for, segment_of};
@@ -31,7 +31,7 @@ fn first_ov(segment: u64) -> Ov {
 }
 
 /// Adds the versions of one flush to their objects' index segments (before the flush moves
-/// the shadow watermark, so its puts are durable with that commit: [`PutSync::WithNextCommit`]).
+/// the shadow watermark, so its puts are durable with that commit: [`PutSync::WithNextCommit`](udm_core::ports::PutSync::WithNextCommit)).
 pub(crate) async fn index_entries(t: &Target, entries: &[LogEntry]) -> Result<()> {
     let mut by_segment: BTreeMap<(ObjectKey, u64), Vec<IndexEntry>> = BTreeMap::new();
     for e in entries {
@@ -85,7 +85,7 @@ async fn update(t: &Target, key: ObjectKey, segment: u64, incoming: Vec<IndexEnt
             (true, Some(etag)) => PutMode::IfMatch(etag),
             (true, None) => PutMode::Create,
         };
-        let options = PutOptions { mode, content_type: Some("application/json".into()), sync: PutSync::WithNextCommit };
+        let options = PutOptions::new(mode, "application/json").before_commit();
         match t.json.put_with_etag(&blob_key, current.encode()?, &options).await {
             Ok(_) => return Ok(()),
             // Another writer changed (or created) the segment since the read: merge again.

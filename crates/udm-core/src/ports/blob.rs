@@ -60,9 +60,9 @@ pub enum PutSync {
     /// The caller commits to the metadata store of the same pair after this put (a snapshot
     /// or content before its version's commit, a log or index segment before the shadow
     /// watermark moves) and needs the blob durable only once that commit is. A blob store
-    /// whose writes share the metadata store's commits — the embedded store's buckets opened
-    /// with `udm_embedded::EmbeddedStore::blobs_sharing_commits` — then skips
-    /// its own sync: the durable metadata commit that follows makes both durable, in order.
+    /// whose writes share the metadata store's commits (blobs kept in the embedded metadata
+    /// file) then skips its own sync: the durable metadata commit that follows makes both
+    /// durable, in order.
     /// Every other store syncs as for [`PutSync::Now`]. A put whose commit never comes may be
     /// lost in a crash: it was never referenced.
     WithNextCommit,
@@ -82,22 +82,27 @@ pub struct PutOptions {
 impl PutOptions {
     /// Create-only JSON (snapshot envelopes).
     pub fn create_json() -> Self {
-        Self { mode: PutMode::Create, content_type: Some("application/json".into()), sync: PutSync::Now }
+        Self::new(PutMode::Create, "application/json")
     }
 
     /// Create-only with a content type.
     pub fn create(content_type: &str) -> Self {
-        Self { mode: PutMode::Create, content_type: Some(content_type.into()), sync: PutSync::Now }
+        Self::new(PutMode::Create, content_type)
     }
 
     /// Overwrite with a content type.
     pub fn overwrite(content_type: &str) -> Self {
-        Self { mode: PutMode::Overwrite, content_type: Some(content_type.into()), sync: PutSync::Now }
+        Self::new(PutMode::Overwrite, content_type)
     }
 
     /// Compare-and-swap ([`PutMode::IfMatch`]) with a content type.
     pub fn if_match(etag: ETag, content_type: &str) -> Self {
-        Self { mode: PutMode::IfMatch(etag), content_type: Some(content_type.into()), sync: PutSync::Now }
+        Self::new(PutMode::IfMatch(etag), content_type)
+    }
+
+    /// A put in `mode` with a content type, durable when it returns.
+    pub fn new(mode: PutMode, content_type: &str) -> Self {
+        Self { mode, content_type: Some(content_type.into()), sync: PutSync::Now }
     }
 
     /// The same put, durable with the metadata commit that follows it ([`PutSync::WithNextCommit`]).
