@@ -1,7 +1,9 @@
 //! `cargo xtask services up|down|status`: the real servers the adapter tests run against.
 //!
 //! - MongoDB-compatible: SecantusDB (PyPI, in a venv), in-memory storage;
-//! - S3-compatible: moto's server 5.1.22 (PyPI, in a venv);
+//! - S3-compatible: moto's server 5.1.22 (PyPI, in a venv), started through
+//!   `moto_atomic.py`, which makes its conditional puts atomic as S3's are (moto alone
+//!   checks `If-Match` and stores in two steps, so two racing compare-and-swaps can both win);
 //! - PostgreSQL: a throwaway cluster under `target/services/pg` (see [`crate::postgres`]).
 //!
 //! Venvs are cached under `target/services/` and reused across runs. `up` starts both on free
@@ -33,6 +35,9 @@ const MONGO: Service =
     Service { name: "mongo", venv: "venv-mongo", packages: &["SecantusDB==0.7.0b3"], probe: "secantusd-py" };
 
 const S3: Service = Service { name: "s3", venv: "venv-s3", packages: &["moto[server]==5.1.22"], probe: "moto_server" };
+
+/// moto's server behind one lock for object puts and deletes (see the script).
+const MOTO_ATOMIC: &str = include_str!("moto_atomic.py");
 
 fn dir() -> PathBuf {
     root().join("target").join("services")
@@ -91,8 +96,12 @@ pub(crate) fn up() -> Result<(), String> {
             "WARNING",
         ]),
     )?;
-    let s3 =
-        spawn(S3.name, Command::new(venv(&S3, "moto_server")).args(["-H", "127.0.0.1", "-p", &s3_port.to_string()]))?;
+    let moto = dir().join("moto_atomic.py");
+    fs::write(&moto, MOTO_ATOMIC).map_err(|e| format!("{}: {e}", moto.display()))?;
+    let s3 = spawn(
+        S3.name,
+        Command::new(venv(&S3, "python")).arg(&moto).args(["-H", "127.0.0.1", "-p", &s3_port.to_string()]),
+    )?;
     fs::write(pid_file(), format!("{mongo}\n{s3}\n")).map_err(|e| e.to_string())?;
     let ready = wait_for_port(mongo_port).and_then(|()| wait_for_port(s3_port));
     let postgres = ready.and_then(|()| crate::postgres::up(&dir(), free_port()?));

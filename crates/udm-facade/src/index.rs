@@ -65,13 +65,25 @@ async fn update(t: &Target, key: ObjectKey, segment: u64, incoming: Vec<IndexEnt
     let blob_key = t.layout.index_segment(&key, first_ov(segment));
     let cas = t.json.capabilities().conditional_put;
     for _ in 0..CAS_ATTEMPTS {
-        let (mut current, etag) = match t.json.get_with_etag(&blob_key).await {
-            Ok(body) => (IndexSegment::decode(&body.bytes)?, body.etag),
-            Err(e) if e.kind() == ErrorKind::NotFound => (IndexSegment::new(key.clone(), segment), None),
+        let read = t.json.get_with_etag(&blob_key).await.and_then(|body| {
+            let s = IndexSegment::decode(&body.bytes)?;
+            check_identity(&s, &key, segment)?;
+            Ok((s, body.etag))
+        });
+        let (mut current, etag, rebuilt) = match read {
+            Ok((s, etag)) => (s, etag, false),
+            Err(e) if e.kind() == ErrorKind::NotFound => (IndexSegment::new(key.clone(), segment), None, false),
+            // A damaged segment (torn by a server crash, or rotten): the index is derived
+            // data, so it is rebuilt from the metadata store and replaces the damaged one.
+            Err(e) if e.kind() == ErrorKind::ChecksumMismatch => {
+                tracing::warn!(segment = %blob_key, error = %e, "udm: damaged shadow index segment; rebuilding it from the metadata store");
+                let etag = t.json.head(&blob_key).await?.and_then(|m| m.etag);
+                (from_metadata(t, &key, segment).await?, etag, true)
+            }
             Err(e) => return Err(e),
         };
-        let was_first = current.first();
-        if !current.merge(incoming.clone()) {
+        let was_first = if rebuilt { None } else { current.first() };
+        if !current.merge(incoming.clone()) && !rebuilt {
             return Ok(());
         }
         if let Some((at, cv)) = current.first()
@@ -99,17 +111,42 @@ async fn update(t: &Target, key: ObjectKey, segment: u64, incoming: Vec<IndexEnt
     ))
 }
 
+/// Segment `segment` of `key` as the metadata store knows it: its kept versions, and its
+/// OVs up to the head that the store no longer holds, as pruned (2 requests, plus 1 per OV
+/// of the segment the store lacks).
+async fn from_metadata(t: &Target, key: &ObjectKey, segment: u64) -> Result<IndexSegment> {
+    let mut rebuilt = IndexSegment::new(key.clone(), segment);
+    let Some(head) = t.meta.head(key).await? else { return Ok(rebuilt) };
+    let first = first_ov(segment);
+    let len = usize::try_from(udm_core::shadow::index::INDEX_SEGMENT_LEN).unwrap_or(udm_core::query::MAX_PAGE);
+    let query = HistoryQuery { after: Ov::new(first.get() - 1).ok(), limit: len, order: Order::Asc };
+    let kept: Vec<VersionRecord> =
+        t.meta.history(key, &query).await?.items.into_iter().filter(|r| segment_of(r.ov) == segment).collect();
+    let last = first.get() + udm_core::shadow::index::INDEX_SEGMENT_LEN - 1;
+    let mut entries: Vec<IndexEntry> = (first.get()..=last.min(head.ov.get()))
+        .filter(|n| !kept.iter().any(|r| r.ov.get() == *n))
+        .filter_map(|n| Ov::new(n).ok())
+        .map(|ov| IndexEntry { ov, pruned: true, record: None })
+        .collect();
+    entries.extend(kept.into_iter().map(IndexEntry::committed));
+    rebuilt.merge(entries);
+    Ok(rebuilt)
+}
+
+/// A segment read from `key`'s segment `segment` must be that segment.
+fn check_identity(s: &IndexSegment, key: &ObjectKey, segment: u64) -> Result<()> {
+    if &s.key != key || s.segment != segment {
+        return Err(Error::new(ErrorKind::ChecksumMismatch, format!("index segment {segment} of {key} holds another")));
+    }
+    Ok(())
+}
+
 /// Segment `segment` of `key`, if it exists (1 request).
 pub(crate) async fn segment(t: &Target, key: &ObjectKey, segment: u64) -> Result<Option<IndexSegment>> {
     match t.json.get(&t.layout.index_segment(key, first_ov(segment))).await {
         Ok(bytes) => {
             let s = IndexSegment::decode(&bytes)?;
-            if &s.key != key || s.segment != segment {
-                return Err(Error::new(
-                    ErrorKind::ChecksumMismatch,
-                    format!("index segment {segment} of {key} holds another"),
-                ));
-            }
+            check_identity(&s, key, segment)?;
             Ok(Some(s))
         }
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
