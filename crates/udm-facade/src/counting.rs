@@ -12,11 +12,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 
 use udm_core::counters::{CountedVersion, CounterDelta, deltas};
 use udm_core::ports::parse_object_cursor;
-use udm_core::query::{HistoryQuery, Order, parse_history_cursor};
 use udm_core::{ObjectKey, Result, RouteContext};
 
 use crate::Inner;
@@ -108,17 +107,16 @@ impl Collection {
             let page = p.meta.list_objects(&self.ctx, after.as_deref(), RECOUNT_PAGE).await?;
             for id in &page.items {
                 let key = ObjectKey::new(self.ctx.clone(), id.clone());
-                let mut q = HistoryQuery { after: None, limit: RECOUNT_PAGE, order: Order::Asc };
                 let mut was_deleted = false;
-                loop {
-                    let versions = p.meta.history(&key, &q).await?;
+                let mut pages = std::pin::pin!(crate::read::history_pages(&*p.meta, &key, RECOUNT_PAGE));
+                while let Some(versions) = pages.try_next().await? {
                     // The snapshots of a page fetched RECOUNT_FETCHES at a time, in order.
-                    let envelopes: Vec<Result<_>> = futures_util::stream::iter(&versions.items)
+                    let envelopes: Vec<Result<_>> = futures_util::stream::iter(&versions)
                         .map(|v| self.load_snapshot(pair, &v.snapshot))
                         .buffered(RECOUNT_FETCHES)
                         .collect()
                         .await;
-                    for (v, env) in versions.items.iter().zip(envelopes) {
+                    for (v, env) in versions.iter().zip(envelopes) {
                         let env = env?;
                         let counted = CountedVersion {
                             op: v.op,
@@ -131,10 +129,6 @@ impl Collection {
                             *totals.entry(d.counter).or_default() += d.delta;
                         }
                         was_deleted = v.deleted;
-                    }
-                    match versions.next {
-                        Some(n) => q.after = Some(parse_history_cursor(&n)?),
-                        None => break,
                     }
                 }
             }

@@ -27,7 +27,6 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use udm_core::drift::{DriftItem, DriftKind, DriftSource, DriftSummary, SlashOrder, diff_items, whole};
 use udm_core::ports::MAX_LIST_PAGE;
-use udm_core::query::HistoryQuery;
 use udm_core::version::SnapshotEnvelope;
 use udm_core::{Checksum, Error, ErrorKind, Head, ObjectId, ObjectKey, Result, RouteContext, VersionRecord};
 
@@ -621,10 +620,9 @@ impl Admin {
         let coll = crate::Collection::new(self.inner.clone(), key.ctx.clone());
         let by_ov: HashMap<u64, &udm_core::shadow::index::IndexEntry> =
             entries.iter().map(|e| (e.ov.get(), e)).collect();
-        let mut q = HistoryQuery { limit: MAX_LIST_PAGE, ..HistoryQuery::default() };
-        loop {
-            let page = self.inner.pairs[pair].meta.history(key, &q).await?;
-            for r in &page.items {
+        let mut pages = std::pin::pin!(crate::read::history_pages(&*self.inner.pairs[pair].meta, key, MAX_LIST_PAGE));
+        while let Some(page) = pages.try_next().await? {
+            for r in &page {
                 referenced.insert(r.snapshot.key.clone());
                 match by_ov.get(&r.ov.get()).and_then(|e| e.record.as_ref()) {
                     Some(s) if s == r => {}
@@ -659,11 +657,8 @@ impl Admin {
                     );
                 }
             }
-            match page.next {
-                Some(n) => q.after = Some(udm_core::query::parse_history_cursor(&n)?),
-                None => return Ok(()),
-            }
         }
+        Ok(())
     }
 
     /// Snapshots of `key` no committed version names, older than the grace period.

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use udm_core::metamap::CONTENT_REF_KEY;
 use udm_core::ports::MetaStore;
-use udm_core::query::{Cursor, HistoryQuery, Order, sort_cmp};
+use udm_core::query::{Cursor, HistoryQuery, Order, parse_history_cursor, sort_cmp};
 use udm_core::shadow::index::Bound;
 use udm_core::version::{SnapshotEnvelope, SnapshotRef};
 use udm_core::{Checksum, ContentHash, Error, ErrorKind, Head, ObjectKey, Result, VersionRecord};
@@ -369,4 +369,26 @@ fn head_record(head: &Head, data: Value) -> Record {
         system: head.render_system(),
         data,
     }
+}
+
+/// Every version record of `key` in `meta`, oldest first, as a stream of pages of at most
+/// `limit` (each page one request; a page is asked for only when the one before is used up).
+pub(crate) fn history_pages<'a>(
+    meta: &'a dyn MetaStore,
+    key: &'a ObjectKey,
+    limit: usize,
+) -> impl futures_util::Stream<Item = Result<Vec<VersionRecord>>> + Send + 'a {
+    let first = HistoryQuery { after: None, limit, order: Order::Asc };
+    futures_util::stream::try_unfold(Some(first), move |query| async move {
+        let Some(mut query) = query else { return Ok(None) };
+        let page = meta.history(key, &query).await?;
+        let next = match page.next {
+            Some(cursor) => {
+                query.after = Some(parse_history_cursor(&cursor)?);
+                Some(query)
+            }
+            None => None,
+        };
+        Ok(Some((page.items, next)))
+    })
 }

@@ -22,12 +22,11 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 use udm_core::layout::Layout;
 use udm_core::ports::{BlobStore, ImportedVersion, JobRecord, parse_object_cursor};
-use udm_core::query::{HistoryQuery, Order, parse_history_cursor};
 use udm_core::shadow::{LogEntry, LogSegment, committed_versions};
 use udm_core::{Cv, Error, ErrorKind, ObjectKey, Result, RouteContext};
 
@@ -270,10 +269,9 @@ impl Admin {
             for (id, pair) in objects {
                 report.objects += 1;
                 let key = ObjectKey::new(ctx.clone(), udm_core::ObjectId::new(&id)?);
-                let mut q = HistoryQuery { after: None, limit: PAGE, order: Order::Asc };
-                loop {
-                    let page = inner.pairs[pair].meta.history(&key, &q).await?;
-                    for v in &page.items {
+                let mut pages = std::pin::pin!(crate::read::history_pages(&*inner.pairs[pair].meta, &key, PAGE));
+                while let Some(page) = pages.try_next().await? {
+                    for v in &page {
                         let env = coll.load_snapshot(pair, &v.snapshot).await?;
                         let line = json!({
                             "collection": ctx.to_string(), "id": id, "ov": v.ov.get(), "cv": v.cv.0,
@@ -287,10 +285,6 @@ impl Admin {
                         udm_core::canonical::write_canonical(&line, out).map_err(io)?;
                         out.write_all(b"\n").map_err(io)?;
                         report.versions += 1;
-                    }
-                    match page.next {
-                        Some(n) => q.after = Some(parse_history_cursor(&n)?),
-                        None => break,
                     }
                 }
             }

@@ -22,10 +22,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures_util::TryStreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 use udm_core::ports::{JobRecord, MAX_LIST_PAGE, MetaStore};
-use udm_core::query::{HistoryQuery, Order};
 use udm_core::retention::{VersionInfo, prunable};
 use udm_core::{Error, ErrorKind, ObjectKey, Ov, Result, RouteContext, VersionRecord};
 
@@ -356,17 +356,7 @@ impl Admin {
 
 /// Every version record of `key`, ascending.
 pub(crate) async fn all_records(meta: &dyn MetaStore, key: &ObjectKey) -> Result<Vec<VersionRecord>> {
-    let mut out = Vec::new();
-    let mut query = HistoryQuery { after: None, limit: MAX_LIST_PAGE, order: Order::Asc };
-    loop {
-        let page = meta.history(key, &query).await?;
-        query.after = page.items.last().map(|r| r.ov);
-        let more = page.next.is_some() && query.after.is_some();
-        out.extend(page.items);
-        if !more {
-            return Ok(out);
-        }
-    }
+    crate::read::history_pages(meta, key, MAX_LIST_PAGE).try_concat().await
 }
 
 pub(crate) async fn delete_if_present(store: &dyn udm_core::ports::BlobStore, key: &str) -> Result<()> {
