@@ -39,6 +39,7 @@ mod counting;
 mod drift;
 mod gc;
 mod index;
+mod locks;
 mod observe;
 mod ops;
 mod options;
@@ -61,7 +62,7 @@ use udm_core::counters::CounterRule;
 use udm_core::layout::Layout;
 use udm_core::metamap::MetadataMap;
 use udm_core::ports::{BlobStore, Clock, CounterStore, IdGenerator, MetaStore, QueueStore, UlidGenerator};
-use udm_core::{Error, ErrorKind, Name, Result, RouteContext};
+use udm_core::{Error, ErrorKind, Name, ObjectKey, Result, RouteContext};
 use udm_router::Router;
 
 pub use admin::{Admin, BackendInfo, Counters, HealthReport, PairHealth, ShutdownReport, Stats};
@@ -131,6 +132,8 @@ pub(crate) struct Inner {
     pub(crate) fallback: Option<Arc<queue::Fallback>>,
     /// Per pair: one shadow flush at a time per collection.
     flush_locks: Vec<Arc<shadow::FlushLocks>>,
+    /// One write at a time per object in this process (see `Collection::write_within_budget`).
+    pub(crate) object_locks: locks::KeyedLocks<ObjectKey>,
     /// Serializes pin changes ([`Collection::pin`]).
     pub(crate) pin_lock: tokio::sync::Mutex<()>,
 }
@@ -293,6 +296,7 @@ impl UdmBuilder {
         let udm = Udm {
             inner: Arc::new(Inner {
                 flush_locks,
+                object_locks: locks::KeyedLocks::default(),
                 pin_lock: tokio::sync::Mutex::new(()),
                 pairs,
                 router,

@@ -124,8 +124,8 @@ impl Collection {
     /// answer, in order — up to [`BATCH_WRITE_CONCURRENCY`] at a time. Their snapshot puts
     /// run concurrently and their commits reach the metadata store together, so the group
     /// committer commits them in a few transactions instead of one each. Items are not
-    /// ordered against each other: two items of the same object race as two callers would
-    /// (give them `expected` OVs, or put them in separate calls, to order them).
+    /// ordered against each other: two items of the same object take turns, in no set order,
+    /// as two callers would (give them `expected` OVs, or put them in separate calls, to order them).
     pub async fn write_many(&self, items: Vec<WriteItem>) -> Vec<Result<Written>> {
         use futures_util::StreamExt;
         futures_util::stream::iter(items)

@@ -28,6 +28,8 @@ use udm_core::ports::{BlobStore, MetaStore, PutOptions};
 use udm_core::shadow::LogSegment;
 use udm_core::{Cv, Result, RouteContext};
 
+use crate::locks::KeyedLocks;
+
 /// The most CVs one segment covers.
 pub const FLUSH_BATCH: usize = 256;
 
@@ -68,24 +70,8 @@ pub(crate) struct Target {
 /// Serializes the flushes of one collection in this process: a notified flush and the
 /// repair pass ([`Admin::flush_shadow`](crate::Admin::flush_shadow)) never run side by side,
 /// so when the repair pass returns, every flush of a collection that started before it has
-/// finished too (its index merges included). Entries are dropped when no flush holds them.
-#[derive(Debug, Default)]
-pub(crate) struct FlushLocks(Mutex<HashMap<RouteContext, Arc<tokio::sync::Mutex<()>>>>);
-
-impl FlushLocks {
-    fn get(&self, ctx: &RouteContext) -> Arc<tokio::sync::Mutex<()>> {
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        all.entry(ctx.clone()).or_default().clone()
-    }
-
-    fn release(&self, ctx: &RouteContext, lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        // The map's reference and `lock`: nobody else waits for it.
-        if Arc::strong_count(&lock) == 2 {
-            all.remove(ctx);
-        }
-    }
-}
+/// finished too (its index merges included).
+pub(crate) type FlushLocks = KeyedLocks<RouteContext>;
 
 /// Flushes of running (pair, collection)s, each with "notified again while running".
 type Running = HashMap<(usize, RouteContext), bool>;
@@ -132,13 +118,8 @@ async fn run(running: Arc<Mutex<Running>>, lane: (usize, RouteContext), target: 
 /// Writes the segments `ctx` lacks until its log has caught up. With `confirm`, an
 /// already caught-up collection is confirmed to the store (which takes it off the backlog).
 pub(crate) async fn flush(t: &Target, ctx: &RouteContext, confirm: bool) -> Result<FlushReport> {
-    let lock = t.locks.get(ctx);
-    let result = {
-        let _one_at_a_time = lock.lock().await;
-        flush_locked(t, ctx, confirm).await
-    };
-    t.locks.release(ctx, lock);
-    result
+    let _one_at_a_time = t.locks.lock(ctx.clone()).await;
+    flush_locked(t, ctx, confirm).await
 }
 
 async fn flush_locked(t: &Target, ctx: &RouteContext, confirm: bool) -> Result<FlushReport> {

@@ -284,6 +284,11 @@ impl Collection {
             };
             return done.replay(&recorded, &fp).map(Written::from);
         }
+        // Writers of one object in this process take turns instead of racing: a lost race
+        // costs a snapshot put, a commit and a backoff, and under load the losers can lose
+        // until their budget runs out. Races remain between processes (and with writes
+        // naming an expected OV, which the turn does not change).
+        let _turn = self.inner.object_locks.lock(intent.key.clone()).await;
         let meta = &self.inner.pairs[pair].meta;
         let mut attempt: u32 = 0;
         loop {

@@ -58,6 +58,8 @@ struct Rig {
     udm: Udm,
     faults: FaultLayer,
     stores: Vec<Stores>,
+    /// The pairs `udm` was built from, for a second `Udm` over the same stores.
+    pairs: Vec<udm_facade::Pair>,
 }
 
 fn rig_with(names: &[&str], metas: Vec<Arc<dyn MetaStore>>, tweak: impl FnOnce(&mut Config)) -> Rig {
@@ -65,13 +67,14 @@ fn rig_with(names: &[&str], metas: Vec<Arc<dyn MetaStore>>, tweak: impl FnOnce(&
     let mut cfg = Config::from_toml(CONFIG).unwrap();
     tweak(&mut cfg);
     let mut b = Udm::builder().config(cfg);
-    let mut stores = Vec::new();
+    let (mut stores, mut pairs) = (Vec::new(), Vec::new());
     for (n, m) in names.iter().zip(metas) {
         let (p, s) = pair(n, &faults, m);
-        b = b.pair(p);
+        b = b.pair(p.clone());
         stores.push(s);
+        pairs.push(p);
     }
-    Rig { udm: b.build().unwrap(), faults, stores }
+    Rig { udm: b.build().unwrap(), faults, stores, pairs }
 }
 
 fn rig(names: &[&str]) -> Rig {
@@ -204,42 +207,53 @@ async fn a_rewritten_envelope_header_is_never_served() {
     c.get_version("x", ov(2), ReadOpts::default()).await.unwrap();
 }
 
-// 5. Hot objects: concurrent writers without an expected OV all succeed, and lost races
-//    leave no orphan snapshot.
+// 5. Hot objects: concurrent writers without an expected OV all succeed; in one process
+//    they take turns (no lost race), across processes they race, and lost races leave no
+//    orphan snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hot_objects_lose_no_write_and_leave_no_orphan() {
     let r = rig(&["p"]);
     let c = coll(&r);
     c.create(json!({"n": []}), WriteOpts::id("hot")).await.unwrap();
-    // A commit that takes a moment, as on a real server: writers interleave and race.
+    // A commit that takes a moment, as on a real server: writers interleave.
     r.faults.add(FaultRule::latency(Duration::from_millis(2)).port(Port::Meta).op("commit").always());
-    let tasks: Vec<_> = (0..8)
-        .map(|w| {
-            let c = c.clone();
-            tokio::spawn(async move {
-                let mut failed = 0;
-                for i in 0..10 {
-                    let patch = json!({"n": [format!("{w}-{i}")]});
-                    if c.enrich("hot", patch, EnrichOpts::default()).await.is_err() {
-                        failed += 1;
+    let write = |c: Collection, label: &'static str| async move {
+        let tasks: Vec<_> = (0..8)
+            .map(|w| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let mut failed = 0;
+                    for i in 0..5 {
+                        let patch = json!({"n": [format!("{label}-{w}-{i}")]});
+                        if c.enrich("hot", patch, EnrichOpts::default()).await.is_err() {
+                            failed += 1;
+                        }
                     }
-                }
-                failed
+                    failed
+                })
             })
-        })
-        .collect();
-    let mut failed = 0;
-    for t in tasks {
-        failed += t.await.unwrap();
-    }
-    assert_eq!(failed, 0);
+            .collect::<Vec<_>>();
+        let mut failed = 0;
+        for t in tasks {
+            failed += t.await.unwrap();
+        }
+        failed
+    };
+    assert_eq!(write(c.clone(), "alone").await, 0);
+    assert_eq!(r.udm.admin().stats().conflicts, 0, "one process's writers of an object take turns");
+    // A second process over the same stores: its writers race the first's.
+    let twin = Udm::builder().config(Config::from_toml(CONFIG).unwrap());
+    let twin = r.pairs.iter().fold(twin, |b, p| b.pair(p.clone())).build().unwrap();
+    let (a, b) = tokio::join!(write(c.clone(), "one"), write(twin.with(ctx()), "two"));
+    assert_eq!((a, b), (0, 0));
     let latest = c.get_latest("hot", ReadOpts::default()).await.unwrap();
-    assert_eq!(latest.ov, ov(81));
-    assert_eq!(latest.data["n"].as_array().unwrap().len(), 80);
-    assert!(r.udm.admin().stats().conflicts > 0, "the writers did race");
+    assert_eq!(latest.ov, ov(121));
+    assert_eq!(latest.data["n"].as_array().unwrap().len(), 120);
+    let conflicts = r.udm.admin().stats().conflicts + twin.admin().stats().conflicts;
+    assert!(conflicts > 0, "the two processes' writers did race");
     assert_eq!(
         r.stores[0].json.count_containing("/versions/"),
-        81,
+        121,
         "one snapshot per version: no orphans from lost races"
     );
 }

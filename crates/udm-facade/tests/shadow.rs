@@ -74,11 +74,14 @@ fn opts(request: &str) -> WriteOpts {
     WriteOpts::default().request_id(request).actor("shadow-test")
 }
 
-async fn workload(c: &Collection) {
+/// The writers alternate between `c` and `twin`: the same collection through two `Udm`s over
+/// the same stores, as two processes would be (one process's writers of an object take turns;
+/// two processes' race).
+async fn workload(c: &Collection, twin: &Collection) {
     // 24 objects created by 6 concurrent writers.
     let creators: Vec<_> = (0..6)
         .map(|w| {
-            let c = c.clone();
+            let c = if w % 2 == 0 { c.clone() } else { twin.clone() };
             tokio::spawn(async move {
                 for i in 0..4 {
                     let id = format!("o{w}{i}");
@@ -94,7 +97,7 @@ async fn workload(c: &Collection) {
     // Updates, enrichments racing on one hot object, deletes and restores.
     let writers: Vec<_> = (0..6)
         .map(|w| {
-            let c = c.clone();
+            let c = if w % 2 == 0 { c.clone() } else { twin.clone() };
             tokio::spawn(async move {
                 for r in 0..6 {
                     let id = format!("o{w}{}", if r == 0 { 0 } else { 3 });
@@ -183,7 +186,8 @@ async fn committed_versions_read_from_the_blob_store_alone_equal_the_metadata_st
     let faults = FaultLayer::seeded(20261122);
     let (pa, a) = pair("a", &run, &faults).await;
     let (pb, b) = pair("b", &run, &faults).await;
-    let udm = Udm::builder().pair(pa).pair(pb).build().unwrap();
+    let udm = Udm::builder().pair(pa.clone()).pair(pb.clone()).build().unwrap();
+    let other_process = Udm::builder().pair(pa).pair(pb).build().unwrap();
     let ctx = RouteContext::new(&format!("t{run}"), "crm", "users").unwrap();
     let c = udm.with(ctx.clone());
     // Lost acknowledgements (the commit applied, the answer lost), failed commits (an orphan
@@ -193,13 +197,17 @@ async fn committed_versions_read_from_the_blob_store_alone_equal_the_metadata_st
     let failed_commit = faults.add(FaultRule::fail_before().port(Port::Meta).op("commit").probability(0.1));
     let failed_put = faults.add(FaultRule::fail_after().port(Port::Blob).op("put").probability(0.05));
     let failed_flush = faults.add(FaultRule::fail_before().port(Port::Meta).op("shadow_logged").probability(0.2));
-    workload(&c).await;
+    workload(&c, &other_process.with(ctx.clone())).await;
     faults.clear();
+    other_process.admin().shutdown().await.unwrap();
     let report = udm.admin().flush_shadow().await.unwrap();
     let fired: Vec<u64> =
         [lost_ack, lost_ack_batch, failed_commit, failed_put, failed_flush].map(|r| faults.hits(r)).into();
     assert!(fired[0] + fired[1] > 0 && fired[2] > 0 && fired[3] > 0, "faults fired: {fired:?}");
-    assert!(udm.admin().stats().conflicts > 0, "the hot object's writers raced");
+    assert!(
+        udm.admin().stats().conflicts + other_process.admin().stats().conflicts > 0,
+        "the hot object's writers in two processes raced"
+    );
 
     let mut objects = 0;
     let mut orphans = 0;
