@@ -108,7 +108,7 @@ impl Collection {
             for id in &page.items {
                 let key = ObjectKey::new(self.ctx.clone(), id.clone());
                 let mut was_deleted = false;
-                let mut pages = std::pin::pin!(crate::read::history_pages(&*p.meta, &key, RECOUNT_PAGE));
+                let mut pages = std::pin::pin!(crate::read::history_pages(&*p.meta, &key, None, RECOUNT_PAGE));
                 while let Some(versions) = pages.try_next().await? {
                     // The snapshots of a page fetched RECOUNT_FETCHES at a time, in order.
                     let envelopes: Vec<Result<_>> = futures_util::stream::iter(&versions)

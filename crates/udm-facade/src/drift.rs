@@ -620,7 +620,8 @@ impl Admin {
         let coll = crate::Collection::new(self.inner.clone(), key.ctx.clone());
         let by_ov: HashMap<u64, &udm_core::shadow::index::IndexEntry> =
             entries.iter().map(|e| (e.ov.get(), e)).collect();
-        let mut pages = std::pin::pin!(crate::read::history_pages(&*self.inner.pairs[pair].meta, key, MAX_LIST_PAGE));
+        let mut pages =
+            std::pin::pin!(crate::read::history_pages(&*self.inner.pairs[pair].meta, key, None, MAX_LIST_PAGE));
         while let Some(page) = pages.try_next().await? {
             for r in &page {
                 referenced.insert(r.snapshot.key.clone());

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 
 use futures_util::{StreamExt, TryStreamExt};
 use udm_core::ports::{PutMode, PutOptions};
-use udm_core::query::{HistoryQuery, Order, Page, history_cursor};
+use udm_core::query::{HistoryQuery, MAX_PAGE, Order, Page, history_cursor};
 use udm_core::shadow::LogEntry;
-use udm_core::shadow::index::{Bound, IndexEntry, IndexSegment, Marker, segment_for, segment_of};
+use udm_core::shadow::index::{Bound, INDEX_SEGMENT_LEN, IndexEntry, IndexSegment, Marker, segment_for, segment_of};
 use udm_core::{Error, ErrorKind, ObjectKey, Ov, Result, VersionRecord};
 
 use crate::shadow::Target;
@@ -112,23 +112,29 @@ async fn update(t: &Target, key: ObjectKey, segment: u64, incoming: Vec<IndexEnt
 }
 
 /// Segment `segment` of `key` as the metadata store knows it: its kept versions, and its
-/// OVs up to the head that the store no longer holds, as pruned (2 requests, plus 1 per OV
-/// of the segment the store lacks).
+/// OVs up to the head that the store no longer holds, as pruned (a head read and the history
+/// pages covering the segment: one for segments of up to `MAX_PAGE` OVs).
 async fn from_metadata(t: &Target, key: &ObjectKey, segment: u64) -> Result<IndexSegment> {
     let mut rebuilt = IndexSegment::new(key.clone(), segment);
     let Some(head) = t.meta.head(key).await? else { return Ok(rebuilt) };
-    let first = first_ov(segment);
-    let len = usize::try_from(udm_core::shadow::index::INDEX_SEGMENT_LEN).unwrap_or(udm_core::query::MAX_PAGE);
-    let query = HistoryQuery { after: Ov::new(first.get() - 1).ok(), limit: len, order: Order::Asc };
-    let kept: Vec<VersionRecord> =
-        t.meta.history(key, &query).await?.items.into_iter().filter(|r| segment_of(r.ov) == segment).collect();
-    let last = first.get() + udm_core::shadow::index::INDEX_SEGMENT_LEN - 1;
-    let mut entries: Vec<IndexEntry> = (first.get()..=last.min(head.ov.get()))
-        .filter(|n| !kept.iter().any(|r| r.ov.get() == *n))
+    let (first, end) = (first_ov(segment).get(), first_ov(segment + 1).get());
+    let page = usize::try_from(INDEX_SEGMENT_LEN).map_or(MAX_PAGE, |n| n.min(MAX_PAGE));
+    let mut kept: BTreeMap<u64, VersionRecord> = BTreeMap::new();
+    let mut pages = std::pin::pin!(crate::read::history_pages(&*t.meta, key, Ov::new(first - 1).ok(), page));
+    'pages: while let Some(records) = pages.try_next().await? {
+        for r in records {
+            if r.ov.get() >= end {
+                break 'pages;
+            }
+            kept.insert(r.ov.get(), r);
+        }
+    }
+    let pruned = (first..end.min(head.ov.get().saturating_add(1)))
+        .filter(|n| !kept.contains_key(n))
         .filter_map(|n| Ov::new(n).ok())
         .map(|ov| IndexEntry { ov, pruned: true, record: None })
-        .collect();
-    entries.extend(kept.into_iter().map(IndexEntry::committed));
+        .collect::<Vec<_>>();
+    let entries = pruned.into_iter().chain(kept.into_values().map(IndexEntry::committed)).collect();
     rebuilt.merge(entries);
     Ok(rebuilt)
 }

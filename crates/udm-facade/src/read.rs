@@ -371,14 +371,16 @@ fn head_record(head: &Head, data: Value) -> Record {
     }
 }
 
-/// Every version record of `key` in `meta`, oldest first, as a stream of pages of at most
-/// `limit` (each page one request; a page is asked for only when the one before is used up).
+/// The version records of `key` in `meta` after OV `after` (all of them for `None`), oldest
+/// first, as a stream of pages of at most `limit` (each page one request; a page is asked for
+/// only when the one before is used up).
 pub(crate) fn history_pages<'a>(
     meta: &'a dyn MetaStore,
     key: &'a ObjectKey,
+    after: Option<udm_core::Ov>,
     limit: usize,
 ) -> impl futures_util::Stream<Item = Result<Vec<VersionRecord>>> + Send + 'a {
-    let first = HistoryQuery { after: None, limit, order: Order::Asc };
+    let first = HistoryQuery { after, limit, order: Order::Asc };
     futures_util::stream::try_unfold(Some(first), move |query| async move {
         let Some(mut query) = query else { return Ok(None) };
         let page = meta.history(key, &query).await?;

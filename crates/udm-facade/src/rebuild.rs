@@ -269,7 +269,7 @@ impl Admin {
             for (id, pair) in objects {
                 report.objects += 1;
                 let key = ObjectKey::new(ctx.clone(), udm_core::ObjectId::new(&id)?);
-                let mut pages = std::pin::pin!(crate::read::history_pages(&*inner.pairs[pair].meta, &key, PAGE));
+                let mut pages = std::pin::pin!(crate::read::history_pages(&*inner.pairs[pair].meta, &key, None, PAGE));
                 while let Some(page) = pages.try_next().await? {
                     for v in &page {
                         let env = coll.load_snapshot(pair, &v.snapshot).await?;

@@ -356,7 +356,7 @@ impl Admin {
 
 /// Every version record of `key`, ascending.
 pub(crate) async fn all_records(meta: &dyn MetaStore, key: &ObjectKey) -> Result<Vec<VersionRecord>> {
-    crate::read::history_pages(meta, key, MAX_LIST_PAGE).try_concat().await
+    crate::read::history_pages(meta, key, None, MAX_LIST_PAGE).try_concat().await
 }
 
 pub(crate) async fn delete_if_present(store: &dyn udm_core::ports::BlobStore, key: &str) -> Result<()> {
