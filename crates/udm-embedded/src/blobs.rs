@@ -14,7 +14,10 @@
 //! (`"e<n>"`), so every put gets a fresh one. Puts that arrive while another commits share
 //! the next transaction (group commit: one fsync for the lot, each put answered on its own).
 //! A bucket opened with [`EmbeddedStore::blobs_sharing_commits`] — the pair's metadata store
-//! is this same file — leaves the sync of a put made before a metadata commit to that commit.
+//! is this same file — leaves the sync of a put made before a metadata commit to that commit;
+//! one opened with [`EmbeddedStore::blobs_staged_in`] — a blob file of its own beside the
+//! metadata file — stages such create-only puts in the metadata file until its next other put
+//! (the `stage` module).
 //!
 //! ```
 //! # async fn demo() -> udm_core::Result<()> {
@@ -29,16 +32,19 @@
 
 use std::fmt;
 use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use udm_core::ports::{
     BlobBody, BlobCapabilities, BlobMeta, BlobPage, BlobStore, ETag, MAX_LIST_PAGE, PutMode, PutOptions, PutResult,
     PutSync, check_key, check_prefix, etag_mismatch,
 };
 use udm_core::{Checksum, Error, ErrorKind, Result};
 
-use crate::{EmbeddedStore, db_err};
+use crate::stage::{STAGE_LIMIT, Stage};
+use crate::{EmbeddedStore, blocking, db_err};
 
 /// Blob rows: `<bucket>:<key>` → header + bytes.
 pub(crate) const BLOBS: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("blobs");
@@ -53,6 +59,9 @@ pub struct EmbeddedBlobs {
     /// Whether this store is also the pair's metadata store, so a put made before a metadata
     /// commit may leave its sync to that commit ([`EmbeddedStore::blobs_sharing_commits`]).
     shares_commits: bool,
+    /// Where create-only puts made before a metadata commit are staged, if anywhere
+    /// ([`EmbeddedStore::blobs_staged_in`]).
+    stage: Option<Arc<Stage>>,
 }
 
 impl fmt::Debug for EmbeddedBlobs {
@@ -91,6 +100,55 @@ impl EmbeddedStore {
         self.bucket(bucket, true)
     }
 
+    /// The blob bucket `bucket` of this **blob file**, for a pair whose metadata store is
+    /// `meta` (another file): a create-only put marked [`PutSync::WithNextCommit`] (a
+    /// snapshot or content before its version's commit) is *staged* in `meta`'s file with
+    /// no fsync of its own, made durable by the metadata commit that follows it, and moved
+    /// into this file by the next other put (the shadow flusher's, within its delay) — so
+    /// this file stays a complete copy that a lost metadata file can be rebuilt from, and a
+    /// write costs one fsync, not two. See the `stage` module for the crash analysis. All
+    /// buckets of this file stage in the same `meta`.
+    ///
+    /// ```
+    /// # async fn demo() -> udm_core::Result<()> {
+    /// use udm_core::ports::{BlobStore, PutOptions};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let meta = udm_embedded::EmbeddedStore::open(&dir.path().join("udm.redb"))?;
+    /// let file = udm_embedded::EmbeddedStore::open(&dir.path().join("udm-blobs.redb"))?;
+    /// let json = file.blobs_staged_in("json", &meta)?;
+    /// let before = file.synced_commits();
+    /// json.put("t/db/c/x.json", b"{}".to_vec(), &PutOptions::create_json().before_commit()).await?;
+    /// assert_eq!(file.synced_commits(), before, "staged, not synced here");
+    /// assert_eq!(json.get("t/db/c/x.json").await?, b"{}");
+    /// json.put("t/db/c/log.json", b"[]".to_vec(), &PutOptions::overwrite("application/json")).await?;
+    /// assert_eq!(json.staged().await?, 0, "moved into the blob file by the next put");
+    /// # Ok(()) }
+    /// ```
+    pub fn blobs_staged_in(&self, bucket: &str, meta: &EmbeddedStore) -> Result<EmbeddedBlobs> {
+        if meta.path() == self.path() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "blobs staged in their own file: use EmbeddedStore::blobs_sharing_commits",
+            ));
+        }
+        let stage = {
+            let mut slot = self.stage.lock().map_err(|_| Error::internal("embedded store: stage lock poisoned"))?;
+            match &*slot {
+                Some(s) if s.meta.path() == meta.path() => s.clone(),
+                Some(s) => {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!("{} already stages its blobs in {}", self.path().display(), s.meta.path().display()),
+                    ));
+                }
+                None => slot.insert(Stage::new(meta.clone())).clone(),
+            }
+        };
+        let mut b = self.bucket(bucket, false)?;
+        b.stage = Some(stage);
+        Ok(b)
+    }
+
     fn bucket(&self, bucket: &str, shares_commits: bool) -> Result<EmbeddedBlobs> {
         let ok = !bucket.is_empty()
             && bucket.len() <= 63
@@ -98,7 +156,7 @@ impl EmbeddedStore {
         if !ok {
             return Err(Error::validation("bucket", "1–63 ASCII letters, digits, `_` or `-`"));
         }
-        Ok(EmbeddedBlobs { store: self.clone(), bucket: bucket.to_owned(), shares_commits })
+        Ok(EmbeddedBlobs { store: self.clone(), bucket: bucket.to_owned(), shares_commits, stage: None })
     }
 }
 
@@ -173,13 +231,58 @@ impl EmbeddedBlobs {
 
     async fn row(&self, key: &str, with_bytes: bool) -> Result<Option<Row>> {
         let k = self.row_key(key);
-        self.store
-            .read(move |tx| {
-                let t = tx.open_table(BLOBS).map_err(db_err)?;
-                let got = t.get(k.as_str()).map_err(db_err)?;
-                got.map(|v| decode_row(v.value(), with_bytes)).transpose()
-            })
-            .await
+        let (file, stage) = (self.store.db(), self.stage.clone());
+        blocking(move || {
+            // Staged rows first: a drain commits the blob file before it removes them. The
+            // blob file's row still wins (a staged copy a crash kept after its drain).
+            let staged = match &stage {
+                Some(stage) => stage.staged_row(&stage.meta.db().begin_read().map_err(db_err)?, &k)?,
+                None => None,
+            };
+            let tx = file.begin_read().map_err(db_err)?;
+            let t = tx.open_table(BLOBS).map_err(db_err)?;
+            match (t.get(k.as_str()).map_err(db_err)?, staged) {
+                (Some(v), _) => decode_row(v.value(), with_bytes).map(Some),
+                (None, Some(raw)) => decode_row(&raw, with_bytes).map(Some),
+                (None, None) => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Rows staged in the metadata file and not yet moved into this file (0 when this
+    /// bucket does not stage). For tests and diagnostics.
+    pub async fn staged(&self) -> Result<u64> {
+        match &self.stage {
+            Some(stage) => stage.count().await,
+            None => Ok(0),
+        }
+    }
+
+    /// Moves every staged row into this file now (what the next put would do first); how
+    /// many moved.
+    pub async fn drain(&self) -> Result<u64> {
+        match &self.stage {
+            Some(stage) => {
+                let _alone = stage.lock.write().await;
+                stage.drain(&self.store).await
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Stages a create-only put made before a metadata commit (see the `stage` module).
+    async fn put_staged(&self, stage: &Stage, key: &str, bytes: Vec<u8>, content_type: Option<String>) -> Result<u64> {
+        let generation = {
+            let _alone = stage.lock.write().await;
+            let encode = move |generation| encode_row(generation, content_type.as_deref(), &bytes);
+            stage.stage(&self.store, self.row_key(key), key.to_owned(), encode).await?
+        };
+        if stage.waiting.load(Ordering::Relaxed) >= STAGE_LIMIT {
+            let _alone = stage.lock.write().await;
+            stage.drain(&self.store).await?;
+        }
+        Ok(generation)
     }
 }
 
@@ -194,6 +297,23 @@ impl BlobStore for EmbeddedBlobs {
         if content_type.as_ref().is_some_and(|ct| ct.len() > usize::from(u16::MAX)) {
             return Err(Error::validation("content_type", "at most 65535 bytes"));
         }
+        if let Some(stage) = &self.stage
+            && options.sync == PutSync::WithNextCommit
+            && options.mode == PutMode::Create
+        {
+            let generation = self.put_staged(stage, key, bytes, content_type).await?;
+            return Ok(PutResult { checksum, etag: Some(etag_of(generation)) });
+        }
+        // Any other put moves the staged rows first, and holds the stage shared until its
+        // commit, so no row of its key is staged meanwhile.
+        let _shared = match &self.stage {
+            Some(stage) => {
+                let alone = stage.lock.write().await;
+                stage.drain(&self.store).await?;
+                Some(alone.downgrade())
+            }
+            None => None,
+        };
         let sync = !(self.shares_commits && options.sync == PutSync::WithNextCommit);
         let generation = self
             .store
@@ -245,6 +365,21 @@ impl BlobStore for EmbeddedBlobs {
     async fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
         let k = self.row_key(key);
+        let _alone = match &self.stage {
+            Some(stage) => {
+                let alone = stage.lock.write().await;
+                let staged = k.clone();
+                stage
+                    .meta
+                    .write(move |tx| {
+                        tx.open_table(crate::stage::STAGED).map_err(db_err)?.remove(staged.as_str()).map_err(db_err)?;
+                        Ok(())
+                    })
+                    .await?;
+                Some(alone)
+            }
+            None => None,
+        };
         self.store
             .write(move |tx| {
                 tx.open_table(BLOBS).map_err(db_err)?.remove(k.as_str()).map_err(db_err)?;
@@ -256,6 +391,15 @@ impl BlobStore for EmbeddedBlobs {
     async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<BlobPage> {
         check_prefix(prefix)?;
         let limit = limit.clamp(1, MAX_LIST_PAGE);
+        // Staged rows are listed from this file, once moved.
+        let _shared = match &self.stage {
+            Some(stage) => {
+                let alone = stage.lock.write().await;
+                stage.drain(&self.store).await?;
+                Some(alone.downgrade())
+            }
+            None => None,
+        };
         let head = format!("{}:", self.bucket);
         let full_prefix = format!("{head}{prefix}");
         let start = match after {

@@ -25,6 +25,7 @@ mod group;
 mod meta;
 mod queue;
 mod shadow;
+mod stage;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ use serde::de::DeserializeOwned;
 use udm_core::{Error, ErrorKind, Result};
 
 pub use blobs::EmbeddedBlobs;
+pub use stage::STAGE_LIMIT;
 
 pub(crate) const HEADS: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("heads");
 pub(crate) const VERSIONS: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("versions");
@@ -64,6 +66,9 @@ pub struct EmbeddedStore {
     group: Arc<group::Group>,
     /// Commits synced to disk ([`EmbeddedStore::synced_commits`]), shared by clones.
     syncs: Arc<AtomicU64>,
+    /// Where this blob file's buckets stage their puts, once one is opened with
+    /// [`EmbeddedStore::blobs_staged_in`] (see the `stage` module).
+    stage: Arc<std::sync::Mutex<Option<Arc<stage::Stage>>>>,
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -103,6 +108,7 @@ impl EmbeddedStore {
             reads: Arc::default(),
             group: Arc::default(),
             syncs: Arc::default(),
+            stage: Arc::default(),
         };
         let tx = store.db.begin_write().map_err(db_err)?;
         {
@@ -120,6 +126,7 @@ impl EmbeddedStore {
             tx.open_table(QUEUE).map_err(db_err)?;
             tx.open_table(blobs::BLOBS).map_err(db_err)?;
             tx.open_table(blobs::BLOB_GENERATION).map_err(db_err)?;
+            tx.open_table(stage::STAGED).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
         Ok(store)
@@ -173,6 +180,36 @@ impl EmbeddedStore {
         .await
     }
 
+    /// [`EmbeddedStore::write`] without the fsync (redb's `Durability::None`): durable with
+    /// the next synced commit of the file, or lost in a crash before it.
+    pub(crate) async fn write_unsynced<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db.clone();
+        blocking(move || {
+            let mut tx = db.begin_write().map_err(db_err)?;
+            tx.set_durability(redb::Durability::None)
+                .map_err(|e| Error::internal(format!("embedded store: deferring a commit's sync: {e}")))?;
+            match f(&tx) {
+                Ok(v) => {
+                    tx.commit().map_err(db_err)?;
+                    Ok(v)
+                }
+                Err(e) => {
+                    tx.abort().map_err(db_err)?;
+                    Err(e)
+                }
+            }
+        })
+        .await
+    }
+
+    /// The database handle (reads that span this file and another).
+    pub(crate) fn db(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+
     /// Runs `f` on a read snapshot on a blocking thread.
     pub(crate) async fn read<T: Send + 'static>(
         &self,
@@ -183,6 +220,6 @@ impl EmbeddedStore {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::internal(format!("embedded store worker: {e}")))?
 }

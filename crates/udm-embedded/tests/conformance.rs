@@ -60,3 +60,61 @@ mod embedded_blobs {
         Arc::new(store().blobs("json").expect("bucket")) as Arc<dyn BlobStore>
     });
 }
+
+/// The blob suite on a bucket of a blob file that stages in a metadata file
+/// ([`EmbeddedStore::blobs_staged_in`]), every create-only put marked as made before a
+/// metadata commit — so the suite's creates are staged and its other puts, listings and
+/// deletes run against staged rows.
+mod embedded_staged_blobs {
+    use async_trait::async_trait;
+    use udm_core::Result;
+    use udm_core::ports::{BlobCapabilities, BlobMeta, BlobPage, BlobStore, PutMode, PutOptions, PutResult};
+    use udm_embedded::EmbeddedBlobs;
+
+    use super::*;
+
+    /// Marks every create-only put `before_commit`, as the facade marks snapshot puts.
+    #[derive(Debug)]
+    struct BeforeCommit(EmbeddedBlobs);
+
+    #[async_trait]
+    impl BlobStore for BeforeCommit {
+        async fn put_with_etag(&self, key: &str, bytes: Vec<u8>, options: &PutOptions) -> Result<PutResult> {
+            let options = match options.mode {
+                PutMode::Create => options.clone().before_commit(),
+                _ => options.clone(),
+            };
+            self.0.put_with_etag(key, bytes, &options).await
+        }
+        async fn get(&self, key: &str) -> Result<Vec<u8>> {
+            self.0.get(key).await
+        }
+        async fn get_with_etag(&self, key: &str) -> Result<udm_core::ports::BlobBody> {
+            self.0.get_with_etag(key).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<BlobMeta>> {
+            self.0.head(key).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.0.delete(key).await
+        }
+        async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<BlobPage> {
+            self.0.list(prefix, after, limit).await
+        }
+        async fn health(&self) -> Result<()> {
+            self.0.health().await
+        }
+        fn capabilities(&self) -> BlobCapabilities {
+            self.0.capabilities()
+        }
+    }
+
+    fn staged() -> Arc<dyn BlobStore> {
+        let dir = tempfile::tempdir().expect("temp dir").keep();
+        let meta = EmbeddedStore::open(&dir.join("udm.redb")).expect("metadata file");
+        let file = EmbeddedStore::open(&dir.join("udm-blobs.redb")).expect("blob file");
+        Arc::new(BeforeCommit(file.blobs_staged_in("json", &meta).expect("bucket")))
+    }
+
+    udm_testkit::conformance_tests!(blob, async { staged() });
+}

@@ -220,7 +220,7 @@ async fn blob_stores(
     let _ = deadlines;
     match b {
         BlobBackend::Embedded { path: None } => embedded_blobs(embedded),
-        BlobBackend::Embedded { path: Some(path) } => blob_file(std::path::Path::new(path)),
+        BlobBackend::Embedded { path: Some(path) } => blob_file(std::path::Path::new(path), embedded),
         BlobBackend::Custom(c) => {
             let factory = custom.blobs.get(&c.kind).ok_or_else(|| unregistered("blobs", &c.kind))?;
             let (json, content) = factory(c).await?;
@@ -258,16 +258,21 @@ fn embedded_blobs(_: &EmbeddedHandle) -> Result<BlobPorts> {
     Err(missing_feature("blobs in the embedded store", "embedded"))
 }
 
-/// Blobs in a redb file of their own.
+/// Blobs in a redb file of their own. With an embedded metadata store in another file, the
+/// puts made before a metadata commit are staged there (one fsync per write; see
+/// [`udm_embedded::EmbeddedStore::blobs_staged_in`]).
 #[cfg(feature = "embedded")]
-fn blob_file(path: &std::path::Path) -> Result<BlobPorts> {
+fn blob_file(path: &std::path::Path, embedded: &EmbeddedHandle) -> Result<BlobPorts> {
     let s = udm_embedded::EmbeddedStore::open(path)?;
     let describe = format!("embedded blobs:{}", path.display());
-    Ok((Arc::new(s.blobs("json")?), Arc::new(s.blobs("content")?), describe))
+    match embedded.as_ref().filter(|m| m.path() != s.path()) {
+        Some(m) => Ok((Arc::new(s.blobs_staged_in("json", m)?), Arc::new(s.blobs_staged_in("content", m)?), describe)),
+        None => Ok((Arc::new(s.blobs("json")?), Arc::new(s.blobs("content")?), describe)),
+    }
 }
 
 #[cfg(not(feature = "embedded"))]
-fn blob_file(_: &std::path::Path) -> Result<BlobPorts> {
+fn blob_file(_: &std::path::Path, _: &EmbeddedHandle) -> Result<BlobPorts> {
     Err(missing_feature("blobs in an embedded file", "embedded"))
 }
 

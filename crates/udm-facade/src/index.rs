@@ -97,7 +97,14 @@ async fn update(t: &Target, key: ObjectKey, segment: u64, incoming: Vec<IndexEnt
             (true, Some(etag)) => PutMode::IfMatch(etag),
             (true, None) => PutMode::Create,
         };
-        let options = PutOptions::new(mode, "application/json").before_commit();
+        // A new segment is put durable at once, not "before commit": a blob store may keep a
+        // create-only put made before a metadata commit with the metadata store until a later
+        // put moves it (the embedded default stages snapshots so), and a segment must be in
+        // the blob store when its flush ends.
+        let options = match mode {
+            PutMode::Create => PutOptions::new(mode, "application/json"),
+            _ => PutOptions::new(mode, "application/json").before_commit(),
+        };
         match t.json.put_with_etag(&blob_key, current.encode()?, &options).await {
             Ok(_) => return Ok(()),
             // Another writer changed (or created) the segment since the read: merge again.

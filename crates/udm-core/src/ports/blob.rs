@@ -61,8 +61,8 @@ pub enum PutSync {
     /// or content before its version's commit, a log or index segment before the shadow
     /// watermark moves) and needs the blob durable only once that commit is. A blob store
     /// whose writes share the metadata store's commits (blobs kept in the embedded metadata
-    /// file) then skips its own sync: the durable metadata commit that follows makes both
-    /// durable, in order.
+    /// file, or staged there until they move to a blob file of their own) then skips its own
+    /// sync: the durable metadata commit that follows makes both durable, in order.
     /// Every other store syncs as for [`PutSync::Now`]. A put whose commit never comes may be
     /// lost in a crash: it was never referenced.
     WithNextCommit,

@@ -199,21 +199,23 @@ pub(crate) async fn mixed() -> Env {
     env_of(vec![mongo, postgres_pair("mixed-pg", &endpoint)], &endpoint).await
 }
 
-/// The zero-setup default: one embedded store file holding the metadata and the snapshots
-/// (`blobs.kind = "embedded"`), in a fresh directory. The store is opened here and handed to
-/// the builder as the pair, so the test can read the same file's snapshots (redb allows one
-/// handle per file and process).
+/// The zero-setup default ([`Udm::embedded`]): a metadata file and a blob file of its own,
+/// whose snapshot puts stage in the metadata file until the next put to the blob file moves
+/// them (`EmbeddedStore::blobs_staged_in`), in a fresh directory. The stores are opened here
+/// and handed to the builder as the pair, so the test can read the same files' snapshots
+/// (redb allows one handle per file and process).
 pub(crate) async fn embedded() -> Env {
     let dir = tempfile::tempdir().expect("temp").keep();
     let store = udm_embedded::EmbeddedStore::open(&dir.join("udm.redb")).expect("embedded store");
+    let file = udm_embedded::EmbeddedStore::open(&dir.join("udm-blobs.redb")).expect("blob file");
     let pair = BackendPair {
         name: "local".into(),
         meta: MetaBackend::Embedded { path: dir.join("udm.redb").display().to_string() },
-        blobs: BlobBackend::Embedded { path: None },
+        blobs: BlobBackend::Embedded { path: Some(dir.join("udm-blobs.redb").display().to_string()) },
     };
     let clock = Arc::new(ManualClock::at(1_700_000_000_000));
     let shared = Arc::new(store.clone());
-    let json: Arc<dyn BlobStore> = Arc::new(store.blobs("json").expect("bucket"));
+    let json: Arc<dyn BlobStore> = Arc::new(file.blobs_staged_in("json", &store).expect("bucket"));
     let udm = Udm::builder()
         .config(shared_config(Config::single(pair)))
         .pair(udm_facade::Pair {
@@ -221,7 +223,7 @@ pub(crate) async fn embedded() -> Env {
             meta: shared.clone(),
             counters: shared,
             json: json.clone(),
-            content: Arc::new(store.blobs("content").expect("bucket")),
+            content: Arc::new(file.blobs_staged_in("content", &store).expect("bucket")),
             describe: "embedded".into(),
         })
         .clock(clock.clone())

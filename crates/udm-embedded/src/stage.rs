@@ -1,0 +1,216 @@
+//! **Staged puts**: a blob file of its own that costs a write no fsync.
+//!
+//! The zero-setup default keeps its blobs in a redb file of their own (`udm-blobs.redb`), a
+//! second copy beside the metadata file from which a lost metadata file can be rebuilt. A
+//! snapshot must be durable before the commit that names it; synced in its own file, it
+//! cost every write a second fsync. A bucket opened with
+//! [`EmbeddedStore::blobs_staged_in`] instead **stages** a create-only put made before a
+//! metadata commit ([`PutSync::WithNextCommit`](udm_core::ports::PutSync::WithNextCommit):
+//! snapshots and content) in the *metadata* file: one unsynced redb commit there, which the
+//! version's synced metadata commit that follows makes durable, in order (redb persists
+//! every earlier commit with a synced one). A write costs one fsync.
+//!
+//! Staged rows move to the blob file in **drains**: every other put to the blob file (the
+//! shadow flusher's log and index segments, which follow every commit within the flush
+//! delay) first copies every staged row into the blob file in one synced commit, then
+//! removes them from the metadata file. So the blob file never holds a log segment naming a
+//! snapshot it lacks: the log names committed versions, their snapshots were staged before
+//! their commits, and the log's put drains them first. A bucket also drains when
+//! [`STAGE_LIMIT`] rows wait, and before a listing. Rows a crash left staged drain with the
+//! next put to the blob file (the repair pass at start logs what the crash left unlogged).
+//!
+//! Reads look in the staged rows first, then in the blob file, whose row wins: a drain
+//! commits the blob file before it removes the staged rows, so a row being moved is always
+//! found in one of them. Staged rows keep the blob file's row format, with the generation's top bit set
+//! ([`STAGED_BIT`]), so ETags of staged rows never equal ETags the blob file hands out,
+//! and a drain copies rows byte for byte (a row keeps its ETag).
+//!
+//! One lock per pair of files: stagers, drains and deletes hold it alone; every other put
+//! drains, then keeps the lock *shared* for its own commit (so those puts still share
+//! commits with each other). A key is therefore never staged while a put to the blob file
+//! is between its checks and its commit, and "the key exists in neither file" is checked
+//! and acted on atomically.
+//!
+//! Crash analysis (either file's writes are atomic per commit):
+//! - after a staged put, before its metadata commit: the row is lost, or kept as an orphan
+//!   (when a later synced metadata commit persisted it), drained and collected like any
+//!   orphan snapshot;
+//! - after the metadata commit: the row is durable with the record naming it;
+//! - during a drain, after the blob file's commit, before the staged rows are removed: the
+//!   next drain finds them in the blob file and drops the staged copies (the blob file's row
+//!   wins; for a moved row it is the same bytes);
+//! - a lost metadata file loses the staged rows with the records naming them; a rebuild
+//!   from the blob file restores everything its log holds, as before (the log never lags
+//!   its snapshots).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use udm_core::{Error, ErrorKind, Result};
+
+use crate::blobs::{BLOB_GENERATION, BLOBS};
+use crate::{EmbeddedStore, db_err};
+
+/// Staged rows in the metadata file: `<bucket>:<key>` → the blob file's row format.
+pub(crate) const STAGED: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("staged_blobs");
+
+/// Set in the generation of a staged row (and so in its ETag).
+pub(crate) const STAGED_BIT: u64 = 1 << 63;
+
+/// A bucket drains once this many rows wait, even with no other put.
+pub const STAGE_LIMIT: u64 = 1_024;
+
+/// The staging of one blob file's buckets in one metadata file; shared by the buckets.
+pub(crate) struct Stage {
+    /// The metadata store whose file holds the staged rows.
+    pub(crate) meta: EmbeddedStore,
+    /// Stagers, drains and deletes hold it alone; the blob file's own puts hold it shared
+    /// after draining (see the module docs).
+    pub(crate) lock: tokio::sync::RwLock<()>,
+    /// Rows staged since the last drain (approximate; drives [`STAGE_LIMIT`]).
+    pub(crate) waiting: AtomicU64,
+}
+
+impl Stage {
+    pub(crate) fn new(meta: EmbeddedStore) -> Arc<Self> {
+        Arc::new(Self { meta, lock: tokio::sync::RwLock::new(()), waiting: AtomicU64::new(0) })
+    }
+
+    /// Stages row `k` (create-only: an error if it exists in either file); its generation.
+    /// Call with the lock held alone.
+    pub(crate) async fn stage(
+        &self,
+        blobs: &EmbeddedStore,
+        k: String,
+        shown: String,
+        encode: impl FnOnce(u64) -> Result<Vec<u8>> + Send + 'static,
+    ) -> Result<u64> {
+        let probe = k.clone();
+        let in_file = blobs
+            .read(move |tx| Ok(tx.open_table(BLOBS).map_err(db_err)?.get(probe.as_str()).map_err(db_err)?.is_some()))
+            .await?;
+        let exists = move || Error::new(ErrorKind::AlreadyExists, format!("{shown} already exists"));
+        if in_file {
+            return Err(exists());
+        }
+        let generation = self
+            .meta
+            .write_grouped(false, move |tx| {
+                let mut t = tx.open_table(STAGED).map_err(db_err)?;
+                if t.get(k.as_str()).map_err(db_err)?.is_some() {
+                    return Err(exists());
+                }
+                let mut g = tx.open_table(BLOB_GENERATION).map_err(db_err)?;
+                let n = g.get("g").map_err(db_err)?.map_or(0, |v| v.value()) + 1;
+                g.insert("g", n).map_err(db_err)?;
+                let generation = n | STAGED_BIT;
+                t.insert(k.as_str(), encode(generation)?.as_slice()).map_err(db_err)?;
+                Ok(generation)
+            })
+            .await?;
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Ok(generation)
+    }
+
+    /// Moves every staged row into `blobs` (synced), then removes them from the metadata
+    /// file; rows the blob file already holds are dropped. Call with the lock held alone.
+    /// The number of rows moved.
+    pub(crate) async fn drain(&self, blobs: &EmbeddedStore) -> Result<u64> {
+        let rows = self
+            .meta
+            .read(|tx| {
+                let t = tx.open_table(STAGED).map_err(db_err)?;
+                let mut rows = Vec::new();
+                for item in t.iter().map_err(db_err)? {
+                    let (k, v) = item.map_err(db_err)?;
+                    rows.push((k.value().to_owned(), v.value().to_vec()));
+                }
+                Ok(rows)
+            })
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<String> = rows.iter().map(|(k, _)| k.clone()).collect();
+        let n = rows.len() as u64;
+        // One commit for all of them: the rows are in key order, not in the order they were
+        // staged, so a log segment must never reach the blob file without the snapshots
+        // staged before it.
+        blobs
+            .write(move |tx| {
+                let mut t = tx.open_table(BLOBS).map_err(db_err)?;
+                for (k, v) in rows {
+                    // The blob file's row wins: it is this row, moved by a drain whose staged
+                    // copies a crash kept (or a later put's).
+                    if t.get(k.as_str()).map_err(db_err)?.is_none() {
+                        t.insert(k.as_str(), v.as_slice()).map_err(db_err)?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        // Unsynced: if a crash loses the removal, the next drain drops the copies.
+        self.meta
+            .write_unsynced(move |tx| {
+                let mut t = tx.open_table(STAGED).map_err(db_err)?;
+                for k in keys {
+                    t.remove(k.as_str()).map_err(db_err)?;
+                }
+                Ok(())
+            })
+            .await?;
+        self.waiting.store(0, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// The staged row `k`, if any.
+    pub(crate) fn staged_row(&self, tx: &redb::ReadTransaction, k: &str) -> Result<Option<Vec<u8>>> {
+        let t = tx.open_table(STAGED).map_err(db_err)?;
+        Ok(t.get(k).map_err(db_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Rows waiting in the metadata file now.
+    pub(crate) async fn count(&self) -> Result<u64> {
+        self.meta.read(|tx| tx.open_table(STAGED).map_err(db_err)?.len().map_err(db_err)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use udm_core::ports::{BlobStore, PutOptions};
+
+    use super::*;
+
+    /// A crash between a drain's blob-file commit and the removal of the staged rows leaves
+    /// copies of moved rows: reads and the next drain keep the blob file's row.
+    #[tokio::test]
+    async fn copies_a_crash_kept_after_a_drain_lose_to_the_blob_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = EmbeddedStore::open(&dir.path().join("udm.redb")).unwrap();
+        let file = EmbeddedStore::open(&dir.path().join("udm-blobs.redb")).unwrap();
+        let json = file.blobs_staged_in("json", &meta).unwrap();
+        let first = json.put_with_etag("k", b"one".to_vec(), &PutOptions::create_json().before_commit()).await.unwrap();
+        let raw = meta
+            .read(|tx| {
+                Ok(tx.open_table(STAGED).map_err(db_err)?.get("json:k").map_err(db_err)?.map(|v| v.value().to_vec()))
+            })
+            .await
+            .unwrap()
+            .expect("staged row");
+        assert_eq!(json.drain().await.unwrap(), 1);
+        // Overwritten in the blob file since, then the removal "lost": the old copy is back.
+        let etag = first.etag.unwrap();
+        json.put("k", b"two".to_vec(), &PutOptions::if_match(etag, "application/json")).await.unwrap();
+        meta.write(move |tx| {
+            tx.open_table(STAGED).map_err(db_err)?.insert("json:k", raw.as_slice()).map_err(db_err)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(json.get("k").await.unwrap(), b"two", "the blob file's row wins over a stale copy");
+        json.drain().await.unwrap();
+        assert_eq!(json.staged().await.unwrap(), 0);
+        assert_eq!(file.blobs("json").unwrap().get("k").await.unwrap(), b"two", "the drain kept it");
+    }
+}

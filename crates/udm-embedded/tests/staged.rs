@@ -1,0 +1,165 @@
+//! Blobs staged in the metadata file ([`EmbeddedStore::blobs_staged_in`]): a create-only put
+//! made before a metadata commit costs the blob file no commit and no sync, reads back at
+//! once, and moves into the blob file — with its ETag — before any other put lands there.
+
+use std::sync::Arc;
+
+use udm_core::ErrorKind;
+use udm_core::ports::{BlobStore, PutOptions};
+use udm_embedded::{EmbeddedBlobs, EmbeddedStore, STAGE_LIMIT};
+
+struct Files {
+    meta: EmbeddedStore,
+    file: EmbeddedStore,
+    /// The staging bucket.
+    json: EmbeddedBlobs,
+    /// The same bucket of the blob file, read without the staged rows.
+    plain: EmbeddedBlobs,
+    _dir: tempfile::TempDir,
+}
+
+fn files() -> Files {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = EmbeddedStore::open(&dir.path().join("udm.redb")).unwrap();
+    let file = EmbeddedStore::open(&dir.path().join("udm-blobs.redb")).unwrap();
+    let json = file.blobs_staged_in("json", &meta).unwrap();
+    let plain = file.blobs("json").unwrap();
+    Files { meta, file, json, plain, _dir: dir }
+}
+
+fn snapshot() -> PutOptions {
+    PutOptions::create_json().before_commit()
+}
+
+#[tokio::test]
+async fn a_staged_put_syncs_neither_file_and_reads_back_at_once() {
+    let f = files();
+    let (meta_syncs, file_syncs) = (f.meta.synced_commits(), f.file.synced_commits());
+    let put = f.json.put_with_etag("t/d/c/a.json", b"{\"a\":1}".to_vec(), &snapshot()).await.unwrap();
+    assert_eq!(f.meta.synced_commits(), meta_syncs, "left to the metadata commit that follows");
+    assert_eq!(f.file.synced_commits(), file_syncs, "the blob file is not touched");
+    assert_eq!(f.json.staged().await.unwrap(), 1);
+    assert_eq!(f.json.get("t/d/c/a.json").await.unwrap(), b"{\"a\":1}");
+    let head = f.json.head("t/d/c/a.json").await.unwrap().expect("head of a staged row");
+    assert_eq!((head.size, head.etag.as_ref()), (7, put.etag.as_ref()));
+    assert_eq!(f.plain.get("t/d/c/a.json").await.unwrap_err().kind(), ErrorKind::NotFound, "not in the blob file yet");
+}
+
+#[tokio::test]
+async fn any_other_put_moves_the_staged_rows_first_keeping_their_etags() {
+    let f = files();
+    let mut etags = Vec::new();
+    for i in 0..3 {
+        let put = f.json.put_with_etag(&format!("t/d/c/s{i}.json"), vec![b'x'; 200 + i], &snapshot()).await.unwrap();
+        etags.push(put.etag.unwrap());
+    }
+    let file_syncs = f.file.synced_commits();
+    f.json.put("t/d/c/log/0.json", b"[]".to_vec(), &PutOptions::overwrite("application/json")).await.unwrap();
+    assert!(f.file.synced_commits() > file_syncs);
+    assert_eq!(f.json.staged().await.unwrap(), 0);
+    for (i, etag) in etags.iter().enumerate() {
+        let key = format!("t/d/c/s{i}.json");
+        assert_eq!(f.plain.get(&key).await.unwrap(), vec![b'x'; 200 + i], "moved into the blob file");
+        assert_eq!(f.plain.head(&key).await.unwrap().unwrap().etag.as_ref(), Some(etag), "same ETag after the move");
+    }
+    // A compare-and-swap on the ETag a staged create handed out still works after the move.
+    let etag = etags[0].clone();
+    f.json.put("t/d/c/s0.json", b"{}".to_vec(), &PutOptions::if_match(etag.clone(), "application/json")).await.unwrap();
+    let stale = f.json.put("t/d/c/s0.json", b"{}".to_vec(), &PutOptions::if_match(etag, "application/json")).await;
+    assert_eq!(stale.unwrap_err().kind(), ErrorKind::Conflict);
+}
+
+#[tokio::test]
+async fn create_only_is_exclusive_across_both_files() {
+    let f = files();
+    f.json.put("t/d/c/k.json", b"1".to_vec(), &snapshot()).await.unwrap();
+    let again = f.json.put("t/d/c/k.json", b"2".to_vec(), &snapshot()).await.unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::AlreadyExists, "staged already");
+    let direct = f.json.put("t/d/c/k.json", b"3".to_vec(), &PutOptions::create_json()).await.unwrap_err();
+    assert_eq!(direct.kind(), ErrorKind::AlreadyExists, "a direct create sees the staged row");
+    assert_eq!(f.json.drain().await.unwrap(), 0, "the direct put drained it");
+    let moved = f.json.put("t/d/c/k.json", b"4".to_vec(), &snapshot()).await.unwrap_err();
+    assert_eq!(moved.kind(), ErrorKind::AlreadyExists, "in the blob file now");
+    assert_eq!(f.json.get("t/d/c/k.json").await.unwrap(), b"1");
+    assert_eq!(f.json.staged().await.unwrap(), 0, "a refused put stages nothing");
+}
+
+#[tokio::test]
+async fn deletes_and_listings_see_staged_rows() {
+    let f = files();
+    for k in ["t/d/c/a.json", "t/d/c/b.json", "t/d/c/c.json"] {
+        f.json.put(k, b"{}".to_vec(), &snapshot()).await.unwrap();
+    }
+    f.json.delete("t/d/c/b.json").await.unwrap();
+    assert_eq!(f.json.get("t/d/c/b.json").await.unwrap_err().kind(), ErrorKind::NotFound);
+    let page = f.json.list("t/d/c/", None, 10).await.unwrap();
+    assert_eq!(page.keys, vec!["t/d/c/a.json".to_owned(), "t/d/c/c.json".to_owned()]);
+    assert_eq!(f.json.staged().await.unwrap(), 0, "a listing drains first");
+    f.json.delete("t/d/c/a.json").await.unwrap();
+    assert_eq!(f.plain.head("t/d/c/a.json").await.unwrap(), None, "deleted from the blob file too");
+}
+
+#[tokio::test]
+async fn rows_drain_on_their_own_past_the_limit() {
+    let f = files();
+    for i in 0..STAGE_LIMIT + 1 {
+        f.json.put(&format!("t/d/c/{i:05}.json"), vec![b'y'; 64], &snapshot()).await.unwrap();
+    }
+    assert!(f.json.staged().await.unwrap() < STAGE_LIMIT, "drained without any other put");
+    assert_eq!(f.plain.get("t/d/c/00000.json").await.unwrap(), vec![b'y'; 64]);
+}
+
+#[tokio::test]
+async fn buckets_of_one_blob_file_stage_in_one_metadata_file() {
+    let f = files();
+    let other_meta = EmbeddedStore::open(&f._dir.path().join("other.redb")).unwrap();
+    let e = f.file.blobs_staged_in("content", &other_meta).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config);
+    let e = f.meta.blobs_staged_in("json", &f.meta).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Config, "a file cannot stage in itself");
+    // The content bucket shares the json bucket's stage: a json put drains content rows.
+    let content = f.file.blobs_staged_in("content", &f.meta).unwrap();
+    content
+        .put("t/d/c/blob", vec![1, 2, 3], &PutOptions::create("application/octet-stream").before_commit())
+        .await
+        .unwrap();
+    f.json.put("t/d/c/log/1.json", b"[]".to_vec(), &PutOptions::overwrite("application/json")).await.unwrap();
+    assert_eq!(f.file.blobs("content").unwrap().get("t/d/c/blob").await.unwrap(), vec![1, 2, 3]);
+}
+
+/// Stagers, other puts and reads at once: every staged row reads back throughout, ends in
+/// the blob file exactly once, and nothing stays staged after the last drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_stagers_and_drains_lose_nothing() {
+    let f = files();
+    let json = Arc::new(f.json.clone());
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let json = json.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                let key = format!("t/d/c/w{w}-{i}.json");
+                json.put(&key, format!("{w}-{i}").into_bytes(), &snapshot()).await.unwrap();
+                assert_eq!(json.get(&key).await.unwrap(), format!("{w}-{i}").into_bytes());
+            }
+        }));
+    }
+    let flusher = {
+        let json = json.clone();
+        tokio::spawn(async move {
+            for n in 0..40 {
+                json.put(&format!("t/d/c/log/{n}.json"), b"[]".to_vec(), &PutOptions::overwrite("application/json"))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    for t in tasks {
+        t.await.unwrap();
+    }
+    flusher.await.unwrap();
+    json.drain().await.unwrap();
+    assert_eq!(json.staged().await.unwrap(), 0);
+    let page = f.plain.list("t/d/c/w", None, 1_000).await.unwrap();
+    assert_eq!(page.keys.len(), 200, "every staged row, once, in the blob file");
+}
