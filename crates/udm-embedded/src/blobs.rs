@@ -44,6 +44,7 @@ use udm_core::ports::{
 use udm_core::{Checksum, Error, ErrorKind, Result};
 
 use crate::stage::{STAGE_LIMIT, Stage};
+use crate::wal::Redo;
 use crate::{EmbeddedStore, blocking, db_err};
 
 /// Blob rows: `<bucket>:<key>` → header + bytes.
@@ -177,7 +178,7 @@ const RAW: u8 = 0;
 /// Codec byte: the body is an LZ4 block of the blob's bytes.
 const LZ4: u8 = 1;
 
-fn encode_row(generation: u64, content_type: Option<&str>, bytes: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn encode_row(generation: u64, content_type: Option<&str>, bytes: &[u8]) -> Result<Vec<u8>> {
     let ct = content_type.unwrap_or_default().as_bytes();
     let ct_len = u16::try_from(ct.len()).map_err(|_| Error::validation("content_type", "at most 65535 bytes"))?;
     let packed = (bytes.len() >= COMPRESS_MIN).then(|| lz4_flex::block::compress(bytes));
@@ -218,6 +219,35 @@ fn decode_row(raw: &[u8], with_bytes: bool) -> Result<Row> {
         return Err(bad());
     }
     Ok(Row { generation, content_type, bytes, size })
+}
+
+/// Puts row `k` in this file's blob table (`mode` checked first: changes nothing when it
+/// fails); the row's generation. Also what a logged put does again on replay.
+pub(crate) fn put_row_in(
+    tx: &redb::WriteTransaction,
+    k: &str,
+    mode: &PutMode,
+    content_type: Option<&str>,
+    bytes: &[u8],
+) -> Result<u64> {
+    let shown = k.split_once(':').map_or(k, |(_, key)| key);
+    let mut t = tx.open_table(BLOBS).map_err(db_err)?;
+    let current = t.get(k).map_err(db_err)?.map(|v| decode_row(v.value(), false)).transpose()?;
+    let current = current.map(|r| etag_of(r.generation));
+    match mode {
+        PutMode::Create if current.is_some() => {
+            return Err(Error::new(ErrorKind::AlreadyExists, format!("{shown} already exists")));
+        }
+        PutMode::IfMatch(want) if current.as_ref() != Some(want) => {
+            return Err(etag_mismatch(shown, want, Some(current.as_ref())));
+        }
+        _ => {}
+    }
+    let mut g = tx.open_table(BLOB_GENERATION).map_err(db_err)?;
+    let generation = g.get("g").map_err(db_err)?.map_or(0, |v| v.value()) + 1;
+    g.insert("g", generation).map_err(db_err)?;
+    t.insert(k, encode_row(generation, content_type, bytes)?.as_slice()).map_err(db_err)?;
+    Ok(generation)
 }
 
 fn etag_of(generation: u64) -> ETag {
@@ -275,8 +305,7 @@ impl EmbeddedBlobs {
     async fn put_staged(&self, stage: &Stage, key: &str, bytes: Vec<u8>, content_type: Option<String>) -> Result<u64> {
         let generation = {
             let _alone = stage.lock.write().await;
-            let encode = move |generation| encode_row(generation, content_type.as_deref(), &bytes);
-            stage.stage(&self.store, self.row_key(key), key.to_owned(), encode).await?
+            stage.stage(&self.store, self.row_key(key), content_type, bytes).await?
         };
         if stage.waiting.load(Ordering::Relaxed) >= STAGE_LIMIT {
             let _alone = stage.lock.write().await;
@@ -292,7 +321,7 @@ impl BlobStore for EmbeddedBlobs {
         check_key(key)?;
         let checksum = Checksum::of_bytes(&bytes);
         let k = self.row_key(key);
-        let (mode, content_type, shown) = (options.mode.clone(), options.content_type.clone(), key.to_owned());
+        let (mode, content_type) = (options.mode.clone(), options.content_type.clone());
         // Checked before the grouped write, which must change nothing when it fails.
         if content_type.as_ref().is_some_and(|ct| ct.len() > usize::from(u16::MAX)) {
             return Err(Error::validation("content_type", "at most 65535 bytes"));
@@ -314,30 +343,21 @@ impl BlobStore for EmbeddedBlobs {
             }
             None => None,
         };
-        let sync = !(self.shares_commits && options.sync == PutSync::WithNextCommit);
-        let generation = self
-            .store
-            .write_grouped(sync, move |tx| {
-                let mut t = tx.open_table(BLOBS).map_err(db_err)?;
-                let current = t.get(k.as_str()).map_err(db_err)?.map(|v| decode_row(v.value(), false)).transpose()?;
-                let current = current.map(|r| etag_of(r.generation));
-                match &mode {
-                    PutMode::Create if current.is_some() => {
-                        return Err(Error::new(ErrorKind::AlreadyExists, format!("{shown} already exists")));
+        let generation = if self.shares_commits && options.sync == PutSync::WithNextCommit {
+            // In the metadata file, before its commit: logged, not synced (the commit's
+            // record syncs the log up to it).
+            let redo = Redo::Blob { staged: false, key: k, mode, content_type, bytes };
+            self.store
+                .write_logged(redo, false, |tx, r| match r {
+                    Redo::Blob { key, mode, content_type, bytes, .. } => {
+                        put_row_in(tx, key, mode, content_type.as_deref(), bytes)
                     }
-                    PutMode::IfMatch(want) if current.as_ref() != Some(want) => {
-                        return Err(etag_mismatch(&shown, want, Some(current.as_ref())));
-                    }
-                    _ => {}
-                }
-                let mut g = tx.open_table(BLOB_GENERATION).map_err(db_err)?;
-                let generation = g.get("g").map_err(db_err)?.map_or(0, |v| v.value()) + 1;
-                g.insert("g", generation).map_err(db_err)?;
-                t.insert(k.as_str(), encode_row(generation, content_type.as_deref(), &bytes)?.as_slice())
-                    .map_err(db_err)?;
-                Ok(generation)
-            })
-            .await?;
+                    Redo::Commit(_) => Err(Error::internal("embedded blobs: not a blob put")),
+                })
+                .await?
+        } else {
+            self.store.write_grouped(move |tx| put_row_in(tx, &k, &mode, content_type.as_deref(), &bytes)).await?
+        };
         Ok(PutResult { checksum, etag: Some(etag_of(generation)) })
     }
 

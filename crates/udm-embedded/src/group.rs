@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use redb::{Durability, WriteTransaction};
+use redb::WriteTransaction;
 use tokio::sync::oneshot;
 use udm_core::{Error, Result};
 
@@ -23,8 +23,8 @@ use crate::{EmbeddedStore, db_err};
 
 /// One waiting operation and where its answer goes.
 type Op = Box<dyn FnOnce(&WriteTransaction) -> Result<u64> + Send>;
-/// An operation, whether it needs its commit synced, and where its answer goes.
-type Waiting = (Op, bool, oneshot::Sender<Result<u64>>);
+/// An operation and where its answer goes.
+type Waiting = (Op, oneshot::Sender<Result<u64>>);
 
 /// The queue and whether a committer is running (one lock, so no write is left waiting with
 /// no committer).
@@ -37,19 +37,16 @@ pub(crate) struct Group {
 
 impl EmbeddedStore {
     /// Runs `op` in a write transaction shared with the other grouped writes waiting at the
-    /// time, committed together. `op` must change nothing when it returns an error. With
-    /// `sync` false the commit skips its fsync unless another operation of the group needs
-    /// one (redb's `Durability::None`: the next synced commit of the file makes it durable).
+    /// time, committed (synced) together. `op` must change nothing when it returns an error.
     pub(crate) async fn write_grouped(
         &self,
-        sync: bool,
         op: impl FnOnce(&WriteTransaction) -> Result<u64> + Send + 'static,
     ) -> Result<u64> {
         let (tx, rx) = oneshot::channel();
         let start = {
             let mut state =
                 self.group.state.lock().map_err(|_| Error::internal("embedded store: group lock poisoned"))?;
-            state.0.push((Box::new(op), sync, tx));
+            state.0.push((Box::new(op), tx));
             !std::mem::replace(&mut state.1, true)
         };
         if start {
@@ -136,23 +133,15 @@ fn commit_group(
     group: &Group,
     syncs: &AtomicU64,
 ) -> Vec<(Result<u64>, oneshot::Sender<Result<u64>>)> {
-    let sync = batch.iter().any(|(_, sync, _)| *sync);
-    let tx = db.begin_write().map_err(db_err).and_then(|mut tx| {
-        if !sync {
-            tx.set_durability(Durability::None)
-                .map_err(|e| Error::internal(format!("embedded store: deferring a commit's sync: {e}")))?;
-        }
-        Ok(tx)
-    });
-    let tx = match tx {
+    let tx = match db.begin_write().map_err(db_err) {
         Ok(tx) => tx,
-        Err(e) => return batch.into_iter().map(|(_, _, reply)| (Err(e.clone()), reply)).collect(),
+        Err(e) => return batch.into_iter().map(|(_, reply)| (Err(e.clone()), reply)).collect(),
     };
     let answers: Vec<(Result<u64>, oneshot::Sender<Result<u64>>)> =
-        batch.into_iter().map(|(op, _, reply)| (op(&tx), reply)).collect();
+        batch.into_iter().map(|(op, reply)| (op(&tx), reply)).collect();
     let committed = tx.commit().map_err(db_err);
     group.commits.fetch_add(1, Ordering::Relaxed);
-    if sync && committed.is_ok() {
+    if committed.is_ok() {
         syncs.fetch_add(1, Ordering::Relaxed);
     }
     answers

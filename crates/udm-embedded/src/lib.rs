@@ -26,6 +26,7 @@ mod meta;
 mod queue;
 mod shadow;
 mod stage;
+mod wal;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ use udm_core::{Error, ErrorKind, Result};
 
 pub use blobs::EmbeddedBlobs;
 pub use stage::STAGE_LIMIT;
+pub use wal::CHECKPOINT_BYTES;
 
 pub(crate) const HEADS: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("heads");
 pub(crate) const VERSIONS: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("versions");
@@ -58,6 +60,11 @@ pub(crate) const QUEUE: TableDefinition<'static, &'static str, &'static str> = T
 /// Metadata, queue and counters in one redb file. Cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedStore {
+    /// Checkpoints and empties the write-ahead log when the last clone goes (declared first:
+    /// dropped while `db` still lives).
+    _closer: Arc<Closer>,
+    /// The write-ahead log of the hot-path commits (the `wal` module).
+    wal: Arc<wal::Wal>,
     db: Arc<Database>,
     path: PathBuf,
     /// Table lookups made by version lookups ([`EmbeddedStore::reads`]), shared by clones.
@@ -69,6 +76,33 @@ pub struct EmbeddedStore {
     /// Where this blob file's buckets stage their puts, once one is opened with
     /// [`EmbeddedStore::blobs_staged_in`] (see the `stage` module).
     stage: Arc<std::sync::Mutex<Option<Arc<stage::Stage>>>>,
+}
+
+/// See [`EmbeddedStore::closer`](EmbeddedStore).
+struct Closer {
+    wal: Arc<wal::Wal>,
+    db: std::sync::Weak<Database>,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.upgrade() {
+            self.wal.close(&db);
+        }
+    }
+}
+
+/// Does a logged commit again (write-ahead log replay): the same functions as the first time.
+fn redo(tx: &WriteTransaction, redo: wal::Redo) -> Result<()> {
+    match redo {
+        wal::Redo::Commit(commits) => meta::commit_many_in(tx, &commits).map(|_| ()),
+        wal::Redo::Blob { staged: true, key, content_type, bytes, .. } => {
+            stage::stage_in(tx, &key, content_type.as_deref(), &bytes).map(|_| ())
+        }
+        wal::Redo::Blob { staged: false, key, mode, content_type, bytes } => {
+            blobs::put_row_in(tx, &key, &mode, content_type.as_deref(), &bytes).map(|_| ())
+        }
+    }
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -102,15 +136,7 @@ impl EmbeddedStore {
         let db = Database::create(path).map_err(|e| {
             Error::new(ErrorKind::Config, format!("opening embedded store {}: {e}", path.display())).with_source(e)
         })?;
-        let store = Self {
-            db: Arc::new(db),
-            path: path.to_owned(),
-            reads: Arc::default(),
-            group: Arc::default(),
-            syncs: Arc::default(),
-            stage: Arc::default(),
-        };
-        let tx = store.db.begin_write().map_err(db_err)?;
+        let tx = db.begin_write().map_err(db_err)?;
         {
             tx.open_table(HEADS).map_err(db_err)?;
             tx.open_table(VERSIONS).map_err(db_err)?;
@@ -127,9 +153,27 @@ impl EmbeddedStore {
             tx.open_table(blobs::BLOBS).map_err(db_err)?;
             tx.open_table(blobs::BLOB_GENERATION).map_err(db_err)?;
             tx.open_table(stage::STAGED).map_err(db_err)?;
+            tx.open_table(wal::WAL_SEQ).map_err(db_err)?;
         }
         tx.commit().map_err(db_err)?;
-        Ok(store)
+        let wal = Arc::new(wal::Wal::open(&db, path, redo)?);
+        let db = Arc::new(db);
+        Ok(Self {
+            _closer: Arc::new(Closer { wal: wal.clone(), db: Arc::downgrade(&db) }),
+            wal,
+            db,
+            path: path.to_owned(),
+            reads: Arc::default(),
+            group: Arc::default(),
+            syncs: Arc::default(),
+            stage: Arc::default(),
+        })
+    }
+
+    /// Records the write-ahead log applied again when this store was opened: the logged
+    /// commits a crash had kept out of the file. For tests and diagnostics.
+    pub fn replayed(&self) -> u64 {
+        self.wal.replayed
     }
 
     /// Table lookups (a point `get` or one range seek) made so far by this store's (and its
@@ -176,6 +220,28 @@ impl EmbeddedStore {
                     Err(e)
                 }
             }
+        })
+        .await
+    }
+
+    /// Runs `f` in an unsynced write transaction whose input `redo` goes to the write-ahead
+    /// log (the `wal` module); with `sync`, returns once the log record is durable (counted
+    /// by [`EmbeddedStore::synced_commits`]), else once it is written (the next synced record
+    /// or commit makes it durable, in order). `f` must be what replaying `redo` does.
+    pub(crate) async fn write_logged<T: Send + 'static>(
+        &self,
+        redo: wal::Redo,
+        sync: bool,
+        f: impl FnOnce(&WriteTransaction, &wal::Redo) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (db, wal, syncs) = (self.db.clone(), self.wal.clone(), self.syncs.clone());
+        blocking(move || {
+            let payload = redo.encode()?;
+            let out = wal.commit(&db, &payload, sync, |tx| f(tx, &redo))?;
+            if sync {
+                syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(out)
         })
         .await
     }

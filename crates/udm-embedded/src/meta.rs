@@ -89,7 +89,7 @@ fn apply_counters(t: &mut Table<'_, &'static str, i64>, deltas: &[CounterDelta])
     Ok(())
 }
 
-fn commit_many_in(tx: &WriteTransaction, commits: &[Commit]) -> Result<Vec<Result<Committed>>> {
+pub(crate) fn commit_many_in(tx: &WriteTransaction, commits: &[Commit]) -> Result<Vec<Result<Committed>>> {
     let Some(first) = commits.first() else { return Ok(Vec::new()) };
     let ctx = &first.key.ctx;
     let mut requests = tx.open_table(REQUESTS).map_err(db_err)?;
@@ -416,7 +416,12 @@ impl MetaStore for EmbeddedStore {
         if commits.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(move |tx| commit_many_in(tx, &commits)).await
+        // Unsynced, its input logged: durable once the log record is (the `wal` module).
+        self.write_logged(crate::wal::Redo::Commit(commits), true, |tx, r| match r {
+            crate::wal::Redo::Commit(commits) => commit_many_in(tx, commits),
+            crate::wal::Redo::Blob { .. } => Err(udm_core::Error::internal("embedded store: not a commit")),
+        })
+        .await
     }
 
     async fn shadow_backlog(&self, after: Option<&str>, limit: usize) -> Result<Page<RouteContext>> {

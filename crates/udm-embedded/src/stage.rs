@@ -49,7 +49,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use udm_core::{Error, ErrorKind, Result};
 
-use crate::blobs::{BLOB_GENERATION, BLOBS};
+use udm_core::ports::PutMode;
+
+use crate::blobs::{BLOB_GENERATION, BLOBS, encode_row};
+use crate::wal::Redo;
 use crate::{EmbeddedStore, db_err};
 
 /// Staged rows in the metadata file: `<bucket>:<key>` → the blob file's row format.
@@ -60,6 +63,26 @@ pub(crate) const STAGED_BIT: u64 = 1 << 63;
 
 /// A bucket drains once this many rows wait, even with no other put.
 pub const STAGE_LIMIT: u64 = 1_024;
+
+fn exists(k: &str) -> Error {
+    let shown = k.split_once(':').map_or(k, |(_, key)| key);
+    Error::new(ErrorKind::AlreadyExists, format!("{shown} already exists"))
+}
+
+/// Stages row `k` in the metadata file (create-only among the staged rows; the caller checked
+/// the blob file); its generation. Also what a logged staged put does again on replay.
+pub(crate) fn stage_in(tx: &redb::WriteTransaction, k: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<u64> {
+    let mut t = tx.open_table(STAGED).map_err(db_err)?;
+    if t.get(k).map_err(db_err)?.is_some() {
+        return Err(exists(k));
+    }
+    let mut g = tx.open_table(BLOB_GENERATION).map_err(db_err)?;
+    let n = g.get("g").map_err(db_err)?.map_or(0, |v| v.value()) + 1;
+    g.insert("g", n).map_err(db_err)?;
+    let generation = n | STAGED_BIT;
+    t.insert(k, encode_row(generation, content_type, bytes)?.as_slice()).map_err(db_err)?;
+    Ok(generation)
+}
 
 /// The staging of one blob file's buckets in one metadata file; shared by the buckets.
 pub(crate) struct Stage {
@@ -83,30 +106,23 @@ impl Stage {
         &self,
         blobs: &EmbeddedStore,
         k: String,
-        shown: String,
-        encode: impl FnOnce(u64) -> Result<Vec<u8>> + Send + 'static,
+        content_type: Option<String>,
+        bytes: Vec<u8>,
     ) -> Result<u64> {
         let probe = k.clone();
         let in_file = blobs
             .read(move |tx| Ok(tx.open_table(BLOBS).map_err(db_err)?.get(probe.as_str()).map_err(db_err)?.is_some()))
             .await?;
-        let exists = move || Error::new(ErrorKind::AlreadyExists, format!("{shown} already exists"));
         if in_file {
-            return Err(exists());
+            return Err(exists(&k));
         }
+        // Logged, not synced: the version's commit record that follows syncs the log.
+        let redo = Redo::Blob { staged: true, key: k, mode: PutMode::Create, content_type, bytes };
         let generation = self
             .meta
-            .write_grouped(false, move |tx| {
-                let mut t = tx.open_table(STAGED).map_err(db_err)?;
-                if t.get(k.as_str()).map_err(db_err)?.is_some() {
-                    return Err(exists());
-                }
-                let mut g = tx.open_table(BLOB_GENERATION).map_err(db_err)?;
-                let n = g.get("g").map_err(db_err)?.map_or(0, |v| v.value()) + 1;
-                g.insert("g", n).map_err(db_err)?;
-                let generation = n | STAGED_BIT;
-                t.insert(k.as_str(), encode(generation)?.as_slice()).map_err(db_err)?;
-                Ok(generation)
+            .write_logged(redo, false, |tx, r| match r {
+                Redo::Blob { key, content_type, bytes, .. } => stage_in(tx, key, content_type.as_deref(), bytes),
+                Redo::Commit(_) => Err(Error::internal("embedded blobs: not a staged put")),
             })
             .await?;
         self.waiting.fetch_add(1, Ordering::Relaxed);

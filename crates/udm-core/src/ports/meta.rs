@@ -20,7 +20,7 @@ use crate::version::{Cv, DevShadow, Head, Op, Ov, Provenance, SnapshotRef, Syste
 pub type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'static>>;
 
 /// The version a commit adds (its snapshot is already durable in the blob store).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewVersion {
     /// Must be the expected head OV + 1 (or 1 for a create).
     pub ov: Ov,
@@ -44,8 +44,9 @@ pub struct NewVersion {
     pub dev_shadow: Option<DevShadow>,
 }
 
-/// One atomic commit of one version.
-#[derive(Debug, Clone, PartialEq)]
+/// One atomic commit of one version (serializable: the embedded store's write-ahead log
+/// records it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Commit {
     /// The object.
     pub key: ObjectKey,
