@@ -16,7 +16,8 @@
 //! the records past the stored sequence are applied again, in order, by the same functions —
 //! a redb file is as of its last synced commit, so they apply to exactly the state they first
 //! applied to, and produce the same result (the functions read no clock and no randomness).
-//! Then a synced commit, and the log starts over.
+//! Then a synced commit, and the log starts over. A store file that never checkpointed (a new
+//! one) empties the log it finds: that log belonged to a file that was deleted.
 //!
 //! File format 1: records `[payload length: u32 LE][CRC-32 of the rest: u32 LE][seq: u64 LE]
 //! [payload]`, written in place over a file grown in zero-filled chunks (an in-place
@@ -221,15 +222,24 @@ impl Wal {
             .truncate(false)
             .open(&path)
             .map_err(|e| io(&path, "opening", e))?;
-        let bytes = std::fs::read(&path).map_err(|e| io(&path, "reading", e))?;
         let stored = {
             let tx = db.begin_read().map_err(db_err)?;
             match tx.open_table(WAL_SEQ) {
-                Ok(t) => redb::ReadableTable::get(&t, "s").map_err(db_err)?.map_or(0, |v| v.value()),
-                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Ok(t) => redb::ReadableTable::get(&t, "s").map_err(db_err)?.map(|v| v.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
                 Err(e) => return Err(db_err(e)),
             }
         };
+        // A store file that never checkpointed is new: a log beside it belongs to a file that
+        // was deleted (its records must not apply to this one).
+        let bytes = match stored {
+            Some(_) => std::fs::read(&path).map_err(|e| io(&path, "reading", e))?,
+            None => {
+                file.set_len(0).map_err(|e| io(&path, "emptying", e))?;
+                Vec::new()
+            }
+        };
+        let stored = stored.unwrap_or(0);
         let mut last = stored;
         let mut replayed = 0;
         for (seq, payload) in records(&bytes) {

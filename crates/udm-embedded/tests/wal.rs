@@ -72,3 +72,26 @@ async fn acknowledged_commits_survive_a_process_abort() {
     assert_eq!(meta.replayed(), 0);
     assert_eq!(meta.collection_cv(&ctx()).await.unwrap().0, VERSIONS as u64);
 }
+
+/// A log left by a store file that was then deleted does not apply to the new file.
+#[tokio::test]
+async fn a_log_beside_a_new_store_file_is_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("udm.redb");
+    {
+        let meta = EmbeddedStore::open(&path).unwrap();
+        for i in 0..5 {
+            let k = key(&ctx(), &format!("o{i}"));
+            meta.commit(commit(&k, None, Op::Create, ts(1), &format!("r{i}"), &json!({"n": i}))).await.unwrap();
+        }
+        // As if the process died: keep the log, drop the store without its closing checkpoint.
+        std::fs::copy(dir.path().join("udm.redb.wal"), dir.path().join("kept.wal")).unwrap();
+    }
+    std::fs::remove_file(&path).unwrap();
+    std::fs::rename(dir.path().join("kept.wal"), dir.path().join("udm.redb.wal")).unwrap();
+    assert!(std::fs::metadata(dir.path().join("udm.redb.wal")).unwrap().len() > 0);
+    let meta = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(meta.replayed(), 0);
+    assert_eq!(meta.collection_cv(&ctx()).await.unwrap().0, 0, "nothing of the deleted file applied");
+    assert_eq!(std::fs::metadata(dir.path().join("udm.redb.wal")).unwrap().len(), 0, "its log emptied");
+}
