@@ -46,7 +46,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use udm_core::{Error, ErrorKind, Result};
 
 use udm_core::ports::PutMode;
@@ -109,19 +109,21 @@ impl Stage {
         content_type: Option<String>,
         bytes: Vec<u8>,
     ) -> Result<u64> {
-        let probe = k.clone();
-        let in_file = blobs
-            .read(move |tx| Ok(tx.open_table(BLOBS).map_err(db_err)?.get(probe.as_str()).map_err(db_err)?.is_some()))
-            .await?;
-        if in_file {
-            return Err(exists(&k));
-        }
-        // Logged, not synced: the version's commit record that follows syncs the log.
+        // Logged, not synced: the version's commit record that follows syncs the log. The
+        // blob file is checked in the same blocking call, before the commit (not on replay:
+        // the check passed the first time).
+        let file = blobs.db();
         let redo = Redo::Blob { staged: true, key: k, mode: PutMode::Create, content_type, bytes };
         let generation = self
             .meta
-            .write_logged(redo, false, |tx, r| match r {
-                Redo::Blob { key, content_type, bytes, .. } => stage_in(tx, key, content_type.as_deref(), bytes),
+            .write_logged(redo, false, move |tx, r| match r {
+                Redo::Blob { key, content_type, bytes, .. } => {
+                    let read = file.begin_read().map_err(db_err)?;
+                    if read.open_table(BLOBS).map_err(db_err)?.get(key.as_str()).map_err(db_err)?.is_some() {
+                        return Err(exists(key));
+                    }
+                    stage_in(tx, key, content_type.as_deref(), bytes)
+                }
                 Redo::Commit(_) => Err(Error::internal("embedded blobs: not a staged put")),
             })
             .await?;
