@@ -80,10 +80,10 @@ impl EmbeddedStore {
 
     /// The blob bucket `bucket` of a pair whose **metadata store is this same store**: a put
     /// marked [`PutSync::WithNextCommit`] (a snapshot before its version's commit, a log
-    /// segment before the shadow watermark moves) commits without an fsync of its own, and
-    /// the synced metadata commit that follows it in this file makes it durable — redb
-    /// persists every earlier commit with a synced one, so the snapshot is never less durable
-    /// than the record naming it, and a write costs one fsync, not two. Other puts sync as
+    /// segment before the shadow watermark moves) is an unsynced commit recorded in the
+    /// file's write-ahead log, and the metadata commit that follows it makes it durable (its
+    /// log record comes later in the same log), so the snapshot is never less durable than
+    /// the record naming it, and a write costs one fsync, not two. Other puts sync as
     /// usual. With another metadata store, use [`EmbeddedStore::blobs`].
     ///
     /// ```
@@ -301,6 +301,19 @@ impl EmbeddedBlobs {
         }
     }
 
+    /// For a put to this file, a listing: moves the staged rows in first, then holds the
+    /// stage shared (no row is staged until the guard goes). `None` when nothing stages.
+    async fn drained(&self) -> Result<Option<tokio::sync::RwLockReadGuard<'_, ()>>> {
+        match &self.stage {
+            Some(stage) => {
+                let alone = stage.lock.write().await;
+                stage.drain(&self.store).await?;
+                Ok(Some(alone.downgrade()))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Stages a create-only put made before a metadata commit (see the `stage` module).
     async fn put_staged(&self, stage: &Stage, key: &str, bytes: Vec<u8>, content_type: Option<String>) -> Result<u64> {
         let generation = {
@@ -335,14 +348,7 @@ impl BlobStore for EmbeddedBlobs {
         }
         // Any other put moves the staged rows first, and holds the stage shared until its
         // commit, so no row of its key is staged meanwhile.
-        let _shared = match &self.stage {
-            Some(stage) => {
-                let alone = stage.lock.write().await;
-                stage.drain(&self.store).await?;
-                Some(alone.downgrade())
-            }
-            None => None,
-        };
+        let _shared = self.drained().await?;
         let generation = if self.shares_commits && options.sync == PutSync::WithNextCommit {
             // In the metadata file, before its commit: logged, not synced (the commit's
             // record syncs the log up to it).
@@ -412,14 +418,7 @@ impl BlobStore for EmbeddedBlobs {
         check_prefix(prefix)?;
         let limit = limit.clamp(1, MAX_LIST_PAGE);
         // Staged rows are listed from this file, once moved.
-        let _shared = match &self.stage {
-            Some(stage) => {
-                let alone = stage.lock.write().await;
-                stage.drain(&self.store).await?;
-                Some(alone.downgrade())
-            }
-            None => None,
-        };
+        let _shared = self.drained().await?;
         let head = format!("{}:", self.bucket);
         let full_prefix = format!("{head}{prefix}");
         let start = match after {

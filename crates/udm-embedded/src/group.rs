@@ -1,9 +1,9 @@
 //! Group commit for independent writes ([`EmbeddedStore::write_grouped`]): writes that arrive
 //! while another is committing wait, and the next commit applies them all in ONE redb write
 //! transaction — one fsync for the lot instead of one each. The commit-log flusher puts a
-//! log segment and up to 16 index segments at once, and a writer's snapshot put can land
-//! beside them, so on the zero-setup default they share a sync instead of queueing behind
-//! each other's.
+//! log segment and up to 16 index segments and markers at once, so they share a sync instead
+//! of queueing behind each other's. (Puts made before a metadata commit do not come here:
+//! they are logged, see the `wal` and `stage` modules.)
 //!
 //! Each grouped operation must change nothing when it fails (check first, then write), so a
 //! failing operation (a lost compare-and-swap, an existing key) answers its caller and the

@@ -254,9 +254,7 @@ impl EmbeddedStore {
     ) -> Result<T> {
         let db = self.db.clone();
         blocking(move || {
-            let mut tx = db.begin_write().map_err(db_err)?;
-            tx.set_durability(redb::Durability::None)
-                .map_err(|e| Error::internal(format!("embedded store: deferring a commit's sync: {e}")))?;
+            let tx = wal::unsynced(&db)?;
             match f(&tx) {
                 Ok(v) => {
                     tx.commit().map_err(db_err)?;

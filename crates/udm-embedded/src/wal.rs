@@ -197,6 +197,15 @@ fn records(bytes: &[u8]) -> Vec<(u64, &[u8])> {
     out
 }
 
+/// A write transaction whose commit skips the fsync (redb's `Durability::None`: durable with
+/// the next synced commit of the file, or lost in a crash before it).
+pub(crate) fn unsynced(db: &Database) -> Result<WriteTransaction> {
+    let mut tx = db.begin_write().map_err(db_err)?;
+    tx.set_durability(Durability::None)
+        .map_err(|e| Error::internal(format!("embedded store: deferring a commit's sync: {e}")))?;
+    Ok(tx)
+}
+
 /// A synced commit recording `seq` as the last logged one: everything before it is durable.
 fn checkpoint(db: &Database, seq: u64) -> Result<()> {
     let tx = db.begin_write().map_err(db_err)?;
@@ -253,9 +262,7 @@ impl Wal {
                 )));
             }
             let redo = Redo::decode(payload)?;
-            let mut tx = db.begin_write().map_err(db_err)?;
-            tx.set_durability(Durability::None)
-                .map_err(|e| Error::internal(format!("embedded store: deferring a commit's sync: {e}")))?;
+            let tx = unsynced(db)?;
             apply(&tx, redo)?;
             tx.open_table(WAL_SEQ).map_err(db_err)?.insert("s", seq).map_err(db_err)?;
             tx.commit().map_err(db_err)?;
@@ -297,9 +304,7 @@ impl Wal {
         f: impl FnOnce(&WriteTransaction) -> Result<T>,
     ) -> Result<T> {
         let mut tail = self.lock()?;
-        let mut tx = db.begin_write().map_err(db_err)?;
-        tx.set_durability(Durability::None)
-            .map_err(|e| Error::internal(format!("embedded store: deferring a commit's sync: {e}")))?;
+        let tx = unsynced(db)?;
         let out = match f(&tx) {
             Ok(out) => out,
             Err(e) => {
@@ -363,7 +368,8 @@ impl Wal {
         if end > tail.allocated {
             // Grow zero-filled and synced, so later in-place syncs write no file metadata.
             let grow = (end - tail.allocated).div_ceil(CHUNK) * CHUNK;
-            let zeros = vec![0u8; usize::try_from(grow).unwrap_or(usize::MAX)];
+            let zeros =
+                vec![0u8; usize::try_from(grow).map_err(|_| Error::internal("write-ahead log: record too large"))?];
             tail.file.write_all_at(&zeros, tail.allocated).map_err(|e| io(&self.path, "growing", e))?;
             tail.file.sync_all().map_err(|e| io(&self.path, "growing", e))?;
             tail.allocated += grow;
