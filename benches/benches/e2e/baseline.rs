@@ -10,7 +10,8 @@
 //! sides, so load lands on both alike; every answer is checked.
 //!
 //! Also the disk: the embedded default's two files against the canonical JSON bytes of every
-//! version they hold (target ≤ 1.5×), next to PostgreSQL's two tables with their indexes.
+//! version they hold (target ≤ 1.5×), next to PostgreSQL's two tables with their indexes —
+//! once closed (`Udm::close`, which compacts them) and just before, while open.
 //! `UDM_BENCH_BASELINE_DOCS` overrides the 1,000 documents (quick runs);
 //! `UDM_BENCH_BASELINE_LAYOUT=one-file` runs UDM with its blobs in the metadata file
 //! (`blobs = { kind = "embedded" }`: one fsync per write) instead of the default's two files.
@@ -270,8 +271,10 @@ pub(crate) async fn run(url: &str) -> Map<String, Value> {
             }
         }
     }
-    udm.admin().shutdown().await.expect("shutdown");
-    drop(udm);
+    // Closed as an application would on exit: the files are measured as they are left.
+    let udm_open_bytes = dir_bytes(dir.path());
+    drop(c);
+    assert!(udm.close().await.expect("close").closed, "the embedded files are closed");
     if let Ok(keep) = std::env::var("UDM_BENCH_BASELINE_KEEP") {
         for e in std::fs::read_dir(dir.path()).expect("dir").flatten() {
             std::fs::copy(e.path(), std::path::Path::new(&keep).join(e.file_name())).expect("keep");
@@ -280,7 +283,7 @@ pub(crate) async fn run(url: &str) -> Map<String, Value> {
     let udm_bytes = dir_bytes(dir.path());
     let pg_bytes = pg.bytes().await as u64;
     pg.done().await;
-    report(docs, load, &samples, canonical as u64, udm_bytes, pg_bytes)
+    report(docs, load, &samples, canonical as u64, (udm_open_bytes, udm_bytes), pg_bytes)
 }
 
 /// Writes version `v` of a document through UDM (a create when `v` is 1); its timestamp.
@@ -314,7 +317,7 @@ fn report(
     load: Duration,
     samples: &[Vec<Duration>],
     canonical: u64,
-    udm: u64,
+    (udm_open, udm): (u64, u64),
     pg: u64,
 ) -> Map<String, Value> {
     let mut out = Map::new();
@@ -337,16 +340,19 @@ fn report(
     }
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "disk: canonical JSON of every version {:.1} MiB; embedded files {:.1} MiB = {:.2}x (target ≤ 1.5x); \
-         PostgreSQL tables + indexes {:.1} MiB = {:.2}x",
+        "disk: canonical JSON of every version {:.1} MiB; embedded files closed {:.1} MiB = {:.2}x (target ≤ 1.5x), \
+         open {:.1} MiB = {:.2}x; PostgreSQL tables + indexes {:.1} MiB = {:.2}x",
         mib(canonical),
         mib(udm),
         udm as f64 / canonical as f64,
+        mib(udm_open),
+        udm_open as f64 / canonical as f64,
         mib(pg),
         pg as f64 / canonical as f64
     );
     out.insert("baseline canonical bytes".into(), json!(canonical));
     out.insert("baseline udm disk bytes".into(), json!(udm));
+    out.insert("baseline udm disk bytes open".into(), json!(udm_open));
     out.insert("baseline pg disk bytes".into(), json!(pg));
     out
 }

@@ -78,7 +78,7 @@ impl Drop for Running<'_> {
 /// Commits groups until nobody waits. Whether another group waits is decided *before* a
 /// group is answered, and the last group's answers go out only after this thread has let go
 /// of the file — so a caller that drops its store on its answer can reopen the file at once.
-fn commit_groups(db: Arc<redb::Database>, group: &Arc<Group>, syncs: &AtomicU64) {
+fn commit_groups(db: Arc<crate::Db>, group: &Arc<Group>, syncs: &AtomicU64) {
     let running = Running(group);
     // The next group, taken under the lock that also retires the committer when none waits.
     let next = || match group.state.lock() {

@@ -157,6 +157,12 @@ impl Inner {
         }
     }
 
+    /// Whether a task still holds a [`shadow::Target`] (each holds its pair's flush locks, and
+    /// nothing else does).
+    fn targets_alive(&self) -> bool {
+        self.flush_locks.iter().any(|l| Arc::strong_count(l) > 1)
+    }
+
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
             Err(Error::new(ErrorKind::Unavailable, "this Udm was shut down").retryable(false))
@@ -203,6 +209,83 @@ impl Udm {
     pub fn counters(&self) -> Counters {
         Counters::new(self.inner.clone())
     }
+
+    /// Shuts down ([`Admin::shutdown`]), then **closes the stores**: waits — at most
+    /// [`CLOSE_WAIT`]; [`Udm::close_within`] to choose — for the background tasks (shadow flushes, the queue worker) to let go
+    /// of them, then drops them on a blocking thread. An embedded store closes its file
+    /// there: it checkpoints its write-ahead log and compacts the file to the size of what it
+    /// holds (`udm_embedded::EmbeddedStore`). When this returns with
+    /// [`CloseReport::closed`], the files can be opened again at once, by this process or
+    /// another. Handles the caller still holds — clones of this `Udm`, [`Collection`]s,
+    /// [`Admin`]s — keep the stores open (`closed` is then `false`): they close when the last
+    /// of them goes. A plain `drop` closes them too, but a little later (when the background
+    /// tasks end) and on whichever thread lets go last.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let udm = udm_facade::Udm::embedded(dir.path()).await?;
+    /// let ctx = udm_core::RouteContext::new("acme", "crm", "users")?;
+    /// udm.with(ctx.clone()).create(serde_json::json!({"a": 1}), udm_facade::WriteOpts::id("u1")).await?;
+    /// assert!(udm.close().await?.closed);
+    /// let again = udm_facade::Udm::embedded(dir.path()).await?; // the files are free at once
+    /// assert_eq!(again.with(ctx).get_latest("u1", Default::default()).await?.data["a"], 1);
+    /// # Ok::<(), udm_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn close(self) -> Result<CloseReport> {
+        self.close_within(CLOSE_WAIT).await
+    }
+
+    /// [`Udm::close`], waiting at most `wait` for the background tasks to let go of the stores.
+    pub async fn close_within(self, wait: std::time::Duration) -> Result<CloseReport> {
+        let shutdown = self.admin().shutdown().await?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let pause = || tokio::time::sleep(std::time::Duration::from_millis(2));
+        // First every handle of the facade (the repair pass holds one), then every shadow
+        // target a task still holds (a flush or a committer's drain ending).
+        let mut inner = self.inner;
+        let mut last = loop {
+            match Arc::try_unwrap(inner) {
+                Ok(last) => break Some(last),
+                Err(_) if tokio::time::Instant::now() >= deadline => break None,
+                Err(shared) => {
+                    inner = shared;
+                    pause().await;
+                }
+            }
+        };
+        while last.as_ref().is_some_and(|l| l.targets_alive()) {
+            if tokio::time::Instant::now() >= deadline {
+                last = None;
+                break;
+            }
+            pause().await;
+        }
+        let closed = match last {
+            Some(last) => {
+                tokio::task::spawn_blocking(move || drop(last))
+                    .await
+                    .map_err(|e| Error::internal(format!("closing the stores: {e}")))?;
+                true
+            }
+            None => false,
+        };
+        Ok(CloseReport { shutdown, closed })
+    }
+}
+
+/// How long [`Udm::close`] waits for the background tasks to let go of the stores.
+pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What [`Udm::close`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CloseReport {
+    /// What the shutdown did.
+    pub shutdown: ShutdownReport,
+    /// Whether the stores were closed when `close` returned (`false`: handles the caller
+    /// still holds keep them open until they go).
+    pub closed: bool,
 }
 
 /// Builds a [`Udm`] from injected ports.

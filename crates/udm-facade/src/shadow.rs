@@ -63,7 +63,9 @@ pub(crate) struct Target {
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) json: Arc<dyn BlobStore>,
     pub(crate) layout: Layout,
-    /// One flush at a time per collection of this pair (see [`FlushLocks`]).
+    /// One flush at a time per collection of this pair (see [`FlushLocks`]). Only targets
+    /// hold these besides the facade, and as the last field it is dropped after the stores:
+    /// [`Udm::close`](crate::Udm::close) counts it to know when no task holds a store.
     pub(crate) locks: Arc<FlushLocks>,
 }
 
