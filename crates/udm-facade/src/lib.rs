@@ -240,7 +240,7 @@ impl Udm {
     /// [`Udm::close`], waiting at most `wait` for the background tasks to let go of the stores.
     pub async fn close_within(self, wait: std::time::Duration) -> Result<CloseReport> {
         let shutdown = self.admin().shutdown().await?;
-        let deadline = tokio::time::Instant::now() + wait;
+        let waited = crate::runtime::Stopwatch::start();
         let pause = || tokio::time::sleep(std::time::Duration::from_millis(2));
         // First every handle of the facade (the repair pass holds one), then every shadow
         // target a task still holds (a flush or a committer's drain ending).
@@ -248,7 +248,7 @@ impl Udm {
         let mut last = loop {
             match Arc::try_unwrap(inner) {
                 Ok(last) => break Some(last),
-                Err(_) if tokio::time::Instant::now() >= deadline => break None,
+                Err(_) if waited.elapsed() >= wait => break None,
                 Err(shared) => {
                     inner = shared;
                     pause().await;
@@ -256,7 +256,7 @@ impl Udm {
             }
         };
         while last.as_ref().is_some_and(|l| l.targets_alive()) {
-            if tokio::time::Instant::now() >= deadline {
+            if waited.elapsed() >= wait {
                 last = None;
                 break;
             }
