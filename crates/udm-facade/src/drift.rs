@@ -433,7 +433,23 @@ impl Admin {
         let id = key.id.as_str();
         let path = format!("/{}", udm_core::diff::escape_segment(id));
         let t = self.inner.shadow_target(pair);
-        let entries = index::all_entries(&t, key).await?;
+        // A damaged index segment is a finding, not a failed check. The shadow's latest
+        // version is then unknown, so it is not compared with the head.
+        let (entries, damaged) = index::readable_entries(&t, key).await?;
+        for (segment, e) in &damaged {
+            sink.emit(
+                &name,
+                &key.ctx,
+                Some(id),
+                item(
+                    DriftSource::Shadow,
+                    DriftKind::ChecksumMismatch,
+                    &path,
+                    Some(json!(segment)),
+                    Some(json!(e.to_string())),
+                ),
+            );
+        }
         let latest = entries.iter().rev().find(|e| !e.pruned).and_then(|e| e.record.clone());
         let pruned: Vec<u64> = entries.iter().filter(|e| e.pruned).map(|e| e.ov.get()).collect();
         if !pruned.is_empty() {
@@ -449,6 +465,7 @@ impl Admin {
         // The desired document: the head's data (inline copy or snapshot), verified.
         let mut desired: Option<Value> = None;
         match (&head, &latest) {
+            _ if !damaged.is_empty() => {}
             (None, None) => {}
             (Some(h), None) => {
                 sink.emit(
@@ -534,7 +551,7 @@ impl Admin {
                 Err(e) => return Err(e),
             }
             // The shadow's latest names another snapshot: compare its data too.
-            if let (Some(r), Some(d)) = (&latest, &desired)
+            if let (Some(r), Some(d), true) = (&latest, &desired, damaged.is_empty())
                 && r.snapshot.key != h.snapshot.key
             {
                 match coll.load_snapshot(pair, &r.snapshot).await {
@@ -599,6 +616,14 @@ impl Admin {
         }
         if options.deep && head.is_some() {
             self.deep_check(pair, key, &entries, &mut referenced, &path, sink).await?;
+        } else if !damaged.is_empty() {
+            // The damaged segments' snapshots are named by the metadata store's versions:
+            // not orphans.
+            let meta = &*self.inner.pairs[pair].meta;
+            let mut pages = std::pin::pin!(crate::read::history_pages(meta, key, None, MAX_LIST_PAGE));
+            while let Some(page) = pages.try_next().await? {
+                referenced.extend(page.into_iter().map(|r| r.snapshot.key));
+            }
         }
         self.orphans(pair, key, &referenced, options, &path, sink).await?;
         sink.object_done();

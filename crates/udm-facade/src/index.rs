@@ -287,14 +287,30 @@ pub(crate) async fn history(t: &Target, key: &ObjectKey, query: &HistoryQuery) -
 
 /// Every entry of `key`'s index, in OV order: the marker listing, then each segment it names.
 pub(crate) async fn all_entries(t: &Target, key: &ObjectKey) -> Result<Vec<IndexEntry>> {
+    let (entries, damaged) = readable_entries(t, key).await?;
+    match damaged.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(entries),
+    }
+}
+
+/// Every entry of `key`'s readable index segments, in OV order, and the segments that read
+/// back damaged (`ChecksumMismatch`: torn, rotten, or naming another object) with their
+/// errors — for drift, which reports them instead of failing.
+pub(crate) async fn readable_entries(t: &Target, key: &ObjectKey) -> Result<(Vec<IndexEntry>, Vec<(String, Error)>)> {
     let mut segments: Vec<u64> = markers(t, key).await?.iter().map(|m| m.segment).collect();
     segments.sort_unstable();
     segments.dedup();
-    let mut out = Vec::new();
+    let (mut out, mut damaged) = (Vec::new(), Vec::new());
     for n in segments {
-        if let Some(s) = segment(t, key, n).await? {
-            out.extend(s.entries);
+        match segment(t, key, n).await {
+            Ok(Some(s)) => out.extend(s.entries),
+            Ok(None) => {}
+            Err(e) if e.kind() == ErrorKind::ChecksumMismatch => {
+                damaged.push((t.layout.index_segment(key, first_ov(n)), e));
+            }
+            Err(e) => return Err(e),
         }
     }
-    Ok(out)
+    Ok((out, damaged))
 }

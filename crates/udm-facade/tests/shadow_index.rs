@@ -294,3 +294,56 @@ async fn a_damaged_index_segment_is_rebuilt_by_the_next_flush() {
     let v5 = c.get_version("doc", Ov::new(5).unwrap(), shadow()).await.unwrap();
     same(&v5, &c.get_version("doc", Ov::new(5).unwrap(), ReadOpts::default()).await.unwrap());
 }
+
+/// Drift over an object whose index segment reads back damaged: one `ChecksumMismatch`
+/// finding naming the segment — not a failed check, and no false findings from the entries
+/// it could not read (a head "missing" from the shadow, its snapshots taken for orphans).
+#[tokio::test]
+async fn drift_reports_a_damaged_index_segment_and_nothing_it_cannot_know() {
+    use udm_core::drift::{DriftKind, DriftSource};
+    use udm_facade::{DriftEvent, DriftOptions, DriftScope};
+
+    let s = setup(Config::in_memory());
+    let c = s.udm.with(ctx());
+    write_history(&c, 10).await;
+    s.udm.admin().flush_shadow().await.unwrap();
+    let listed = s.json.list("", None, udm_core::ports::MAX_LIST_PAGE).await.unwrap();
+    let at = listed.keys.iter().find(|k| k.ends_with("objects/doc/index/00000000000000000000.json")).unwrap().clone();
+    let whole = s.json.get(&at).await.unwrap();
+    s.json
+        .put(&at, whole[..whole.len() - 3].to_vec(), &udm_core::ports::PutOptions::overwrite("application/json"))
+        .await
+        .unwrap();
+
+    // Every snapshot is old enough to be an orphan if nothing named it.
+    let options = DriftOptions { orphan_grace: std::time::Duration::ZERO, deep: false };
+    for scope in [DriftScope::Object(ctx(), "doc".into()), DriftScope::Collection(ctx())] {
+        let mut found = Vec::new();
+        let totals = s
+            .udm
+            .admin()
+            .drift(scope.clone(), options, None, &mut |e| {
+                if let DriftEvent::Finding(f) = e {
+                    found.push(*f);
+                }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{scope:?}: drift reports the damage instead of failing: {e}"));
+        assert_eq!(found.len(), 1, "{scope:?}: {found:#?}");
+        let f = &found[0];
+        assert_eq!(
+            (f.id.as_deref(), f.item.source, f.item.kind),
+            (Some("doc"), DriftSource::Shadow, DriftKind::ChecksumMismatch)
+        );
+        assert_eq!(f.item.expected, Some(json!(at)), "names the segment");
+        assert!(!totals.summary.in_sync);
+        assert_eq!(totals.summary.orphan_snapshot, 0);
+    }
+
+    // The next write's flush rebuilds the segment: in sync again.
+    c.update("doc", json!({"n": 11}), None, WriteOpts::default()).await.unwrap();
+    s.udm.admin().flush_shadow().await.unwrap();
+    let totals =
+        s.udm.admin().drift(DriftScope::Object(ctx(), "doc".into()), options, None, &mut |_| {}).await.unwrap();
+    assert!(totals.summary.in_sync, "{totals:?}");
+}
