@@ -43,7 +43,7 @@ use udm_core::ports::{
 };
 use udm_core::{Checksum, Error, ErrorKind, Result};
 
-use crate::stage::{STAGE_LIMIT, Stage};
+use crate::stage::{KeyGuard, STAGE_LIMIT, Stage};
 use crate::wal::Redo;
 use crate::{EmbeddedStore, blocking, db_err};
 
@@ -294,21 +294,26 @@ impl EmbeddedBlobs {
     pub async fn drain(&self) -> Result<u64> {
         match &self.stage {
             Some(stage) => {
-                let _alone = stage.lock.write().await;
+                let _one = stage.drains.lock().await;
                 stage.drain(&self.store).await
             }
             None => Ok(0),
         }
     }
 
-    /// For a put to this file, a listing: moves the staged rows in first, then holds the
-    /// stage shared (no row is staged until the guard goes). `None` when nothing stages.
-    async fn drained(&self) -> Result<Option<tokio::sync::RwLockReadGuard<'_, ()>>> {
+    /// For a put to this file (of row `k`), a listing (no key): holds `k`'s key lock, so no
+    /// row of it is staged until the guard goes, then moves the staged rows in. `None` when
+    /// nothing stages.
+    async fn drained(&self, k: Option<&str>) -> Result<Option<KeyGuard<'_>>> {
         match &self.stage {
             Some(stage) => {
-                let alone = stage.lock.write().await;
+                let turn = match k {
+                    Some(k) => Some(stage.keys.lock(k).await),
+                    None => None,
+                };
+                let _one = stage.drains.lock().await;
                 stage.drain(&self.store).await?;
-                Ok(Some(alone.downgrade()))
+                Ok(turn)
             }
             None => Ok(None),
         }
@@ -316,12 +321,13 @@ impl EmbeddedBlobs {
 
     /// Stages a create-only put made before a metadata commit (see the `stage` module).
     async fn put_staged(&self, stage: &Stage, key: &str, bytes: Vec<u8>, content_type: Option<String>) -> Result<u64> {
+        let k = self.row_key(key);
         let generation = {
-            let _alone = stage.lock.write().await;
-            stage.stage(&self.store, self.row_key(key), content_type, bytes).await?
+            let _turn = stage.keys.lock(&k).await;
+            stage.stage(&self.store, k.clone(), content_type, bytes).await?
         };
         if stage.waiting.load(Ordering::Relaxed) >= STAGE_LIMIT {
-            let _alone = stage.lock.write().await;
+            let _one = stage.drains.lock().await;
             stage.drain(&self.store).await?;
         }
         Ok(generation)
@@ -346,9 +352,9 @@ impl BlobStore for EmbeddedBlobs {
             let generation = self.put_staged(stage, key, bytes, content_type).await?;
             return Ok(PutResult { checksum, etag: Some(etag_of(generation)) });
         }
-        // Any other put moves the staged rows first, and holds the stage shared until its
-        // commit, so no row of its key is staged meanwhile.
-        let _shared = self.drained().await?;
+        // Any other put moves the staged rows first, and holds its key until its commit, so
+        // no row of its key is staged meanwhile.
+        let _turn = self.drained(Some(&k)).await?;
         let generation = if self.shares_commits && options.sync == PutSync::WithNextCommit {
             // In the metadata file, before its commit: logged, not synced (the commit's
             // record syncs the log up to it).
@@ -393,7 +399,8 @@ impl BlobStore for EmbeddedBlobs {
         let k = self.row_key(key);
         let _alone = match &self.stage {
             Some(stage) => {
-                let alone = stage.lock.write().await;
+                let turn = stage.keys.lock(&k).await;
+                let one = stage.drains.lock().await;
                 let staged = k.clone();
                 stage
                     .meta
@@ -402,7 +409,7 @@ impl BlobStore for EmbeddedBlobs {
                         Ok(())
                     })
                     .await?;
-                Some(alone)
+                Some((turn, one))
             }
             None => None,
         };
@@ -418,7 +425,7 @@ impl BlobStore for EmbeddedBlobs {
         check_prefix(prefix)?;
         let limit = limit.clamp(1, MAX_LIST_PAGE);
         // Staged rows are listed from this file, once moved.
-        let _shared = self.drained().await?;
+        self.drained(None).await?;
         let head = format!("{}:", self.bucket);
         let full_prefix = format!("{head}{prefix}");
         let start = match after {
