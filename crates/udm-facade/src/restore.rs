@@ -100,16 +100,19 @@ impl Collection {
         request: RequestId,
         opts: &WriteOpts,
     ) -> Result<RestoreOutcome> {
-        let head =
-            self.inner.pairs[pair].meta.head(&key).await?.ok_or_else(|| Error::not_found(format!("object {key}")))?;
+        let head = async {
+            self.inner.pairs[pair].meta.head(&key).await?.ok_or_else(|| Error::not_found(format!("object {key}")))
+        };
         let Some(target) = target else {
+            let head = head.await?;
             if head.is_deleted() {
                 return Ok(RestoreOutcome::Unchanged { ov: head.ov });
             }
             let w = self.write(Intent::restore(key, Change::Delete, named, request, opts)).await?;
             return Ok(RestoreOutcome::Restored(w));
         };
-        let env = self.load_snapshot(pair, &target.snapshot).await?;
+        // The head and the target's snapshot at once: neither needs the other.
+        let (head, env) = tokio::try_join!(head, self.load_snapshot(pair, &target.snapshot))?;
         if head.snapshot.checksum == env.checksum && head.is_deleted() == target.deleted {
             return Ok(RestoreOutcome::Unchanged { ov: head.ov });
         }
