@@ -163,3 +163,35 @@ async fn concurrent_stagers_and_drains_lose_nothing() {
     let page = f.plain.list("t/d/c/w", None, 1_000).await.unwrap();
     assert_eq!(page.keys.len(), 200, "every staged row, once, in the blob file");
 }
+
+/// Staged and plain create-only puts of the same keys at once: exactly one create of each
+/// key wins, across both files, and its bytes are what the key reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn staged_and_plain_creates_of_one_key_have_exactly_one_winner() {
+    let f = files();
+    let json = Arc::new(f.json.clone());
+    for round in 0..20 {
+        let key = format!("t/d/c/race-{round}.json");
+        let tasks: Vec<_> = (0..8)
+            .map(|w| {
+                let (json, key) = (json.clone(), key.clone());
+                tokio::spawn(async move {
+                    let options = if w % 2 == 0 { snapshot() } else { PutOptions::create_json() };
+                    let r = json.put(&key, format!("{w}").into_bytes(), &options).await;
+                    (w, r)
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                (w, Ok(_)) => won.push(w),
+                (_, Err(e)) => assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}"),
+            }
+        }
+        assert_eq!(won.len(), 1, "round {round}: one winner, got {won:?}");
+        assert_eq!(json.get(&key).await.unwrap(), format!("{}", won[0]).into_bytes());
+    }
+    json.drain().await.unwrap();
+    assert_eq!(f.plain.list("t/d/c/race-", None, 100).await.unwrap().keys.len(), 20);
+}
