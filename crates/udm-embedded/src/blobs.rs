@@ -44,6 +44,22 @@ use udm_core::ports::{
 use udm_core::{Checksum, Error, ErrorKind, Result};
 
 use crate::stage::{KeyGuard, STAGE_LIMIT, Stage};
+
+/// Runs `work` in a task of its own that holds `turn` until it is done: a caller that stops
+/// waiting (a deadline, a dropped future) does not free the key while its commit is still
+/// queued or running.
+async fn finish_holding<T: Send + 'static>(
+    turn: KeyGuard,
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(async move {
+        let out = work.await;
+        drop(turn);
+        out
+    })
+    .await
+    .map_err(|e| Error::internal(format!("embedded blobs: put task: {e}")))?
+}
 use crate::wal::Redo;
 use crate::{EmbeddedStore, blocking, db_err};
 
@@ -304,7 +320,7 @@ impl EmbeddedBlobs {
     /// For a put to this file (of row `k`), a listing (no key): holds `k`'s key lock, so no
     /// row of it is staged until the guard goes, then moves the staged rows in. `None` when
     /// nothing stages.
-    async fn drained(&self, k: Option<&str>) -> Result<Option<KeyGuard<'_>>> {
+    async fn drained(&self, k: Option<&str>) -> Result<Option<KeyGuard>> {
         match &self.stage {
             Some(stage) => {
                 let turn = match k {
@@ -320,12 +336,17 @@ impl EmbeddedBlobs {
     }
 
     /// Stages a create-only put made before a metadata commit (see the `stage` module).
-    async fn put_staged(&self, stage: &Stage, key: &str, bytes: Vec<u8>, content_type: Option<String>) -> Result<u64> {
+    async fn put_staged(
+        &self,
+        stage: &Arc<Stage>,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: Option<String>,
+    ) -> Result<u64> {
         let k = self.row_key(key);
-        let generation = {
-            let _turn = stage.keys.lock(&k).await;
-            stage.stage(&self.store, k.clone(), content_type, bytes).await?
-        };
+        let turn = stage.keys.lock(&k).await;
+        let (owned, store) = (stage.clone(), self.store.clone());
+        let generation = finish_holding(turn, async move { owned.stage(&store, k, content_type, bytes).await }).await?;
         if stage.waiting.load(Ordering::Relaxed) >= STAGE_LIMIT {
             let _one = stage.drains.lock().await;
             stage.drain(&self.store).await?;
@@ -354,7 +375,7 @@ impl BlobStore for EmbeddedBlobs {
         }
         // Any other put moves the staged rows first, and holds its key until its commit, so
         // no row of its key is staged meanwhile.
-        let _turn = self.drained(Some(&k)).await?;
+        let turn = self.drained(Some(&k)).await?;
         let generation = if self.shares_commits && options.sync == PutSync::WithNextCommit {
             // In the metadata file, before its commit: logged, not synced (the commit's
             // record syncs the log up to it).
@@ -368,7 +389,14 @@ impl BlobStore for EmbeddedBlobs {
                 })
                 .await?
         } else {
-            self.store.write_grouped(move |tx| put_row_in(tx, &k, &mode, content_type.as_deref(), &bytes)).await?
+            let store = self.store.clone();
+            let put = async move {
+                store.write_grouped(move |tx| put_row_in(tx, &k, &mode, content_type.as_deref(), &bytes)).await
+            };
+            match turn {
+                Some(turn) => finish_holding(turn, put).await?,
+                None => put.await?,
+            }
         };
         Ok(PutResult { checksum, etag: Some(etag_of(generation)) })
     }
@@ -397,28 +425,35 @@ impl BlobStore for EmbeddedBlobs {
     async fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
         let k = self.row_key(key);
-        let _alone = match &self.stage {
-            Some(stage) => {
-                let turn = stage.keys.lock(&k).await;
-                let one = stage.drains.lock().await;
-                let staged = k.clone();
-                stage
-                    .meta
+        let remove = {
+            let (store, k) = (self.store.clone(), k.clone());
+            async move {
+                store
                     .write(move |tx| {
-                        tx.open_table(crate::stage::STAGED).map_err(db_err)?.remove(staged.as_str()).map_err(db_err)?;
+                        tx.open_table(BLOBS).map_err(db_err)?.remove(k.as_str()).map_err(db_err)?;
                         Ok(())
                     })
-                    .await?;
-                Some((turn, one))
+                    .await
             }
-            None => None,
         };
-        self.store
-            .write(move |tx| {
-                tx.open_table(BLOBS).map_err(db_err)?.remove(k.as_str()).map_err(db_err)?;
-                Ok(())
-            })
-            .await
+        let Some(stage) = &self.stage else { return remove.await };
+        // Both copies go under the key's lock and with no drain running, in a task of its
+        // own: a caller that stops waiting does not leave the staged copy gone and the
+        // other there with the locks free.
+        let turn = stage.keys.lock(&k).await;
+        let stage = stage.clone();
+        finish_holding(turn, async move {
+            let _one = stage.drains.lock().await;
+            stage
+                .meta
+                .write(move |tx| {
+                    tx.open_table(crate::stage::STAGED).map_err(db_err)?.remove(k.as_str()).map_err(db_err)?;
+                    Ok(())
+                })
+                .await?;
+            remove.await
+        })
+        .await
     }
 
     async fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Result<BlobPage> {

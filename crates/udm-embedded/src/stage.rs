@@ -30,7 +30,9 @@
 //! removes both copies — so "the key exists in neither file" (create-only) and an ETag
 //! match are checked and acted on atomically, and a put to the blob file never has a row of
 //! its key staged behind it; and **one drain at a time**, deletes included, so a drain that
-//! read a row never copies it back after a delete. Nothing else waits: a staged put does not
+//! read a row never copies it back after a delete. The work under a key's lock runs in a task
+//! that owns the lock, so a caller that stops waiting (its deadline passed) does not free the
+//! key while its commit is still queued or running. Nothing else waits: a staged put does not
 //! wait for the flusher's puts and their fsyncs (under one shared lock it did — the slowest
 //! tenth of the baseline bench's writes took 4–6 ms), and it needs no exclusion from a
 //! drain. A stager checks the blob file inside its own metadata commit, and a drain
@@ -107,11 +109,14 @@ pub(crate) struct Stage {
 
 /// A fair async lock per key; an entry lives while someone holds or waits for it.
 #[derive(Default)]
-pub(crate) struct KeyLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+pub(crate) struct KeyLocks(Arc<std::sync::Mutex<KeyMap>>);
 
-/// Holds one key of [`KeyLocks`]; dropping it (or the future waiting for it) lets go.
-pub(crate) struct KeyGuard<'a> {
-    locks: &'a KeyLocks,
+type KeyMap = HashMap<String, Arc<tokio::sync::Mutex<()>>>;
+
+/// Holds one key of [`KeyLocks`] (owned: it can move into a task that must finish before
+/// the key is free); dropping it, or the future waiting for it, lets go.
+pub(crate) struct KeyGuard {
+    map: Arc<std::sync::Mutex<KeyMap>>,
     key: String,
     lock: Arc<tokio::sync::Mutex<()>>,
     held: Option<tokio::sync::OwnedMutexGuard<()>>,
@@ -119,13 +124,13 @@ pub(crate) struct KeyGuard<'a> {
 
 impl KeyLocks {
     /// Waits for `key`'s turn.
-    pub(crate) async fn lock(&self, key: &str) -> KeyGuard<'_> {
+    pub(crate) async fn lock(&self, key: &str) -> KeyGuard {
         let lock = {
             let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             map.entry(key.to_owned()).or_default().clone()
         };
         // Built before the wait, so a waiter that gives up still cleans up.
-        let mut guard = KeyGuard { locks: self, key: key.to_owned(), lock, held: None };
+        let mut guard = KeyGuard { map: self.0.clone(), key: key.to_owned(), lock, held: None };
         guard.held = Some(guard.lock.clone().lock_owned().await);
         guard
     }
@@ -137,10 +142,10 @@ impl KeyLocks {
     }
 }
 
-impl Drop for KeyGuard<'_> {
+impl Drop for KeyGuard {
     fn drop(&mut self) {
         drop(self.held.take());
-        let mut map = self.locks.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // The map's and this guard's: nobody else holds or waits for the key.
         if Arc::strong_count(&self.lock) == 2 {
             map.remove(&self.key);

@@ -195,3 +195,34 @@ async fn staged_and_plain_creates_of_one_key_have_exactly_one_winner() {
     json.drain().await.unwrap();
     assert_eq!(f.plain.list("t/d/c/race-", None, 100).await.unwrap().keys.len(), 20);
 }
+
+/// A plain create-only put whose caller stops waiting (a deadline) still holds its key until
+/// its commit is done: a staged put of the key that follows either loses to it or finds it
+/// never committed — never both succeed with the plain bytes read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abandoned_put_keeps_its_key_until_its_commit_is_done() {
+    let f = files();
+    let (mut lost, mut won) = (0, 0);
+    for round in 0..400u64 {
+        let key = format!("t/d/c/abandoned-{round}.json");
+        let create = PutOptions::create_json();
+        let plain = f.json.put(&key, b"plain".to_vec(), &create);
+        // Abandoned somewhere between its drain and its commit.
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(25 * (round % 40)), plain).await;
+        let staged = f.json.put(&key, b"staged".to_vec(), &snapshot()).await;
+        f.json.drain().await.unwrap();
+        let got = f.json.get(&key).await.unwrap();
+        match staged {
+            Ok(_) => {
+                assert_eq!(got, b"staged", "round {round}: the staged create won, so the plain one never committed");
+                won += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+                assert_eq!(got, b"plain");
+                lost += 1;
+            }
+        }
+    }
+    assert_eq!(won + lost, 400);
+}
