@@ -44,6 +44,13 @@ use udm_core::ports::{
 use udm_core::{Checksum, Error, ErrorKind, Result};
 
 use crate::stage::{KeyGuard, STAGE_LIMIT, Stage};
+use crate::wal::Redo;
+use crate::{EmbeddedStore, blocking, db_err};
+
+/// Blob rows: `<bucket>:<key>` → header + bytes.
+pub(crate) const BLOBS: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("blobs");
+/// The store-wide put generation (one row, `g`).
+pub(crate) const BLOB_GENERATION: TableDefinition<'static, &'static str, u64> = TableDefinition::new("blob_generation");
 
 /// Runs `work` in a task of its own that holds `turn` until it is done: a caller that stops
 /// waiting (a deadline, a dropped future) does not free the key while its commit is still
@@ -60,13 +67,6 @@ async fn finish_holding<T: Send + 'static>(
     .await
     .map_err(|e| Error::internal(format!("embedded blobs: put task: {e}")))?
 }
-use crate::wal::Redo;
-use crate::{EmbeddedStore, blocking, db_err};
-
-/// Blob rows: `<bucket>:<key>` → header + bytes.
-pub(crate) const BLOBS: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("blobs");
-/// The store-wide put generation (one row, `g`).
-pub(crate) const BLOB_GENERATION: TableDefinition<'static, &'static str, u64> = TableDefinition::new("blob_generation");
 
 /// A bucket of blobs in an [`EmbeddedStore`]'s file ([`EmbeddedStore::blobs`]).
 #[derive(Clone)]

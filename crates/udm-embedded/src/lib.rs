@@ -60,9 +60,8 @@ pub(crate) const QUEUE: TableDefinition<'static, &'static str, &'static str> = T
 /// Metadata, queue and counters in one redb file. Cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    /// The write-ahead log of the hot-path commits (the `wal` module).
-    wal: Arc<wal::Wal>,
-    /// The file; closed (log checkpointed, file compacted) when the last handle goes.
+    /// The file and its write-ahead log; closed (log checkpointed, file compacted) when the
+    /// last handle goes.
     db: Arc<Db>,
     path: PathBuf,
     /// Table lookups made by version lookups ([`EmbeddedStore::reads`]), shared by clones.
@@ -86,6 +85,7 @@ pub struct EmbeddedStore {
 /// commits, so a crash during it loses nothing (redb repairs the file on the next open).
 pub(crate) struct Db {
     db: Database,
+    /// The write-ahead log of the hot-path commits (the `wal` module).
     wal: Arc<wal::Wal>,
 }
 
@@ -171,8 +171,7 @@ impl EmbeddedStore {
         tx.commit().map_err(db_err)?;
         let wal = Arc::new(wal::Wal::open(&db, path, redo)?);
         Ok(Self {
-            db: Arc::new(Db { db, wal: wal.clone() }),
-            wal,
+            db: Arc::new(Db { db, wal }),
             path: path.to_owned(),
             reads: Arc::default(),
             group: Arc::default(),
@@ -184,7 +183,7 @@ impl EmbeddedStore {
     /// Records the write-ahead log applied again when this store was opened: the logged
     /// commits a crash had kept out of the file. For tests and diagnostics.
     pub fn replayed(&self) -> u64 {
-        self.wal.replayed
+        self.db.wal.replayed
     }
 
     /// Table lookups (a point `get` or one range seek) made so far by this store's (and its
@@ -245,10 +244,10 @@ impl EmbeddedStore {
         sync: bool,
         f: impl FnOnce(&WriteTransaction, &wal::Redo) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (db, wal, syncs) = (self.db.clone(), self.wal.clone(), self.syncs.clone());
+        let (db, syncs) = (self.db.clone(), self.syncs.clone());
         blocking(move || {
             let payload = redo.encode()?;
-            let out = wal.commit(&db, &payload, sync, |tx| f(tx, &redo))?;
+            let out = db.wal.commit(&db, &payload, sync, |tx| f(tx, &redo))?;
             if sync {
                 syncs.fetch_add(1, Ordering::Relaxed);
             }

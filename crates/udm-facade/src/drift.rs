@@ -197,6 +197,12 @@ fn item(source: DriftSource, kind: DriftKind, path: &str, expected: Option<Value
     DriftItem { source, kind, path: path.to_owned(), expected, found }
 }
 
+/// A stored copy in the blob store (snapshot or index segment `stored`) that reads back
+/// damaged: a checksum mismatch naming it, with the read's error.
+fn unreadable(path: &str, stored: &str, e: &Error) -> DriftItem {
+    item(DriftSource::Shadow, DriftKind::ChecksumMismatch, path, Some(json!(stored)), Some(json!(e.to_string())))
+}
+
 fn summary_of(r: &VersionRecord) -> Value {
     json!({"ov": r.ov.get(), "cv": r.cv.0, "checksum": r.snapshot.checksum.to_string(), "snapshot": r.snapshot.key})
 }
@@ -437,18 +443,7 @@ impl Admin {
         // version is then unknown, so it is not compared with the head.
         let (entries, damaged) = index::readable_entries(&t, key).await?;
         for (segment, e) in &damaged {
-            sink.emit(
-                &name,
-                &key.ctx,
-                Some(id),
-                item(
-                    DriftSource::Shadow,
-                    DriftKind::ChecksumMismatch,
-                    &path,
-                    Some(json!(segment)),
-                    Some(json!(e.to_string())),
-                ),
-            );
+            sink.emit(&name, &key.ctx, Some(id), unreadable(&path, segment, e));
         }
         let latest = entries.iter().rev().find(|e| !e.pruned).and_then(|e| e.record.clone());
         let pruned: Vec<u64> = entries.iter().filter(|e| e.pruned).map(|e| e.ov.get()).collect();
@@ -534,24 +529,13 @@ impl Admin {
                     None => desired = Some(env.data),
                 },
                 Err(e) if e.kind() == ErrorKind::ChecksumMismatch => {
-                    let found = Some(json!(e.to_string()));
-                    sink.emit(
-                        &name,
-                        &key.ctx,
-                        Some(id),
-                        item(
-                            DriftSource::Shadow,
-                            DriftKind::ChecksumMismatch,
-                            &path,
-                            Some(json!(h.snapshot.key)),
-                            found,
-                        ),
-                    );
+                    sink.emit(&name, &key.ctx, Some(id), unreadable(&path, &h.snapshot.key, &e));
                 }
                 Err(e) => return Err(e),
             }
             // The shadow's latest names another snapshot: compare its data too.
-            if let (Some(r), Some(d), true) = (&latest, &desired, damaged.is_empty())
+            if damaged.is_empty()
+                && let (Some(r), Some(d)) = (&latest, &desired)
                 && r.snapshot.key != h.snapshot.key
             {
                 match coll.load_snapshot(pair, &r.snapshot).await {
@@ -563,19 +547,7 @@ impl Admin {
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::ChecksumMismatch => {
-                        let found = Some(json!(e.to_string()));
-                        sink.emit(
-                            &name,
-                            &key.ctx,
-                            Some(id),
-                            item(
-                                DriftSource::Shadow,
-                                DriftKind::ChecksumMismatch,
-                                &path,
-                                Some(json!(r.snapshot.key)),
-                                found,
-                            ),
-                        );
+                        sink.emit(&name, &key.ctx, Some(id), unreadable(&path, &r.snapshot.key, &e));
                     }
                     Err(e) => return Err(e),
                 }
@@ -669,18 +641,7 @@ impl Admin {
                     if e.kind() != ErrorKind::ChecksumMismatch {
                         return Err(e);
                     }
-                    sink.emit(
-                        &name,
-                        &key.ctx,
-                        Some(id),
-                        item(
-                            DriftSource::Shadow,
-                            DriftKind::ChecksumMismatch,
-                            path,
-                            Some(json!(r.snapshot.key)),
-                            Some(json!(e.to_string())),
-                        ),
-                    );
+                    sink.emit(&name, &key.ctx, Some(id), unreadable(path, &r.snapshot.key, &e));
                 }
             }
         }
