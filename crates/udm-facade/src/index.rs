@@ -7,11 +7,22 @@
 //! flushers (two processes, or the repair pass beside a notified flush) never lose each
 //! other's entries. A store without conditional puts is written with plain overwrites (one
 //! writer per bucket is then assumed).
+//!
+//! On a store with conditional puts, a segment update usually costs **one request**, not a
+//! read and a write: each pair keeps the segments this process last wrote, with their ETags
+//! ([`SegmentCache`], at most [`INDEX_CACHE_BYTES`] of them), and a segment whose first OV is
+//! among the entries being added is taken to be new. Both are only guesses that the
+//! compare-and-swap checks: a cached segment is put with `If-Match` on its cached ETag, a
+//! new one create-only, and when the store refuses (another process wrote, retention
+//! flagged, a hard delete removed the segment), the update reads the segment and merges as
+//! before. A put made from a guess is never skipped as "nothing new", since the guess may
+//! be stale.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
 
 use futures_util::{StreamExt, TryStreamExt};
-use udm_core::ports::{PutMode, PutOptions};
+use udm_core::ports::{ETag, PutMode, PutOptions};
 use udm_core::query::{HistoryQuery, MAX_PAGE, Order, Page, history_cursor};
 use udm_core::shadow::LogEntry;
 use udm_core::shadow::index::{Bound, INDEX_SEGMENT_LEN, IndexEntry, IndexSegment, Marker, segment_for, segment_of};
@@ -24,6 +35,87 @@ pub const INDEX_CONCURRENCY: usize = 16;
 
 /// How often a segment update re-reads and merges after losing a compare-and-swap.
 const CAS_ATTEMPTS: usize = 16;
+
+/// Encoded bytes of index segments each pair's [`SegmentCache`] keeps (about 4,000
+/// segments of a few versions, or 45 full ones).
+pub const INDEX_CACHE_BYTES: usize = 8 << 20;
+
+/// The index segments this process last wrote to one pair's blob store, each with the
+/// ETag its put returned, least recently used first out past [`INDEX_CACHE_BYTES`]. An
+/// entry is only a guess at the stored segment (see the module docs): it saves the read
+/// before a compare-and-swap, which checks it.
+#[derive(Debug, Default)]
+pub(crate) struct SegmentCache(Mutex<Cached>);
+
+#[derive(Debug, Default)]
+struct Cached {
+    /// Blob key → (last use, segment, its ETag, its encoded size).
+    segments: HashMap<String, (u64, IndexSegment, ETag, usize)>,
+    /// Last use → blob key.
+    by_use: BTreeMap<u64, String>,
+    clock: u64,
+    bytes: usize,
+}
+
+impl SegmentCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cached segment at `key` and its ETag (a use).
+    fn get(&self, key: &str) -> Option<(IndexSegment, ETag)> {
+        let mut c = self.lock();
+        c.clock += 1;
+        let now = c.clock;
+        let (used, segment, etag, _) = c.segments.get_mut(key)?;
+        let before = std::mem::replace(used, now);
+        let found = (segment.clone(), etag.clone());
+        c.by_use.remove(&before);
+        c.by_use.insert(now, key.to_owned());
+        Some(found)
+    }
+
+    /// Remembers that `key` holds `segment` (`size` bytes encoded) under `etag`.
+    fn put(&self, key: &str, segment: IndexSegment, etag: ETag, size: usize) {
+        let mut c = self.lock();
+        c.forget(key);
+        if size > INDEX_CACHE_BYTES {
+            return;
+        }
+        c.clock += 1;
+        let now = c.clock;
+        c.by_use.insert(now, key.to_owned());
+        c.segments.insert(key.to_owned(), (now, segment, etag, size));
+        c.bytes += size;
+        while c.bytes > INDEX_CACHE_BYTES {
+            let Some((_, oldest)) = c.by_use.pop_first() else { break };
+            if let Some((_, _, _, size)) = c.segments.remove(&oldest) {
+                c.bytes -= size;
+            }
+        }
+    }
+
+    /// Drops `key` (its cached copy proved stale).
+    fn forget(&self, key: &str) {
+        self.lock().forget(key);
+    }
+
+    /// Segments and bytes held now.
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let c = self.lock();
+        (c.segments.len(), c.bytes)
+    }
+}
+
+impl Cached {
+    fn forget(&mut self, key: &str) {
+        if let Some((used, _, _, size)) = self.segments.remove(key) {
+            self.by_use.remove(&used);
+            self.bytes -= size;
+        }
+    }
+}
 
 /// The first OV segment `s` holds.
 fn first_ov(segment: u64) -> Ov {
@@ -60,30 +152,34 @@ pub(crate) async fn mark_pruned(t: &Target, key: &ObjectKey, ovs: &[Ov]) -> Resu
 }
 
 /// Merges `incoming` into segment `segment` of `key` (and puts its marker when its first
-/// entry is new or earlier), retrying lost compare-and-swaps.
+/// entry is new or earlier), retrying lost compare-and-swaps. With conditional puts, the
+/// first attempt starts from a guess instead of a read (see the module docs).
 async fn update(t: &Target, key: ObjectKey, segment: u64, incoming: Vec<IndexEntry>) -> Result<()> {
     let blob_key = t.layout.index_segment(&key, first_ov(segment));
     let cas = t.json.capabilities().conditional_put;
-    for _ in 0..CAS_ATTEMPTS {
-        let read = t.json.get_with_etag(&blob_key).await.and_then(|body| {
-            let s = IndexSegment::decode(&body.bytes)?;
-            check_identity(&s, &key, segment)?;
-            Ok((s, body.etag))
-        });
-        let (mut current, etag, rebuilt) = match read {
-            Ok((s, etag)) => (s, etag, false),
-            Err(e) if e.kind() == ErrorKind::NotFound => (IndexSegment::new(key.clone(), segment), None, false),
-            // A damaged segment (torn by a server crash, or rotten): the index is derived
-            // data, so it is rebuilt from the metadata store and replaces the damaged one.
-            Err(e) if e.kind() == ErrorKind::ChecksumMismatch => {
-                tracing::warn!(segment = %blob_key, error = %e, "udm: damaged shadow index segment; rebuilding it from the metadata store");
-                let etag = t.json.head(&blob_key).await?.and_then(|m| m.etag);
-                (from_metadata(t, &key, segment).await?, etag, true)
+    let mut guess = if cas {
+        match t.segments.get(&blob_key) {
+            Some((cached, etag)) => Some((cached, Some(etag))),
+            None if incoming.iter().any(|e| e.ov == first_ov(segment)) => {
+                Some((IndexSegment::new(key.clone(), segment), None))
             }
-            Err(e) => return Err(e),
+            None => None,
+        }
+    } else {
+        None
+    };
+    for _ in 0..CAS_ATTEMPTS {
+        let guessed = guess.is_some();
+        let (mut current, etag, rebuilt) = match guess.take() {
+            Some((s, etag)) => (s, etag, false),
+            None => match read(t, &key, segment, &blob_key).await? {
+                Read::Found(s, etag) => (s, etag, false),
+                Read::Absent => (IndexSegment::new(key.clone(), segment), None, false),
+                Read::Rebuilt(s, etag) => (s, etag, true),
+            },
         };
         let was_first = if rebuilt { None } else { current.first() };
-        if !current.merge(incoming.clone()) && !rebuilt {
+        if !current.merge(incoming.clone()) && !rebuilt && !guessed {
             return Ok(());
         }
         if let Some((at, cv)) = current.first()
@@ -105,17 +201,63 @@ async fn update(t: &Target, key: ObjectKey, segment: u64, incoming: Vec<IndexEnt
             PutMode::Create => PutOptions::new(mode, "application/json"),
             _ => PutOptions::new(mode, "application/json").before_commit(),
         };
-        match t.json.put_with_etag(&blob_key, current.encode()?, &options).await {
-            Ok(_) => return Ok(()),
-            // Another writer changed (or created) the segment since the read: merge again.
-            Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::AlreadyExists) => continue,
-            Err(e) => return Err(e),
+        let bytes = current.encode()?;
+        let size = bytes.len();
+        match t.json.put_with_etag(&blob_key, bytes, &options).await {
+            Ok(put) => {
+                match put.etag {
+                    Some(etag) if cas => t.segments.put(&blob_key, current, etag, size),
+                    _ => t.segments.forget(&blob_key),
+                }
+                return Ok(());
+            }
+            // Another writer changed (or created, or removed) the segment since the read or
+            // the guess: read and merge again.
+            Err(e) if matches!(e.kind(), ErrorKind::Conflict | ErrorKind::AlreadyExists) => {
+                t.segments.forget(&blob_key);
+                continue;
+            }
+            Err(e) => {
+                t.segments.forget(&blob_key);
+                return Err(e);
+            }
         }
     }
     Err(Error::new(
         ErrorKind::Unavailable,
         format!("index segment {blob_key} kept changing under {CAS_ATTEMPTS} merges"),
     ))
+}
+
+/// A segment as read for an update.
+enum Read {
+    /// Read, with its ETag.
+    Found(IndexSegment, Option<ETag>),
+    /// No such segment.
+    Absent,
+    /// It read back damaged: rebuilt from the metadata store, with the damaged one's ETag.
+    Rebuilt(IndexSegment, Option<ETag>),
+}
+
+/// Reads segment `segment` of `key` (at `blob_key`) for an update.
+async fn read(t: &Target, key: &ObjectKey, segment: u64, blob_key: &str) -> Result<Read> {
+    let read = t.json.get_with_etag(blob_key).await.and_then(|body| {
+        let s = IndexSegment::decode(&body.bytes)?;
+        check_identity(&s, key, segment)?;
+        Ok((s, body.etag))
+    });
+    match read {
+        Ok((s, etag)) => Ok(Read::Found(s, etag)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Read::Absent),
+        // A damaged segment (torn by a server crash, or rotten): the index is derived data,
+        // so it is rebuilt from the metadata store and replaces the damaged one.
+        Err(e) if e.kind() == ErrorKind::ChecksumMismatch => {
+            tracing::warn!(segment = %blob_key, error = %e, "udm: damaged shadow index segment; rebuilding it from the metadata store");
+            let etag = t.json.head(blob_key).await?.and_then(|m| m.etag);
+            Ok(Read::Rebuilt(from_metadata(t, key, segment).await?, etag))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Segment `segment` of `key` as the metadata store knows it: its kept versions, and its
@@ -313,4 +455,41 @@ pub(crate) async fn readable_entries(t: &Target, key: &ObjectKey) -> Result<(Vec
         }
     }
     Ok((out, damaged))
+}
+
+#[cfg(test)]
+mod tests {
+    use udm_core::{ObjectId, RouteContext};
+
+    use super::*;
+
+    fn segment(n: u64) -> IndexSegment {
+        let ctx = RouteContext::new("t", "d", "c").unwrap();
+        IndexSegment::new(ObjectKey::new(ctx, ObjectId::new("o").unwrap()), n)
+    }
+
+    #[test]
+    fn the_cache_keeps_the_recently_used_segments_within_its_bytes() {
+        let cache = SegmentCache::default();
+        let third = INDEX_CACHE_BYTES / 3;
+        for n in 0..3 {
+            cache.put(&format!("s{n}"), segment(n), ETag::new(format!("e{n}")), third);
+        }
+        assert_eq!(cache.held(), (3, 3 * third));
+        assert_eq!(cache.get("s0"), Some((segment(0), ETag::new("e0"))), "s0 is now the most recent");
+        cache.put("s3", segment(3), ETag::new("e3"), third);
+        assert_eq!(cache.get("s1"), None, "the least recently used went first");
+        assert!(cache.get("s0").is_some() && cache.get("s2").is_some() && cache.get("s3").is_some());
+        assert_eq!(cache.held(), (3, 3 * third));
+
+        cache.put("s2", segment(2), ETag::new("e2b"), third);
+        assert_eq!(cache.get("s2"), Some((segment(2), ETag::new("e2b"))), "a put replaces the entry");
+        assert_eq!(cache.held(), (3, 3 * third), "and its size");
+        cache.forget("s2");
+        cache.forget("missing");
+        assert_eq!(cache.held(), (2, 2 * third));
+        cache.put("huge", segment(9), ETag::new("h"), INDEX_CACHE_BYTES + 1);
+        assert_eq!(cache.get("huge"), None, "a segment larger than the cache is not kept");
+        assert_eq!(cache.held(), (2, 2 * third), "nor does it push others out");
+    }
 }

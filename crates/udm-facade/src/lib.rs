@@ -69,7 +69,7 @@ pub use admin::{Admin, BackendInfo, Counters, HealthReport, PairHealth, Shutdown
 pub use build::{BackendFuture, Backends, BlobFactory, MetaFactory};
 pub use drift::{ActualState, DriftEvent, DriftFinding, DriftOptions, DriftScope, DriftTotals};
 pub use gc::{GcEvent, GcReport};
-pub use index::INDEX_CONCURRENCY;
+pub use index::{INDEX_CACHE_BYTES, INDEX_CONCURRENCY};
 pub use ops::{
     BATCH_WRITE_CONCURRENCY, Collection, Confirm, ContentMode, EnrichOpts, ListQuery, ReadOpts, ReadSource, Target,
     WriteItem, WriteOpts,
@@ -132,6 +132,8 @@ pub(crate) struct Inner {
     pub(crate) fallback: Option<Arc<queue::Fallback>>,
     /// Per pair: one shadow flush at a time per collection.
     flush_locks: Vec<Arc<shadow::FlushLocks>>,
+    /// Per pair: the index segments this process last wrote.
+    segment_caches: Vec<Arc<index::SegmentCache>>,
     /// One write at a time per object in this process (see `Collection::write_within_budget`).
     pub(crate) object_locks: locks::KeyedLocks<ObjectKey>,
     /// Serializes pin changes ([`Collection::pin`]).
@@ -153,6 +155,7 @@ impl Inner {
             meta: p.meta.clone(),
             json: p.json.clone(),
             layout: self.layout.clone(),
+            segments: self.segment_caches[pair].clone(),
             locks: self.flush_locks[pair].clone(),
         }
     }
@@ -376,9 +379,11 @@ impl UdmBuilder {
             Arc::new(queue::Fallback::new(q, config.fallback_queue.clone()))
         });
         let flush_locks = pairs.iter().map(|_| Arc::default()).collect();
+        let segment_caches = pairs.iter().map(|_| Arc::default()).collect();
         let udm = Udm {
             inner: Arc::new(Inner {
                 flush_locks,
+                segment_caches,
                 object_locks: locks::KeyedLocks::default(),
                 pin_lock: tokio::sync::Mutex::new(()),
                 pairs,

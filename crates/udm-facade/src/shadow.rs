@@ -63,6 +63,8 @@ pub(crate) struct Target {
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) json: Arc<dyn BlobStore>,
     pub(crate) layout: Layout,
+    /// The index segments this process last wrote to `json`.
+    pub(crate) segments: Arc<crate::index::SegmentCache>,
     /// One flush at a time per collection of this pair (see [`FlushLocks`]). Only targets
     /// hold these besides the facade, and as the last field it is dropped after the stores:
     /// [`Udm::close`](crate::Udm::close) counts it to know when no task holds a store.
