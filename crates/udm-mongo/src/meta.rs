@@ -569,9 +569,12 @@ impl MongoStore {
         let obj = obj_id(key);
         let head_removed = self.heads().delete_one(doc! {"_id": &obj}).session(&mut *s).await?.deleted_count > 0;
         let mut snapshots = Vec::new();
-        let live = doc! {"obj": &obj, "pruned": {"$ne": true}};
-        let mut cursor = self.versions().find(live).session(&mut *s).await?;
+        // Pruned versions' tombstones are skipped here, not in the filter (see `shadow`).
+        let mut cursor = self.versions().find(crate::shadow::object_filter(&obj)).session(&mut *s).await?;
         while let Some(d) = cursor.next(&mut *s).await.transpose()? {
+            if crate::shadow::is_pruned(&d) {
+                continue;
+            }
             match from_json::<VersionRecord>(&d, "version") {
                 Ok(v) => snapshots.push(v.snapshot),
                 Err(e) => return Ok(Step::Abort(Err(e))),
