@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo xtask bench` (starts the servers), or with servers up:
 //! `cargo bench -p udm-benches --bench e2e`. Writes `target/bench/e2e.json`.
-//! `UDM_BENCH_E2E_ONLY=lists|concurrency|history|shadow|postgres|baseline` runs only that section.
+//! `UDM_BENCH_E2E_ONLY=basic|lists|concurrency|history|shadow|postgres|baseline` runs only that
+//! section (`basic`: the raw calls and UDM's single-object operations, P1).
 
 use std::time::{Duration, Instant};
 
@@ -299,6 +300,14 @@ async fn main() {
     }
     let only_lists = only == "lists";
     let mut all = Vec::new();
+    if only == "basic" {
+        all.extend(mongo(&uri).await);
+        all.extend(s3(&endpoint).await);
+        all.extend(udm(&uri, &endpoint).await);
+        let mut report = serde_json::Map::new();
+        print_basic(&all, &mut report);
+        return save(&report, "e2e-basic.json");
+    }
     if !only_lists {
         all.extend(mongo(&uri).await);
         all.extend(s3(&endpoint).await);
