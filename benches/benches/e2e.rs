@@ -2,10 +2,9 @@
 //! calls a UDM write and read need, then UDM's own operations on one (MongoDB, S3) pair, with
 //! each UDM p50 shown as a ratio to the raw calls it is built from.
 //!
-//! Run: `cargo xtask bench` (starts the servers), or with servers up:
-//! `cargo bench -p udm-benches --bench e2e`. Writes `target/bench/e2e.json`.
-//! `UDM_BENCH_E2E_ONLY=basic|lists|concurrency|history|shadow|postgres|baseline` runs only that
-//! section (`basic`: the raw calls and UDM's single-object operations, P1).
+//! Run: `cargo xtask bench` (starts the servers), or with servers up: `cargo bench -p
+//! udm-benches --bench e2e`. Writes `target/bench/e2e.json`. `UDM_BENCH_E2E_ONLY=basic|lists|
+//! concurrency|history|shadow|postgres|baseline` runs one section (`basic`: P1's table).
 
 use std::time::{Duration, Instant};
 
@@ -300,24 +299,17 @@ async fn main() {
     }
     let only_lists = only == "lists";
     let mut all = Vec::new();
-    if only == "basic" {
-        all.extend(mongo(&uri).await);
-        all.extend(s3(&endpoint).await);
-        all.extend(udm(&uri, &endpoint).await);
-        let mut report = serde_json::Map::new();
-        print_basic(&all, &mut report);
-        return save(&report, "e2e-basic.json");
-    }
-    if !only_lists {
-        all.extend(mongo(&uri).await);
-        all.extend(s3(&endpoint).await);
-        all.extend(udm(&uri, &endpoint).await);
-    }
-    let (list_stats, list_extra) = lists(&uri, &endpoint).await;
     let mut report = serde_json::Map::new();
     if !only_lists {
+        all.extend(mongo(&uri).await);
+        all.extend(s3(&endpoint).await);
+        all.extend(udm(&uri, &endpoint).await);
         print_basic(&all, &mut report);
+        if only == "basic" {
+            return save(&report, "e2e-basic.json");
+        }
     }
+    let (list_stats, list_extra) = lists(&uri, &endpoint).await;
     println!("\nUDM list p50 as a ratio to a raw indexed find (target ≤ 1.5x):");
     let lp50 = |name: &str| list_stats.iter().find(|s| s.name == name).map(|s| s.pct(0.5)).unwrap_or(f64::NAN);
     for (op, heads, plain) in LIST_RATIOS {
@@ -346,9 +338,8 @@ async fn main() {
 
 /// Writes the JSON report to `target/bench/<file>`.
 fn save(report: &serde_json::Map<String, serde_json::Value>, file: &str) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
-    std::fs::create_dir_all(&dir).expect("bench dir");
-    let path = dir.join(file);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench").join(file);
+    std::fs::create_dir_all(path.parent().expect("bench dir")).expect("bench dir");
     std::fs::write(&path, serde_json::to_string_pretty(report).expect("json")).expect("write report");
     println!("written to {}", path.display());
 }
