@@ -36,8 +36,9 @@ pub const INDEX_CONCURRENCY: usize = 16;
 /// How often a segment update re-reads and merges after losing a compare-and-swap.
 const CAS_ATTEMPTS: usize = 16;
 
-/// Encoded bytes of index segments each pair's [`SegmentCache`] keeps (about 4,000
-/// segments of a few versions, or 45 full ones).
+/// Encoded bytes of shadow index segments that each pair keeps in memory, with their ETags,
+/// so that the flusher's next update of a segment it wrote is one compare-and-swap put
+/// without a read (about 4,000 segments of a few versions, or 45 full ones).
 pub const INDEX_CACHE_BYTES: usize = 8 << 20;
 
 /// The index segments this process last wrote to one pair's blob store, each with the
