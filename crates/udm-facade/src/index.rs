@@ -38,7 +38,12 @@ const CAS_ATTEMPTS: usize = 16;
 
 /// Encoded bytes of shadow index segments that each pair keeps in memory, with their ETags,
 /// so that the flusher's next update of a segment it wrote is one compare-and-swap put
-/// without a read (about 4,000 segments of a few versions, or 45 full ones).
+/// without a read (about 4,000 segments of a few versions, or 45 full ones). The bound
+/// counts encoded bytes; the decoded copies held take somewhat more memory.
+///
+/// The saving is for one flusher per collection, the usual case. A segment another process
+/// changed since this one cached it costs a refused put, a read and a put, where a read and
+/// a put would have done.
 pub const INDEX_CACHE_BYTES: usize = 8 << 20;
 
 /// The index segments this process last wrote to one pair's blob store, each with the
@@ -161,7 +166,9 @@ async fn update(t: &Target, key: ObjectKey, segment: u64, incoming: Vec<IndexEnt
     let mut guess = if cas {
         match t.segments.get(&blob_key) {
             Some((cached, etag)) => Some((cached, Some(etag))),
-            None if incoming.iter().any(|e| e.ov == first_ov(segment)) => {
+            // The flusher adding a segment's first version (retention's flags carry no
+            // record and mostly land on segments that exist: no guess for them).
+            None if incoming.iter().any(|e| e.ov == first_ov(segment) && e.record.is_some()) => {
                 Some((IndexSegment::new(key.clone(), segment), None))
             }
             None => None,

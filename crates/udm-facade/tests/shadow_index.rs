@@ -401,3 +401,28 @@ async fn index_updates_skip_the_read_and_a_stale_guess_still_merges() {
     }
     assert_eq!(c.shadow_history("a", HistoryQuery::default()).await.unwrap().items.len(), 6);
 }
+
+/// Retention's flags carry no version record: run in a process that never wrote the
+/// segment, they are merged into it with a read and a put, not first tried as a new segment
+/// (retention prunes the oldest versions, so it mostly flags a segment's first OV).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_in_another_process_reads_the_segment_it_flags() {
+    let mut config = Config::in_memory();
+    config.retention = udm_core::retention::RetentionPolicy { days: None, max_versions_per_item: Some(2) };
+    let s = setup(config.clone());
+    write_history(&s.udm.with(ctx()), 5).await;
+    s.udm.admin().flush_shadow().await.unwrap();
+    s.udm.admin().shutdown().await.unwrap();
+
+    let (other, count) = udm_over(s.meta.clone(), s.json.clone(), s.content.clone(), config);
+    count.take();
+    let report = other.admin().enforce_retention(None, false, &mut |_| {}).await.unwrap();
+    assert_eq!(report.versions_pruned, 3, "{report:?}");
+    assert_eq!(count.take_segments(), BTreeMap::from([("get_with_etag", 1), ("put", 1)]), "one read, one put");
+    let c = other.with(ctx());
+    let err = c.get_version("doc", Ov::new(1).unwrap(), shadow()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Pruned, "{err}");
+    let kept = c.shadow_history("doc", HistoryQuery::default()).await.unwrap();
+    assert_eq!(kept, c.history("doc", HistoryQuery::default()).await.unwrap());
+    assert_eq!(kept.items.len(), 2);
+}
