@@ -206,10 +206,10 @@ async fn bench_pair(
 }
 
 async fn udm(uri: &str, endpoint: &str) -> Vec<Stats> {
-    use udm_core::config::Config;
     use udm_facade::{ReadOpts, Udm, WriteOpts};
+    mongodb::Client::with_uri_str(uri).await.expect("client").database("udm_bench_e2e").drop().await.expect("drop");
     let pair = bench_pair(uri, endpoint, "udm_bench_e2e", "udm-bench-json", "udm-bench-content").await;
-    let mut cfg = Config::single(pair);
+    let mut cfg = udm_core::config::Config::single(pair);
     // Read latest from the snapshot too, so get_latest and get_version cost the same calls.
     cfg.storage.inline_max_bytes = 0;
     let udm = Udm::from_config(cfg).await.expect("udm");
