@@ -180,11 +180,7 @@ async fn update(t: &Target, key: ObjectKey, segment: u64, incoming: Vec<IndexEnt
         let guessed = guess.is_some();
         let (mut current, etag, rebuilt) = match guess.take() {
             Some((s, etag)) => (s, etag, false),
-            None => match read(t, &key, segment, &blob_key).await? {
-                Read::Found(s, etag) => (s, etag, false),
-                Read::Absent => (IndexSegment::new(key.clone(), segment), None, false),
-                Read::Rebuilt(s, etag) => (s, etag, true),
-            },
+            None => read(t, &key, segment, &blob_key).await?,
         };
         let was_first = if rebuilt { None } else { current.first() };
         if !current.merge(incoming.clone()) && !rebuilt && !guessed {
@@ -237,32 +233,24 @@ async fn update(t: &Target, key: ObjectKey, segment: u64, incoming: Vec<IndexEnt
     ))
 }
 
-/// A segment as read for an update.
-enum Read {
-    /// Read, with its ETag.
-    Found(IndexSegment, Option<ETag>),
-    /// No such segment.
-    Absent,
-    /// It read back damaged: rebuilt from the metadata store, with the damaged one's ETag.
-    Rebuilt(IndexSegment, Option<ETag>),
-}
-
-/// Reads segment `segment` of `key` (at `blob_key`) for an update.
-async fn read(t: &Target, key: &ObjectKey, segment: u64, blob_key: &str) -> Result<Read> {
+/// Segment `segment` of `key` (at `blob_key`) as read for an update: the segment (empty if
+/// absent), its ETag, and whether it read back damaged and was rebuilt from the metadata
+/// store (the ETag is then the damaged one's).
+async fn read(t: &Target, key: &ObjectKey, segment: u64, blob_key: &str) -> Result<(IndexSegment, Option<ETag>, bool)> {
     let read = t.json.get_with_etag(blob_key).await.and_then(|body| {
         let s = IndexSegment::decode(&body.bytes)?;
         check_identity(&s, key, segment)?;
         Ok((s, body.etag))
     });
     match read {
-        Ok((s, etag)) => Ok(Read::Found(s, etag)),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Read::Absent),
+        Ok((s, etag)) => Ok((s, etag, false)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok((IndexSegment::new(key.clone(), segment), None, false)),
         // A damaged segment (torn by a server crash, or rotten): the index is derived data,
         // so it is rebuilt from the metadata store and replaces the damaged one.
         Err(e) if e.kind() == ErrorKind::ChecksumMismatch => {
             tracing::warn!(segment = %blob_key, error = %e, "udm: damaged shadow index segment; rebuilding it from the metadata store");
             let etag = t.json.head(blob_key).await?.and_then(|m| m.etag);
-            Ok(Read::Rebuilt(from_metadata(t, key, segment).await?, etag))
+            Ok((from_metadata(t, key, segment).await?, etag, true))
         }
         Err(e) => Err(e),
     }

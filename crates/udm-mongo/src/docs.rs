@@ -117,7 +117,6 @@ pub(crate) fn head_doc(h: &Head) -> Result<Document> {
     })
 }
 
-/// The stored form of a version record.
 /// The stored form of a version record. It is also the record of the request that wrote it:
 /// `req` (unique) is the request's id in its collection and `fp` its payload fingerprint, so a
 /// commit needs no separate request document.
@@ -133,6 +132,22 @@ pub(crate) fn version_doc(v: &VersionRecord, fingerprint: &udm_core::Checksum) -
         "fp": fingerprint.to_string(),
         "json": json_of(v)?,
     })
+}
+
+/// The field that marks a pruned version's tombstone (`true`) in the versions collection.
+pub(crate) const PRUNED: &str = "pruned";
+
+/// Whether a version document is a pruned version's tombstone. Reads skip them as they
+/// arrive rather than filter on the field: a negated condition beside an index range made
+/// the test server scan the whole collection (see the `shadow` module).
+pub(crate) fn is_pruned(d: &Document) -> bool {
+    d.get_bool(PRUNED).unwrap_or(false)
+}
+
+/// Every version document of object `obj` (its `_id` in the heads), tombstones included:
+/// the `{obj, ov}` index's first field only.
+pub(crate) fn object_filter(obj: &str) -> Document {
+    doc! {"obj": obj}
 }
 
 /// A request's id within its collection: `<tenant>/<db>/<collection>/<request id>`.

@@ -554,7 +554,7 @@ impl MongoStore {
             out.push(rec.snapshot);
             d.insert("_id", pruned_id(&vid));
             d.insert("ov", -or_abort!(to_i64(ov.get(), "ov")));
-            d.insert("pruned", true);
+            d.insert(crate::docs::PRUNED, true);
             self.versions().insert_one(d).session(&mut *s).await?;
         }
         Ok(Step::Commit(out))
@@ -569,10 +569,9 @@ impl MongoStore {
         let obj = obj_id(key);
         let head_removed = self.heads().delete_one(doc! {"_id": &obj}).session(&mut *s).await?.deleted_count > 0;
         let mut snapshots = Vec::new();
-        // Pruned versions' tombstones are skipped here, not in the filter (see `shadow`).
-        let mut cursor = self.versions().find(crate::shadow::object_filter(&obj)).session(&mut *s).await?;
+        let mut cursor = self.versions().find(crate::docs::object_filter(&obj)).session(&mut *s).await?;
         while let Some(d) = cursor.next(&mut *s).await.transpose()? {
-            if crate::shadow::is_pruned(&d) {
+            if crate::docs::is_pruned(&d) {
                 continue;
             }
             match from_json::<VersionRecord>(&d, "version") {

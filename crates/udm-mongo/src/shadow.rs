@@ -15,7 +15,7 @@ use udm_core::shadow::{LogEntry, ShadowPending};
 use udm_core::{Cv, Result, RouteContext};
 
 use crate::MongoStore;
-use crate::docs::from_json;
+use crate::docs::{from_json, is_pruned};
 use crate::error::{classify, corrupt, to_i64};
 use crate::meta::committed_by;
 
@@ -35,17 +35,6 @@ pub(crate) fn cv_of(d: &bson::Document, field: &str) -> Result<Cv> {
 /// with that index.
 pub(crate) fn pending_filter(prefix: &str, after: Cv, upto: Cv) -> Result<Document> {
     Ok(doc! {"ctx": prefix, "cv": {"$gt": to_i64(after.0, "cv")?, "$lte": to_i64(upto.0, "cv")?}})
-}
-
-/// Every version document of object `obj` (its `_id` in the heads), pruned ones included:
-/// the `{obj, ov}` index's first field only.
-pub(crate) fn object_filter(obj: &str) -> Document {
-    doc! {"obj": obj}
-}
-
-/// Whether a version document is a pruned version's tombstone.
-pub(crate) fn is_pruned(d: &Document) -> bool {
-    d.get_bool("pruned").unwrap_or(false)
 }
 
 impl MongoStore {
@@ -148,7 +137,7 @@ mod tests {
                 let (ctx, obj) = (format!("t/d/c{}/", n % 3), format!("t/d/c{}/o{}", n % 3, n % 7));
                 let mut d = doc! {"_id": format!("{obj}/{n:020}"), "ctx": ctx, "obj": obj, "ov": n, "cv": n, "req": format!("r{n}")};
                 if n % 10 == 0 {
-                    d.insert("pruned", true);
+                    d.insert(crate::docs::PRUNED, true);
                 }
                 d
             })
@@ -163,7 +152,7 @@ mod tests {
         let kept: Vec<i64> = found.iter().filter(|d| !is_pruned(d)).map(|d| d.get_i64("cv").unwrap()).collect();
         assert_eq!(kept.len(), 9, "cv 130 is pruned: {kept:?}");
 
-        let (stages, examined) = plan(&s, object_filter("t/d/c1/o1")).await;
+        let (stages, examined) = plan(&s, crate::docs::object_filter("t/d/c1/o1")).await;
         assert!(stages.iter().any(|st| st == "IXSCAN") && !stages.iter().any(|st| st == "COLLSCAN"), "{stages:?}");
         assert!(examined <= 15, "the object has 15 versions (n ≡ 1 mod 21); {examined} examined");
     }
