@@ -279,10 +279,16 @@ impl EmbeddedBlobs {
         let k = self.row_key(key);
         let (file, stage) = (self.store.db(), self.stage.clone());
         blocking(move || {
-            // Staged rows first: a drain commits the blob file before it removes them. The
-            // blob file's row still wins (a staged copy a crash kept after its drain).
+            // Where rows move from first — pending, then staged: a commit writes the staged
+            // table before it forgets the pending row, and a drain commits the blob file
+            // before it removes the staged one. The blob file's row still wins (a staged copy
+            // a crash kept after its drain).
             let staged = match &stage {
-                Some(stage) => stage.staged_row(&stage.meta.db().begin_read().map_err(db_err)?, &k)?,
+                Some(stage) => {
+                    let meta = stage.meta.db();
+                    let pending = meta.pending.get(&k);
+                    stage.staged_row(&meta.begin_read().map_err(db_err)?, &k)?.or(pending)
+                }
                 None => None,
             };
             let tx = file.begin_read().map_err(db_err)?;
@@ -344,9 +350,11 @@ impl EmbeddedBlobs {
         content_type: Option<String>,
     ) -> Result<u64> {
         let k = self.row_key(key);
+        // No task of its own: staging writes nothing, and a caller that stops waiting
+        // stages nothing.
         let turn = stage.keys.lock(&k).await;
-        let (owned, store) = (stage.clone(), self.store.clone());
-        let generation = finish_holding(turn, async move { owned.stage(&store, k, content_type, bytes).await }).await?;
+        let generation = stage.stage(&self.store, k, content_type, bytes).await?;
+        drop(turn);
         if stage.waiting.load(Ordering::Relaxed) >= STAGE_LIMIT {
             let _one = stage.drains.lock().await;
             stage.drain(&self.store).await?;
@@ -379,13 +387,13 @@ impl BlobStore for EmbeddedBlobs {
         let generation = if self.shares_commits && options.sync == PutSync::WithNextCommit {
             // In the metadata file, before its commit: logged, not synced (the commit's
             // record syncs the log up to it).
-            let redo = Redo::Blob { staged: false, key: k, mode, content_type, bytes };
+            let redo = Redo::Blob { key: k, mode, content_type, bytes };
             self.store
                 .write_logged(redo, false, |tx, r| match r {
                     Redo::Blob { key, mode, content_type, bytes, .. } => {
                         put_row_in(tx, key, mode, content_type.as_deref(), bytes)
                     }
-                    Redo::Commit(_) => Err(Error::internal("embedded blobs: not a blob put")),
+                    Redo::Commit { .. } => Err(Error::internal("embedded blobs: not a blob put")),
                 })
                 .await?
         } else {
@@ -444,9 +452,14 @@ impl BlobStore for EmbeddedBlobs {
         let stage = stage.clone();
         finish_holding(turn, async move {
             let _one = stage.drains.lock().await;
+            let meta = stage.meta.db();
             stage
                 .meta
                 .write(move |tx| {
+                    // Forgotten inside the write transaction: a commit carrying the pending
+                    // row either carried it before (removed from the staged table here) or
+                    // comes after and no longer finds it.
+                    meta.pending.remove(&k);
                     tx.open_table(crate::stage::STAGED).map_err(db_err)?.remove(k.as_str()).map_err(db_err)?;
                     Ok(())
                 })

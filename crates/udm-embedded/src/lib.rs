@@ -86,7 +86,10 @@ pub struct EmbeddedStore {
 pub(crate) struct Db {
     db: Database,
     /// The write-ahead log of the hot-path commits (the `wal` module).
-    wal: Arc<wal::Wal>,
+    pub(crate) wal: Arc<wal::Wal>,
+    /// Staged blob rows waiting for the next logged commit to carry them (the `stage`
+    /// module): only a metadata file that blob files stage in holds any.
+    pub(crate) pending: stage::Pending,
 }
 
 impl std::ops::Deref for Db {
@@ -108,11 +111,11 @@ impl Drop for Db {
 /// Does a logged commit again (write-ahead log replay): the same functions as the first time.
 fn redo(tx: &WriteTransaction, redo: wal::Redo) -> Result<()> {
     match redo {
-        wal::Redo::Commit(commits) => meta::commit_many_in(tx, &commits).map(|_| ()),
-        wal::Redo::Blob { staged: true, key, content_type, bytes, .. } => {
-            stage::stage_in(tx, &key, content_type.as_deref(), &bytes).map(|_| ())
+        wal::Redo::Commit { staged, commits } => {
+            stage::stage_rows_in(tx, &staged)?;
+            meta::commit_many_in(tx, &commits).map(|_| ())
         }
-        wal::Redo::Blob { staged: false, key, mode, content_type, bytes } => {
+        wal::Redo::Blob { key, mode, content_type, bytes } => {
             blobs::put_row_in(tx, &key, &mode, content_type.as_deref(), &bytes).map(|_| ())
         }
     }
@@ -170,8 +173,14 @@ impl EmbeddedStore {
         }
         tx.commit().map_err(db_err)?;
         let wal = Arc::new(wal::Wal::open(&db, path, redo)?);
+        // Pending staged rows take generations after the file's (its log applied).
+        let generation = {
+            let tx = db.begin_read().map_err(db_err)?;
+            let g = tx.open_table(blobs::BLOB_GENERATION).map_err(db_err)?;
+            redb::ReadableTable::get(&g, "g").map_err(db_err)?.map_or(0, |v| v.value())
+        };
         Ok(Self {
-            db: Arc::new(Db { db, wal }),
+            db: Arc::new(Db { db, wal, pending: stage::Pending::after(generation) }),
             path: path.to_owned(),
             reads: Arc::default(),
             group: Arc::default(),
@@ -237,17 +246,21 @@ impl EmbeddedStore {
     /// Runs `f` in an unsynced write transaction whose input `redo` goes to the write-ahead
     /// log (the `wal` module); with `sync`, returns once the log record is durable (counted
     /// by [`EmbeddedStore::synced_commits`]), else once it is written (the next synced record
-    /// or commit makes it durable, in order). `f` must be what replaying `redo` does.
+    /// or commit makes it durable, in order). `f` must be what replaying `redo` does, as `f`
+    /// leaves it (a commit adds the staged rows it carries).
     pub(crate) async fn write_logged<T: Send + 'static>(
         &self,
-        redo: wal::Redo,
+        mut redo: wal::Redo,
         sync: bool,
-        f: impl FnOnce(&WriteTransaction, &wal::Redo) -> Result<T> + Send + 'static,
+        f: impl FnOnce(&WriteTransaction, &mut wal::Redo) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (db, syncs) = (self.db.clone(), self.syncs.clone());
         blocking(move || {
-            let payload = redo.encode()?;
-            let out = db.wal.commit(&db, &payload, sync, |tx| f(tx, &redo))?;
+            let out = db.wal.commit(&db, &mut redo, sync, f)?;
+            if let wal::Redo::Commit { staged, .. } = &redo {
+                // In the file now, with the commit: no longer pending.
+                db.pending.carried(staged);
+            }
             if sync {
                 syncs.fetch_add(1, Ordering::Relaxed);
             }

@@ -417,8 +417,14 @@ impl MetaStore for EmbeddedStore {
             return Ok(Vec::new());
         }
         // Unsynced, its input logged: durable once the log record is (the `wal` module).
-        self.write_logged(crate::wal::Redo::Commit(commits), true, |tx, r| match r {
-            crate::wal::Redo::Commit(commits) => commit_many_in(tx, commits),
+        // Staged snapshots waiting for this file's next commit join it (the `stage` module).
+        let db = self.db();
+        let redo = crate::wal::Redo::Commit { staged: Vec::new(), commits };
+        self.write_logged(redo, true, move |tx, r| match r {
+            crate::wal::Redo::Commit { staged, commits } => {
+                *staged = db.pending.carry(tx)?;
+                commit_many_in(tx, commits)
+            }
             crate::wal::Redo::Blob { .. } => Err(udm_core::Error::internal("embedded store: not a commit")),
         })
         .await

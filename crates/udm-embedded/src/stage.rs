@@ -1,4 +1,5 @@
-//! **Staged puts**: a blob file of its own that costs a write no fsync.
+//! **Staged puts**: a blob file of its own that costs a write no fsync — and no write at
+//! all until the version's commit.
 //!
 //! The zero-setup default keeps its blobs in a redb file of their own (`udm-blobs.redb`), a
 //! second copy beside the metadata file from which a lost metadata file can be rebuilt. A
@@ -6,46 +7,53 @@
 //! cost every write a second fsync. A bucket opened with
 //! [`EmbeddedStore::blobs_staged_in`] instead **stages** a create-only put made before a
 //! metadata commit ([`PutSync::WithNextCommit`](udm_core::ports::PutSync::WithNextCommit):
-//! snapshots and content) in the *metadata* file: one unsynced redb commit there, which the
-//! version's synced metadata commit that follows makes durable, in order (redb persists
-//! every earlier commit with a synced one). A write costs one fsync.
+//! snapshots and content): the row waits in memory (*pending*, one map per metadata file)
+//! and the metadata file's next logged commit **carries** it — writes it into the file's
+//! staged table inside its own transaction and names it in its write-ahead log record (the
+//! `wal` module), so the snapshot becomes durable with, and never after, the version that
+//! names it. A staged put costs two point reads (the create-only check) and no transaction,
+//! no log record and no fsync; a write costs one transaction and one fsync.
 //!
 //! Staged rows move to the blob file in **drains**: every other put to the blob file (the
 //! shadow flusher's log and index segments, which follow every commit within the flush
-//! delay) first copies every staged row into the blob file in one synced commit, then
-//! removes them from the metadata file. So the blob file never holds a log segment naming a
-//! snapshot it lacks: the log names committed versions, their snapshots were staged before
-//! their commits, and the log's put drains them first. A bucket also drains when
+//! delay) first *settles* the pending rows (a logged commit of its own carries them) and
+//! copies every staged row into the blob file in one synced commit, then removes them from
+//! the metadata file. So the blob file never holds a log segment naming a snapshot it
+//! lacks: the log names committed versions, their snapshots were carried by their commits
+//! at the latest, and the log's put drains them first. A bucket also drains when
 //! [`STAGE_LIMIT`] rows wait, and before a listing. Rows a crash left staged drain with the
 //! next put to the blob file (the repair pass at start logs what the crash left unlogged).
 //!
-//! Reads look in the staged rows first, then in the blob file, whose row wins: a drain
-//! commits the blob file before it removes the staged rows, so a row being moved is always
-//! found in one of them. Staged rows keep the blob file's row format, with the generation's top bit set
-//! ([`STAGED_BIT`]), so ETags of staged rows never equal ETags the blob file hands out,
-//! and a drain copies rows byte for byte (a row keeps its ETag).
+//! Rows move pending → staged table → blob file, and each step writes the next place
+//! before it forgets the last (a commit writes the staged table before it forgets the
+//! pending row; a drain commits the blob file before it removes the staged row). So reads
+//! and the create-only check look in that order, and a row being moved is always found.
+//! The blob file's row wins over a staged copy. Staged rows keep the blob file's row format,
+//! with the generation's top bit set ([`STAGED_BIT`]), so ETags of staged rows never equal
+//! ETags the blob file hands out, and a drain copies rows byte for byte (a row keeps its
+//! ETag); pending rows take generations after the metadata file's, which every carrying
+//! commit raises to theirs.
 //!
 //! Locking, per pair of files: **a lock per key** — a stager holds its key's while it
-//! stages, every other put from before its drain until its commit, a delete while it
-//! removes both copies — so "the key exists in neither file" (create-only) and an ETag
-//! match are checked and acted on atomically, and a put to the blob file never has a row of
-//! its key staged behind it; and **one drain at a time**, deletes included, so a drain that
-//! read a row never copies it back after a delete. The work under a key's lock runs in a task
-//! that owns the lock, so a caller that stops waiting (its deadline passed) does not free the
-//! key while its commit is still queued or running. Nothing else waits: a staged put does not
-//! wait for the flusher's puts and their fsyncs (under one shared lock it did — the slowest
-//! tenth of the baseline bench's writes took 4–6 ms), and it needs no exclusion from a
-//! drain. A stager checks the blob file inside its own metadata commit, and a drain
-//! removes a staged row only after the blob file's commit holds it, so a key being moved is
-//! always seen in one of the two files; a row staged after a drain read the staged rows
-//! stays for the next drain, and it belongs to a version committed after the flusher read
-//! the log it is putting.
+//! checks and adds the row, every other put from before its drain until its commit, a
+//! delete while it removes every copy — so "the key exists nowhere" (create-only) and an
+//! ETag match are checked and acted on atomically, and a put to the blob file never has a
+//! row of its key staged behind it; and **one drain at a time**, deletes included, so a
+//! drain that read a row never copies it back after a delete. A delete forgets the pending
+//! row inside its write transaction of the metadata file: a commit (also a write
+//! transaction, and redb has one writer) carried it before — and the delete removes it from
+//! the staged table — or comes after and no longer finds it. The work of a plain put or a
+//! delete under a key's lock runs in a task that owns the lock, so a caller that stops
+//! waiting (its deadline passed) does not free the key while its commit is still queued or
+//! running; a stager writes nothing, so one that stops waiting stages nothing.
 //!
 //! Crash analysis (either file's writes are atomic per commit):
-//! - after a staged put, before its metadata commit: the row is lost, or kept as an orphan
-//!   (when a later synced metadata commit persisted it), drained and collected like any
-//!   orphan snapshot;
-//! - after the metadata commit: the row is durable with the record naming it;
+//! - after a staged put, before any commit carried it: the row is lost with the memory; no
+//!   version names it (its version's commit carries it, or an earlier commit did);
+//! - after the commit that carried it (the version's own, or an earlier one — then the row
+//!   is an orphan until its version commits, or for good if it never does, and is collected
+//!   like any orphan snapshot): the row is durable with that record, and the log's replay
+//!   writes it again with the commit;
 //! - during a drain, after the blob file's commit, before the staged rows are removed: the
 //!   next drain finds them in the blob file and drops the staged copies (the blob file's row
 //!   wins; for a moved row it is the same bytes);
@@ -53,14 +61,12 @@
 //!   from the blob file restores everything its log holds, as before (the log never lags
 //!   its snapshots).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use udm_core::{Error, ErrorKind, Result};
-
-use udm_core::ports::PutMode;
 
 use crate::blobs::{BLOB_GENERATION, BLOBS, encode_row};
 use crate::wal::Redo;
@@ -80,19 +86,118 @@ fn exists(k: &str) -> Error {
     Error::new(ErrorKind::AlreadyExists, format!("{shown} already exists"))
 }
 
-/// Stages row `k` in the metadata file (create-only among the staged rows; the caller checked
-/// the blob file); its generation. Also what a logged staged put does again on replay.
-pub(crate) fn stage_in(tx: &redb::WriteTransaction, k: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<u64> {
+/// The generation stored in a row of the blob file's format (its first 8 bytes).
+fn row_generation(row: &[u8]) -> Result<u64> {
+    row.get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| Error::internal("embedded blobs: a staged row does not decode"))
+}
+
+/// Writes `rows` (staged rows a commit carries) into the metadata file's staged table, and
+/// keeps the file's generation at least their highest. Also what a logged commit's rows do
+/// again on replay. A row already there is the same row, carried twice (a commit that ran
+/// before the first carrier forgot it): it is kept.
+pub(crate) fn stage_rows_in(tx: &redb::WriteTransaction, rows: &[(String, Vec<u8>)]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     let mut t = tx.open_table(STAGED).map_err(db_err)?;
-    if t.get(k).map_err(db_err)?.is_some() {
-        return Err(exists(k));
+    let mut top = 0;
+    for (k, row) in rows {
+        top = top.max(row_generation(row)? & !STAGED_BIT);
+        if t.get(k.as_str()).map_err(db_err)?.is_none() {
+            t.insert(k.as_str(), row.as_slice()).map_err(db_err)?;
+        }
     }
     let mut g = tx.open_table(BLOB_GENERATION).map_err(db_err)?;
-    let n = g.get("g").map_err(db_err)?.map_or(0, |v| v.value()) + 1;
-    g.insert("g", n).map_err(db_err)?;
-    let generation = n | STAGED_BIT;
-    t.insert(k, encode_row(generation, content_type, bytes)?.as_slice()).map_err(db_err)?;
-    Ok(generation)
+    if g.get("g").map_err(db_err)?.map_or(0, |v| v.value()) < top {
+        g.insert("g", top).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Staged rows not yet written to the file: held in memory until the next logged commit of
+/// the metadata file carries them (see the module docs). One per metadata file.
+#[derive(Debug, Default)]
+pub(crate) struct Pending(std::sync::Mutex<PendingRows>);
+
+#[derive(Debug, Default)]
+struct PendingRows {
+    /// `<bucket>:<key>` → the row, in the blob file's format.
+    rows: BTreeMap<String, Vec<u8>>,
+    /// The last generation handed out (without [`STAGED_BIT`]).
+    generation: u64,
+}
+
+impl Pending {
+    /// Starts handing out generations after `stored`, the file's (at open).
+    pub(crate) fn after(stored: u64) -> Self {
+        Self(std::sync::Mutex::new(PendingRows { rows: BTreeMap::new(), generation: stored }))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingRows> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn contains(&self, k: &str) -> bool {
+        self.lock().rows.contains_key(k)
+    }
+
+    /// Adds row `k` (the caller checked it exists nowhere, under its key lock); its generation.
+    fn insert(&self, k: String, content_type: Option<&str>, bytes: &[u8]) -> Result<u64> {
+        let mut p = self.lock();
+        let generation = (p.generation + 1) | STAGED_BIT;
+        let row = encode_row(generation, content_type, bytes)?;
+        p.generation += 1;
+        p.rows.insert(k, row);
+        Ok(generation)
+    }
+
+    /// Row `k`, if pending.
+    pub(crate) fn get(&self, k: &str) -> Option<Vec<u8>> {
+        self.lock().rows.get(k).cloned()
+    }
+
+    /// Forgets row `k` (a delete, inside its write transaction of the metadata file).
+    pub(crate) fn remove(&self, k: &str) {
+        self.lock().rows.remove(k);
+    }
+
+    /// Rows pending now.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().rows.len()
+    }
+
+    /// Writes every pending row into the staged table in `tx` (a logged commit, which the
+    /// rows' record joins: [`Redo::Commit`]); the rows, for the record and for
+    /// [`Pending::carried`] once `tx` committed. Taken inside the write transaction, so a
+    /// delete (a write transaction too) either forgot a row before or removes it after.
+    pub(crate) fn carry(&self, tx: &redb::WriteTransaction) -> Result<Vec<(String, Vec<u8>)>> {
+        let rows: Vec<(String, Vec<u8>)> = {
+            let p = self.lock();
+            if p.rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            p.rows.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        stage_rows_in(tx, &rows)?;
+        Ok(rows)
+    }
+
+    /// Forgets `rows` once a commit carried them into the file (a row staged again since,
+    /// with another generation, stays).
+    pub(crate) fn carried(&self, rows: &[(String, Vec<u8>)]) {
+        if rows.is_empty() {
+            return;
+        }
+        let mut p = self.lock();
+        for (k, row) in rows {
+            if p.rows.get(k) == Some(row) {
+                p.rows.remove(k);
+            }
+        }
+    }
 }
 
 /// The staging of one blob file's buckets in one metadata file; shared by the buckets.
@@ -163,8 +268,9 @@ impl Stage {
         })
     }
 
-    /// Stages row `k` (create-only: an error if it exists in either file); its generation.
-    /// Call with `k`'s key lock held.
+    /// Stages row `k` (create-only: an error if it exists anywhere); its generation. Call
+    /// with `k`'s key lock held. Nothing is written: the row waits in memory for the next
+    /// logged commit of the metadata file. Cancelled, it stages nothing.
     pub(crate) async fn stage(
         &self,
         blobs: &EmbeddedStore,
@@ -172,32 +278,56 @@ impl Stage {
         content_type: Option<String>,
         bytes: Vec<u8>,
     ) -> Result<u64> {
-        // Logged, not synced: the version's commit record that follows syncs the log. The
-        // blob file is checked in the same blocking call, before the commit (not on replay:
-        // the check passed the first time).
-        let file = blobs.db();
-        let redo = Redo::Blob { staged: true, key: k, mode: PutMode::Create, content_type, bytes };
-        let generation = self
-            .meta
-            .write_logged(redo, false, move |tx, r| match r {
-                Redo::Blob { key, content_type, bytes, .. } => {
-                    let read = file.begin_read().map_err(db_err)?;
-                    if read.open_table(BLOBS).map_err(db_err)?.get(key.as_str()).map_err(db_err)?.is_some() {
-                        return Err(exists(key));
-                    }
-                    stage_in(tx, key, content_type.as_deref(), bytes)
-                }
-                Redo::Commit(_) => Err(Error::internal("embedded blobs: not a staged put")),
-            })
-            .await?;
+        // Checked in the order rows move — pending, then staged, then the blob file — so a
+        // row that moves on meanwhile is seen where it went: a commit writes the staged
+        // table before it forgets the pending row, and a drain writes the blob file before
+        // it removes the staged one.
+        let pending = &self.meta.db().pending;
+        if pending.contains(&k) {
+            return Err(exists(&k));
+        }
+        let (meta, file, key) = (self.meta.db(), blobs.db(), k.clone());
+        let found = crate::blocking(move || {
+            let staged = meta.begin_read().map_err(db_err)?;
+            if staged.open_table(STAGED).map_err(db_err)?.get(key.as_str()).map_err(db_err)?.is_some() {
+                return Ok(true);
+            }
+            let read = file.begin_read().map_err(db_err)?;
+            Ok(read.open_table(BLOBS).map_err(db_err)?.get(key.as_str()).map_err(db_err)?.is_some())
+        })
+        .await?;
+        if found {
+            return Err(exists(&k));
+        }
+        let generation = pending.insert(k, content_type.as_deref(), &bytes)?;
         self.waiting.fetch_add(1, Ordering::Relaxed);
         Ok(generation)
+    }
+
+    /// Writes the pending rows into the staged table now (a logged commit, not synced), so
+    /// a drain or a listing sees them.
+    async fn settle(&self) -> Result<()> {
+        let db = self.meta.db();
+        if db.pending.len() == 0 {
+            return Ok(());
+        }
+        let redo = Redo::Commit { staged: Vec::new(), commits: Vec::new() };
+        self.meta
+            .write_logged(redo, false, move |tx, r| match r {
+                Redo::Commit { staged, .. } => {
+                    *staged = db.pending.carry(tx)?;
+                    Ok(())
+                }
+                Redo::Blob { .. } => Err(Error::internal("embedded blobs: not a settle")),
+            })
+            .await
     }
 
     /// Moves every staged row into `blobs` (synced), then removes them from the metadata
     /// file; rows the blob file already holds are dropped. Call with `drains` held.
     /// The number of rows moved.
     pub(crate) async fn drain(&self, blobs: &EmbeddedStore) -> Result<u64> {
+        self.settle().await?;
         let rows = self
             .meta
             .read(|tx| {
@@ -251,9 +381,10 @@ impl Stage {
         Ok(t.get(k).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
-    /// Rows waiting in the metadata file now.
+    /// Rows waiting now (pending or in the metadata file).
     pub(crate) async fn count(&self) -> Result<u64> {
-        self.meta.read(|tx| tx.open_table(STAGED).map_err(db_err)?.len().map_err(db_err)).await
+        let pending = self.meta.db().pending.len() as u64;
+        Ok(pending + self.meta.read(|tx| tx.open_table(STAGED).map_err(db_err)?.len().map_err(db_err)).await?)
     }
 }
 
@@ -295,6 +426,43 @@ mod tests {
         assert_eq!(stage.keys.len(), 0);
     }
 
+    /// A staged put writes nothing: the row waits in memory and reads back at once, and the
+    /// metadata file's next logged commit carries it (one record); a delete before that
+    /// forgets it.
+    #[tokio::test]
+    async fn a_staged_row_travels_with_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = EmbeddedStore::open(&dir.path().join("udm.redb")).unwrap();
+        let file = EmbeddedStore::open(&dir.path().join("udm-blobs.redb")).unwrap();
+        let json = file.blobs_staged_in("json", &meta).unwrap();
+        let snapshot = PutOptions::create_json().before_commit();
+        let before = meta.db().wal.last_seq();
+        let a = json.put_with_etag("a", b"1".to_vec(), &snapshot).await.unwrap();
+        json.put("b", b"2".to_vec(), &snapshot).await.unwrap();
+        assert_eq!(meta.db().wal.last_seq(), before, "staging wrote no record");
+        assert_eq!(json.get("a").await.unwrap(), b"1");
+        assert_eq!(json.staged().await.unwrap(), 2);
+        json.delete("b").await.unwrap();
+        assert_eq!(json.get("b").await.unwrap_err().kind(), ErrorKind::NotFound);
+
+        let ctx = udm_core::RouteContext::new("t", "d", "c").unwrap();
+        let k = udm_testkit::fixtures::key(&ctx, "o");
+        let v = serde_json::json!({"n": 1});
+        let c = udm_testkit::fixtures::commit(&k, None, udm_core::Op::Create, udm_testkit::fixtures::ts(1), "r", &v);
+        udm_core::ports::MetaStore::commit(&meta, c).await.unwrap();
+        assert_eq!(meta.db().wal.last_seq(), before + 1, "one record: the commit and the row it carried");
+        assert_eq!(meta.db().pending.len(), 0);
+        let in_file = |k: &'static str| {
+            meta.read(move |tx| Ok(tx.open_table(STAGED).map_err(db_err)?.get(k).map_err(db_err)?.is_some()))
+        };
+        assert!(in_file("json:a").await.unwrap(), "carried into the staged table");
+        assert!(!in_file("json:b").await.unwrap(), "the deleted row was not carried");
+        let again = json.put("a", b"3".to_vec(), &snapshot).await.unwrap_err();
+        assert_eq!(again.kind(), ErrorKind::AlreadyExists, "create-only sees the carried row: {again}");
+        let read = json.get_with_etag("a").await.unwrap();
+        assert_eq!((read.bytes, read.etag), (b"1".to_vec(), a.etag), "the row keeps its ETag");
+    }
+
     /// A crash between a drain's blob-file commit and the removal of the staged rows leaves
     /// copies of moved rows: reads and the next drain keep the blob file's row.
     #[tokio::test]
@@ -304,13 +472,7 @@ mod tests {
         let file = EmbeddedStore::open(&dir.path().join("udm-blobs.redb")).unwrap();
         let json = file.blobs_staged_in("json", &meta).unwrap();
         let first = json.put_with_etag("k", b"one".to_vec(), &PutOptions::create_json().before_commit()).await.unwrap();
-        let raw = meta
-            .read(|tx| {
-                Ok(tx.open_table(STAGED).map_err(db_err)?.get("json:k").map_err(db_err)?.map(|v| v.value().to_vec()))
-            })
-            .await
-            .unwrap()
-            .expect("staged row");
+        let raw = meta.db().pending.get("json:k").expect("a pending row until a commit carries it");
         assert_eq!(json.drain().await.unwrap(), 1);
         // Overwritten in the blob file since, then the removal "lost": the old copy is back.
         let etag = first.etag.unwrap();

@@ -4,8 +4,9 @@
 //! A synced redb commit writes every B-tree page the transaction changed (a version touches
 //! about ten tables) and the header, then syncs: about 570 µs here, against about 50 µs for
 //! the same commit unsynced (`Durability::None`) and about 120 µs for a 1–4 KiB in-place write
-//! and its `fdatasync`. So the writes on the hot path — [`MetaStore::commit_many`](udm_core::ports::MetaStore::commit_many), staged blob puts
-//! and the blob puts that share the metadata file's commits — commit unsynced and append a
+//! and its `fdatasync`. So the writes on the hot path — [`MetaStore::commit_many`](udm_core::ports::MetaStore::commit_many) (with the
+//! staged blob rows it carries: the `stage` module) and the blob puts that share the
+//! metadata file's commits — commit unsynced and append a
 //! **redo record** of their *input* to `<store file>.wal`; a commit is acknowledged once its
 //! record is synced (one `fdatasync` covers every record appended before it: concurrent
 //! commits share it). Every other write of the store stays a synced redb commit, which also
@@ -19,13 +20,16 @@
 //! Then a synced commit, and the log starts over. A store file that never checkpointed (a new
 //! one) empties the log it finds: that log belonged to a file that was deleted.
 //!
-//! File format 1: records `[payload length: u32 LE][CRC-32 of the rest: u32 LE][seq: u64 LE]
+//! File format 2: records `[payload length: u32 LE][CRC-32 of the rest: u32 LE][seq: u64 LE]
 //! [payload]`, written in place over a file grown in zero-filled chunks (an in-place
 //! `fdatasync` writes no file metadata). When the log passes [`CHECKPOINT_BYTES`], a synced
 //! commit makes everything durable and the next record is written at offset 0. Reading
 //! stops at the first record that is short, fails its CRC or does not follow its
 //! predecessor's sequence — a torn tail, or older records past the new ones — so a record
-//! counts only if it is whole. Payload: a kind byte ([`Redo`]) then its fields.
+//! counts only if it is whole. Payload: a kind byte ([`Redo`]) then its fields: kind 1 a
+//! commit — `[rows: u32 LE]`, each staged row it carries as `[key length: u32 LE][key]
+//! [row length: u32 LE][row]`, then the commits as JSON; kind 3 a blob put — key, mode,
+//! content type, bytes. (Format 1 had a kind 2, a staged put of its own.)
 //!
 //! If appending or syncing a record fails, a synced redb commit makes the store durable
 //! instead (the log is then not needed); if that fails too, the log refuses further writes.
@@ -57,10 +61,17 @@ const MAX_PAYLOAD: usize = 1 << 30;
 /// What a logged commit did, enough to do it again.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Redo {
-    /// `commit_many` of these commits (kind 1: JSON).
-    Commit(Vec<Commit>),
-    /// A blob row put (kind 2 staged in the metadata file, kind 3 a bucket of this file).
-    Blob { staged: bool, key: String, mode: PutMode, content_type: Option<String>, bytes: Vec<u8> },
+    /// The staged rows a commit carried into the staged table (`stage::Pending::carry`),
+    /// then `commit_many` of these commits (kind 1: the rows, then the commits as JSON; a
+    /// settle carries rows and no commit).
+    Commit { staged: Vec<(String, Vec<u8>)>, commits: Vec<Commit> },
+    /// A blob row put to a bucket of this file (kind 3).
+    Blob { key: String, mode: PutMode, content_type: Option<String>, bytes: Vec<u8> },
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -71,15 +82,20 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 impl Redo {
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
         match self {
-            Redo::Commit(commits) => {
+            Redo::Commit { staged, commits } => {
                 let mut out = vec![1];
+                out.extend_from_slice(&(staged.len() as u32).to_le_bytes());
+                for (k, row) in staged {
+                    put_str(&mut out, k);
+                    put_bytes(&mut out, row);
+                }
                 let json = serde_json::to_vec(commits)
                     .map_err(|e| Error::internal(format!("embedded store: encoding a redo record: {e}")))?;
                 out.extend_from_slice(&json);
                 Ok(out)
             }
-            Redo::Blob { staged, key, mode, content_type, bytes } => {
-                let mut out = vec![if *staged { 2 } else { 3 }];
+            Redo::Blob { key, mode, content_type, bytes } => {
+                let mut out = vec![3];
                 put_str(&mut out, key);
                 match mode {
                     PutMode::Create => out.push(0),
@@ -105,17 +121,29 @@ impl Redo {
     pub(crate) fn decode(raw: &[u8]) -> Result<Self> {
         let bad = || Error::internal("embedded store: a write-ahead log record does not decode");
         let (&kind, mut rest) = raw.split_first().ok_or_else(bad)?;
-        let take_str = |rest: &mut &[u8]| -> Result<String> {
+        let take_bytes = |rest: &mut &[u8]| -> Result<Vec<u8>> {
             let len = rest.get(..4).ok_or_else(bad)?;
             let len = u32::from_le_bytes(len.try_into().map_err(|_| bad())?) as usize;
-            let s = rest.get(4..4 + len).ok_or_else(bad)?;
-            let s = String::from_utf8(s.to_vec()).map_err(|_| bad())?;
+            let b = rest.get(4..4 + len).ok_or_else(bad)?.to_vec();
             *rest = &rest[4 + len..];
-            Ok(s)
+            Ok(b)
         };
+        let take_str = |rest: &mut &[u8]| -> Result<String> { String::from_utf8(take_bytes(rest)?).map_err(|_| bad()) };
         match kind {
-            1 => serde_json::from_slice(rest).map(Redo::Commit).map_err(|_| bad()),
-            2 | 3 => {
+            1 => {
+                let n = rest.get(..4).ok_or_else(bad)?;
+                let n = u32::from_le_bytes(n.try_into().map_err(|_| bad())?) as usize;
+                rest = &rest[4..];
+                // Each row takes at least 8 bytes: a count past that is a damaged record.
+                let mut staged = Vec::with_capacity(n.min(rest.len() / 8));
+                for _ in 0..n {
+                    let k = take_str(&mut rest)?;
+                    staged.push((k, take_bytes(&mut rest)?));
+                }
+                let commits = serde_json::from_slice(rest).map_err(|_| bad())?;
+                Ok(Redo::Commit { staged, commits })
+            }
+            3 => {
                 let key = take_str(&mut rest)?;
                 let (&m, r) = rest.split_first().ok_or_else(bad)?;
                 rest = r;
@@ -132,7 +160,7 @@ impl Redo {
                     1 => Some(take_str(&mut rest)?),
                     _ => return Err(bad()),
                 };
-                Ok(Redo::Blob { staged: kind == 2, key, mode, content_type, bytes: rest.to_vec() })
+                Ok(Redo::Blob { key, mode, content_type, bytes: rest.to_vec() })
             }
             _ => Err(bad()),
         }
@@ -283,6 +311,12 @@ impl Wal {
         })
     }
 
+    /// The sequence of the last record appended (or of the checkpoint that replaced it).
+    #[cfg(test)]
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
+    }
+
     /// The tail, held while a logged commit runs so records go out in sequence order.
     fn lock(&self) -> Result<MutexGuard<'_, Tail>> {
         if self.failed.load(Ordering::Relaxed) {
@@ -294,19 +328,21 @@ impl Wal {
         self.tail.lock().map_err(|_| Error::internal("write-ahead log: lock poisoned"))
     }
 
-    /// Runs `f` in an unsynced commit that records its sequence, then appends `payload`
-    /// under that sequence; with `sync`, returns once the record is synced.
+    /// Runs `f` in an unsynced commit that records its sequence, then appends `redo` (as
+    /// `f` left it: a commit adds the staged rows it carried) under that sequence; with
+    /// `sync`, returns once the record is synced.
     pub(crate) fn commit<T>(
         &self,
         db: &Database,
-        payload: &[u8],
+        redo: &mut Redo,
         sync: bool,
-        f: impl FnOnce(&WriteTransaction) -> Result<T>,
+        f: impl FnOnce(&WriteTransaction, &mut Redo) -> Result<T>,
     ) -> Result<T> {
         let mut tail = self.lock()?;
         let tx = unsynced(db)?;
-        let out = match f(&tx) {
-            Ok(out) => out,
+        let done = f(&tx, redo).and_then(|out| Ok((out, redo.encode()?)));
+        let (out, payload) = match done {
+            Ok(done) => done,
             Err(e) => {
                 tx.abort().map_err(db_err)?;
                 return Err(e);
@@ -321,7 +357,7 @@ impl Wal {
             self.rescue(db, &mut tail, seq)?;
             return Ok(out);
         }
-        if let Err(e) = self.append(&mut tail, seq, payload) {
+        if let Err(e) = self.append(&mut tail, seq, &payload) {
             tracing::warn!(error = %e, "udm: write-ahead log append failed; syncing the store instead");
             self.rescue(db, &mut tail, seq)?;
             return Ok(out);
@@ -411,17 +447,37 @@ mod tests {
     #[test]
     fn redo_records_round_trip() {
         let blob = Redo::Blob {
-            staged: true,
             key: "json:t/d/c/x.json".into(),
             mode: PutMode::IfMatch(udm_core::ports::ETag::new("\"e7\"")),
             content_type: Some("application/json".into()),
             bytes: b"{\"a\":1}".to_vec(),
         };
         assert_eq!(Redo::decode(&blob.encode().unwrap()).unwrap(), blob);
-        let plain =
-            Redo::Blob { staged: false, key: "k".into(), mode: PutMode::Create, content_type: None, bytes: vec![] };
+        let plain = Redo::Blob { key: "k".into(), mode: PutMode::Create, content_type: None, bytes: vec![] };
         assert_eq!(Redo::decode(&plain.encode().unwrap()).unwrap(), plain);
-        for bad in [&[][..], &[9][..], &[2, 200, 0, 0, 0][..]] {
+        let staged = vec![("json:a".to_owned(), vec![1, 2, 3]), ("json:b".to_owned(), Vec::new())];
+        let settle = Redo::Commit { staged: staged.clone(), commits: Vec::new() };
+        assert_eq!(Redo::decode(&settle.encode().unwrap()).unwrap(), settle);
+        let ctx = udm_core::RouteContext::new("t", "d", "c").unwrap();
+        let k = udm_testkit::fixtures::key(&ctx, "o");
+        let c = udm_testkit::fixtures::commit(
+            &k,
+            None,
+            udm_core::Op::Create,
+            udm_testkit::fixtures::ts(1),
+            "r",
+            &serde_json::json!({"n": 1}),
+        );
+        let commit = Redo::Commit { staged, commits: vec![c] };
+        assert_eq!(Redo::decode(&commit.encode().unwrap()).unwrap(), commit);
+        // Short, an unknown kind, a count of rows the record does not hold, a cut row.
+        for bad in [
+            &[][..],
+            &[9][..],
+            &[3, 200, 0, 0, 0][..],
+            &[1, 5, 0, 0, 0, 1, 0, 0, 0][..],
+            &[1, 1, 0, 0, 0, 1, 0, 0, 0, b'k', 9, 0, 0, 0][..],
+        ] {
             assert!(Redo::decode(bad).is_err());
         }
     }
