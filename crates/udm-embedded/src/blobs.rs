@@ -16,8 +16,9 @@
 //! A bucket opened with [`EmbeddedStore::blobs_sharing_commits`] — the pair's metadata store
 //! is this same file — leaves the sync of a put made before a metadata commit to that commit;
 //! one opened with [`EmbeddedStore::blobs_staged_in`] — a blob file of its own beside the
-//! metadata file — stages such create-only puts in the metadata file until its next other put
-//! (the `stage` module).
+//! metadata file — stages such create-only puts: held in memory until the metadata file's
+//! next commit carries them into its staged table, and moved into this file by its next
+//! other put (the `stage` module).
 //!
 //! ```
 //! # async fn demo() -> udm_core::Result<()> {
@@ -66,6 +67,20 @@ async fn finish_holding<T: Send + 'static>(
     })
     .await
     .map_err(|e| Error::internal(format!("embedded blobs: put task: {e}")))?
+}
+
+/// Drains `stage` into `store` (settling pending rows first with `settle`) in a task of its
+/// own that holds the drain lock until it is done: a caller that stops waiting does not let
+/// a delete run while the drain's copy into the blob file is still to come (it would put the
+/// deleted row back).
+async fn drain_owned(stage: &Arc<Stage>, store: &EmbeddedStore, settle: bool) -> Result<u64> {
+    let (stage, store) = (stage.clone(), store.clone());
+    tokio::spawn(async move {
+        let _one = stage.drains.lock().await;
+        stage.drain(&store, settle).await
+    })
+    .await
+    .map_err(|e| Error::internal(format!("embedded blobs: drain task: {e}")))?
 }
 
 /// A bucket of blobs in an [`EmbeddedStore`]'s file ([`EmbeddedStore::blobs`]).
@@ -119,9 +134,10 @@ impl EmbeddedStore {
 
     /// The blob bucket `bucket` of this **blob file**, for a pair whose metadata store is
     /// `meta` (another file): a create-only put marked [`PutSync::WithNextCommit`] (a
-    /// snapshot or content before its version's commit) is *staged* in `meta`'s file with
-    /// no fsync of its own, made durable by the metadata commit that follows it, and moved
-    /// into this file by the next other put (the shadow flusher's, within its delay) — so
+    /// snapshot or content before its version's commit) is *staged*: checked absent and held
+    /// in memory, with no write of its own, until `meta`'s next commit carries it into
+    /// `meta`'s file (durable with that commit), then moved into this file by the next other
+    /// put (the shadow flusher's, within its delay) — so
     /// this file stays a complete copy that a lost metadata file can be rebuilt from, and a
     /// write costs one fsync, not two. See the `stage` module for the crash analysis. All
     /// buckets of this file stage in the same `meta`.
@@ -302,8 +318,9 @@ impl EmbeddedBlobs {
         .await
     }
 
-    /// Rows staged in the metadata file and not yet moved into this file (0 when this
-    /// bucket does not stage). For tests and diagnostics.
+    /// Rows staged and not yet moved into this file — held in memory or carried into the
+    /// metadata file, of every bucket staging in that file (0 when this bucket does not
+    /// stage). For tests and diagnostics.
     pub async fn staged(&self) -> Result<u64> {
         match &self.stage {
             Some(stage) => stage.count().await,
@@ -311,14 +328,11 @@ impl EmbeddedBlobs {
         }
     }
 
-    /// Moves every staged row into this file now (what the next put would do first); how
-    /// many moved.
+    /// Moves every staged row into this file now, those held in memory too (what a listing
+    /// does first); how many moved.
     pub async fn drain(&self) -> Result<u64> {
         match &self.stage {
-            Some(stage) => {
-                let _one = stage.drains.lock().await;
-                stage.drain(&self.store).await
-            }
+            Some(stage) => drain_owned(stage, &self.store, true).await,
             None => Ok(0),
         }
     }
@@ -333,8 +347,10 @@ impl EmbeddedBlobs {
                     Some(k) => Some(stage.keys.lock(k).await),
                     None => None,
                 };
-                let _one = stage.drains.lock().await;
-                stage.drain(&self.store).await?;
+                // Pending rows are settled for a listing, and for a put of a pending key (which
+                // must see it); the flusher's puts leave them to their commits.
+                let settle = k.is_none_or(|k| stage.meta.db().pending.has(k));
+                drain_owned(stage, &self.store, settle).await?;
                 Ok(turn)
             }
             None => Ok(None),
@@ -356,8 +372,7 @@ impl EmbeddedBlobs {
         let generation = stage.stage(&self.store, k, content_type, bytes).await?;
         drop(turn);
         if stage.waiting.load(Ordering::Relaxed) >= STAGE_LIMIT {
-            let _one = stage.drains.lock().await;
-            stage.drain(&self.store).await?;
+            drain_owned(stage, &self.store, true).await?;
         }
         Ok(generation)
     }
@@ -453,17 +468,26 @@ impl BlobStore for EmbeddedBlobs {
         finish_holding(turn, async move {
             let _one = stage.drains.lock().await;
             let meta = stage.meta.db();
-            stage
+            let taken = Arc::new(std::sync::Mutex::new(None));
+            let (kept, key) = (taken.clone(), k.clone());
+            let removed = stage
                 .meta
                 .write(move |tx| {
-                    // Forgotten inside the write transaction: a commit carrying the pending
-                    // row either carried it before (removed from the staged table here) or
-                    // comes after and no longer finds it.
-                    meta.pending.remove(&k);
-                    tx.open_table(crate::stage::STAGED).map_err(db_err)?.remove(k.as_str()).map_err(db_err)?;
+                    // Taken inside the write transaction: a commit carrying the pending row
+                    // either carried it before (removed from the staged table here) or comes
+                    // after and no longer finds it.
+                    *kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = meta.pending.take(&key);
+                    tx.open_table(crate::stage::STAGED).map_err(db_err)?.remove(key.as_str()).map_err(db_err)?;
                     Ok(())
                 })
-                .await?;
+                .await;
+            if let Err(e) = removed {
+                // Nothing changed: the pending row comes back (this task holds the key).
+                if let Some(row) = taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+                    stage.meta.db().pending.restore(k, row);
+                }
+                return Err(e);
+            }
             remove.await
         })
         .await

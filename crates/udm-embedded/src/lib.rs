@@ -256,11 +256,14 @@ impl EmbeddedStore {
     ) -> Result<T> {
         let (db, syncs) = (self.db.clone(), self.syncs.clone());
         blocking(move || {
-            let out = db.wal.commit(&db, &mut redo, sync, f)?;
-            if let wal::Redo::Commit { staged, .. } = &redo {
-                // In the file now, with the commit: no longer pending.
-                db.pending.carried(staged);
-            }
+            // Rows a commit carried are in the file once it commits: no longer pending (forgotten
+            // before the record's sync, so concurrent commits do not carry them again).
+            let carried = |r: &wal::Redo| {
+                if let wal::Redo::Commit { staged, .. } = r {
+                    db.pending.carried(staged);
+                }
+            };
+            let out = db.wal.commit(&db, &mut redo, sync, f, carried)?;
             if sync {
                 syncs.fetch_add(1, Ordering::Relaxed);
             }

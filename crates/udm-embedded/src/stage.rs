@@ -16,12 +16,16 @@
 //!
 //! Staged rows move to the blob file in **drains**: every other put to the blob file (the
 //! shadow flusher's log and index segments, which follow every commit within the flush
-//! delay) first *settles* the pending rows (a logged commit of its own carries them) and
-//! copies every staged row into the blob file in one synced commit, then removes them from
-//! the metadata file. So the blob file never holds a log segment naming a snapshot it
-//! lacks: the log names committed versions, their snapshots were carried by their commits
-//! at the latest, and the log's put drains them first. A bucket also drains when
-//! [`STAGE_LIMIT`] rows wait, and before a listing. Rows a crash left staged drain with the
+//! delay) first copies every row of the staged table into the blob file in one synced
+//! commit, then removes them from the metadata file. So the blob file never holds a log
+//! segment naming a snapshot it lacks: the log names committed versions, their snapshots
+//! were carried by their commits at the latest, and the log's put drains them first. Pending
+//! rows belong to versions not committed yet, so the flusher's drains leave them; a drain
+//! first *settles* them (a synced logged commit of its own carries them) before a listing,
+//! before a put of a key that is pending (it must see the row), when [`STAGE_LIMIT`] rows
+//! wait, and when asked ([`EmbeddedBlobs::drain`](crate::EmbeddedBlobs::drain)). A drain runs
+//! in a task of its own holding the drain lock, so a caller that stops waiting does not let
+//! a delete run before the drain's copy is done. Rows a crash left staged drain with the
 //! next put to the blob file (the repair pass at start logs what the crash left unlogged).
 //!
 //! Rows move pending → staged table → blob file, and each step writes the next place
@@ -42,7 +46,8 @@
 //! drain that read a row never copies it back after a delete. A delete forgets the pending
 //! row inside its write transaction of the metadata file: a commit (also a write
 //! transaction, and redb has one writer) carried it before — and the delete removes it from
-//! the staged table — or comes after and no longer finds it. The work of a plain put or a
+//! the staged table — or comes after and no longer finds it; if that transaction fails, the
+//! row is put back (the delete still holds the key). The work of a plain put or a
 //! delete under a key's lock runs in a task that owns the lock, so a caller that stops
 //! waiting (its deadline passed) does not free the key while its commit is still queued or
 //! running; a stager writes nothing, so one that stops waiting stages nothing.
@@ -50,10 +55,11 @@
 //! Crash analysis (either file's writes are atomic per commit):
 //! - after a staged put, before any commit carried it: the row is lost with the memory; no
 //!   version names it (its version's commit carries it, or an earlier commit did);
-//! - after the commit that carried it (the version's own, or an earlier one — then the row
-//!   is an orphan until its version commits, or for good if it never does, and is collected
-//!   like any orphan snapshot): the row is durable with that record, and the log's replay
-//!   writes it again with the commit;
+//! - after the commit that carried it (the version's own, an earlier one or a settle — then
+//!   the row is an orphan until its version commits, or for good if it never does, and is
+//!   collected like any orphan snapshot): the row is durable once that record is synced (the
+//!   version's own record, later in the same log, syncs it at the latest; a settle syncs its
+//!   own), and the log's replay writes it again;
 //! - during a drain, after the blob file's commit, before the staged rows are removed: the
 //!   next drain finds them in the blob file and drops the staged copies (the blob file's row
 //!   wins; for a moved row it is the same bytes);
@@ -96,8 +102,8 @@ fn row_generation(row: &[u8]) -> Result<u64> {
 
 /// Writes `rows` (staged rows a commit carries) into the metadata file's staged table, and
 /// keeps the file's generation at least their highest. Also what a logged commit's rows do
-/// again on replay. A row already there is the same row, carried twice (a commit that ran
-/// before the first carrier forgot it): it is kept.
+/// again on replay. A row already there is replaced: it can only be a copy of the same row
+/// (one a drain moved and a crash kept), and the carried row is the one its put answered.
 pub(crate) fn stage_rows_in(tx: &redb::WriteTransaction, rows: &[(String, Vec<u8>)]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
@@ -106,9 +112,7 @@ pub(crate) fn stage_rows_in(tx: &redb::WriteTransaction, rows: &[(String, Vec<u8
     let mut top = 0;
     for (k, row) in rows {
         top = top.max(row_generation(row)? & !STAGED_BIT);
-        if t.get(k.as_str()).map_err(db_err)?.is_none() {
-            t.insert(k.as_str(), row.as_slice()).map_err(db_err)?;
-        }
+        t.insert(k.as_str(), row.as_slice()).map_err(db_err)?;
     }
     let mut g = tx.open_table(BLOB_GENERATION).map_err(db_err)?;
     if g.get("g").map_err(db_err)?.map_or(0, |v| v.value()) < top {
@@ -140,18 +144,28 @@ impl Pending {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn contains(&self, k: &str) -> bool {
-        self.lock().rows.contains_key(k)
-    }
-
-    /// Adds row `k` (the caller checked it exists nowhere, under its key lock); its generation.
-    fn insert(&self, k: String, content_type: Option<&str>, bytes: &[u8]) -> Result<u64> {
+    /// Adds row `k` (the caller checked it exists nowhere, under its key lock), encoded
+    /// (compressed) beforehand with any generation: it gets the next one here. Its generation.
+    fn insert(&self, k: String, mut row: Vec<u8>) -> Result<u64> {
+        let slot = row.get_mut(..8).ok_or_else(|| Error::internal("embedded blobs: a staged row does not decode"))?;
         let mut p = self.lock();
         let generation = (p.generation + 1) | STAGED_BIT;
-        let row = encode_row(generation, content_type, bytes)?;
+        slot.copy_from_slice(&generation.to_be_bytes());
         p.generation += 1;
         p.rows.insert(k, row);
         Ok(generation)
+    }
+
+    /// Takes row `k` out (a delete, inside its write transaction of the metadata file; put
+    /// back with [`Pending::restore`] if that transaction fails).
+    pub(crate) fn take(&self, k: &str) -> Option<Vec<u8>> {
+        self.lock().rows.remove(k)
+    }
+
+    /// Puts back a row [`Pending::take`] took (its delete failed; the key lock kept every
+    /// other put of the key out meanwhile).
+    pub(crate) fn restore(&self, k: String, row: Vec<u8>) {
+        self.lock().rows.insert(k, row);
     }
 
     /// Row `k`, if pending.
@@ -159,14 +173,19 @@ impl Pending {
         self.lock().rows.get(k).cloned()
     }
 
-    /// Forgets row `k` (a delete, inside its write transaction of the metadata file).
-    pub(crate) fn remove(&self, k: &str) {
-        self.lock().rows.remove(k);
-    }
-
     /// Rows pending now.
     pub(crate) fn len(&self) -> usize {
         self.lock().rows.len()
+    }
+
+    /// Whether row `k` is pending.
+    pub(crate) fn has(&self, k: &str) -> bool {
+        self.lock().rows.contains_key(k)
+    }
+
+    /// The keys pending now.
+    fn keys(&self) -> Vec<String> {
+        self.lock().rows.keys().cloned().collect()
     }
 
     /// Writes every pending row into the staged table in `tx` (a logged commit, which the
@@ -283,29 +302,33 @@ impl Stage {
         // table before it forgets the pending row, and a drain writes the blob file before
         // it removes the staged one.
         let pending = &self.meta.db().pending;
-        if pending.contains(&k) {
+        if pending.has(&k) {
             return Err(exists(&k));
         }
+        // The row is encoded (compressed) on the blocking thread that checks, not under the
+        // pending rows' lock, which commits take.
         let (meta, file, key) = (self.meta.db(), blobs.db(), k.clone());
-        let found = crate::blocking(move || {
+        let row = crate::blocking(move || {
             let staged = meta.begin_read().map_err(db_err)?;
             if staged.open_table(STAGED).map_err(db_err)?.get(key.as_str()).map_err(db_err)?.is_some() {
-                return Ok(true);
+                return Ok(None);
             }
             let read = file.begin_read().map_err(db_err)?;
-            Ok(read.open_table(BLOBS).map_err(db_err)?.get(key.as_str()).map_err(db_err)?.is_some())
+            if read.open_table(BLOBS).map_err(db_err)?.get(key.as_str()).map_err(db_err)?.is_some() {
+                return Ok(None);
+            }
+            encode_row(STAGED_BIT, content_type.as_deref(), &bytes).map(Some)
         })
         .await?;
-        if found {
-            return Err(exists(&k));
-        }
-        let generation = pending.insert(k, content_type.as_deref(), &bytes)?;
+        let Some(row) = row else { return Err(exists(&k)) };
+        let generation = pending.insert(k, row)?;
         self.waiting.fetch_add(1, Ordering::Relaxed);
         Ok(generation)
     }
 
-    /// Writes the pending rows into the staged table now (a logged commit, not synced), so
-    /// a drain or a listing sees them.
+    /// Writes the pending rows into the staged table now, so a drain moves them (a logged
+    /// commit, synced: the blob file's synced copy that follows must not hold generations
+    /// the metadata file could forget in a power loss and hand out again).
     async fn settle(&self) -> Result<()> {
         let db = self.meta.db();
         if db.pending.len() == 0 {
@@ -313,7 +336,7 @@ impl Stage {
         }
         let redo = Redo::Commit { staged: Vec::new(), commits: Vec::new() };
         self.meta
-            .write_logged(redo, false, move |tx, r| match r {
+            .write_logged(redo, true, move |tx, r| match r {
                 Redo::Commit { staged, .. } => {
                     *staged = db.pending.carry(tx)?;
                     Ok(())
@@ -326,8 +349,12 @@ impl Stage {
     /// Moves every staged row into `blobs` (synced), then removes them from the metadata
     /// file; rows the blob file already holds are dropped. Call with `drains` held.
     /// The number of rows moved.
-    pub(crate) async fn drain(&self, blobs: &EmbeddedStore) -> Result<u64> {
-        self.settle().await?;
+    /// With `settle`, the pending rows are settled first; without, they stay pending (they
+    /// belong to versions not committed yet, which no log segment names).
+    pub(crate) async fn drain(&self, blobs: &EmbeddedStore, settle: bool) -> Result<u64> {
+        if settle {
+            self.settle().await?;
+        }
         let rows = self
             .meta
             .read(|tx| {
@@ -341,6 +368,7 @@ impl Stage {
             })
             .await?;
         if rows.is_empty() {
+            self.waiting.store(self.meta.db().pending.len() as u64, Ordering::Relaxed);
             return Ok(0);
         }
         let keys: Vec<String> = rows.iter().map(|(k, _)| k.clone()).collect();
@@ -371,7 +399,7 @@ impl Stage {
                 Ok(())
             })
             .await?;
-        self.waiting.store(0, Ordering::Relaxed);
+        self.waiting.store(self.meta.db().pending.len() as u64, Ordering::Relaxed);
         Ok(n)
     }
 
@@ -381,10 +409,22 @@ impl Stage {
         Ok(t.get(k).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
 
-    /// Rows waiting now (pending or in the metadata file).
+    /// Rows waiting now, pending or in the metadata file (each once; of every bucket that
+    /// stages here).
     pub(crate) async fn count(&self) -> Result<u64> {
-        let pending = self.meta.db().pending.len() as u64;
-        Ok(pending + self.meta.read(|tx| tx.open_table(STAGED).map_err(db_err)?.len().map_err(db_err)).await?)
+        let pending = self.meta.db().pending.keys();
+        self.meta
+            .read(move |tx| {
+                let t = tx.open_table(STAGED).map_err(db_err)?;
+                let mut n = t.len().map_err(db_err)?;
+                for k in &pending {
+                    if t.get(k.as_str()).map_err(db_err)?.is_none() {
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })
+            .await
     }
 }
 

@@ -4,13 +4,16 @@
 //! A synced redb commit writes every B-tree page the transaction changed (a version touches
 //! about ten tables) and the header, then syncs: about 570 µs here, against about 50 µs for
 //! the same commit unsynced (`Durability::None`) and about 120 µs for a 1–4 KiB in-place write
-//! and its `fdatasync`. So the writes on the hot path — [`MetaStore::commit_many`](udm_core::ports::MetaStore::commit_many) (with the
-//! staged blob rows it carries: the `stage` module) and the blob puts that share the
-//! metadata file's commits — commit unsynced and append a
-//! **redo record** of their *input* to `<store file>.wal`; a commit is acknowledged once its
+//! and its `fdatasync`. So the writes on the hot path —
+//! [`MetaStore::commit_many`](udm_core::ports::MetaStore::commit_many) (with the staged blob
+//! rows it carries: the `stage` module; a drain's *settle* is such a commit with rows and no
+//! versions) and the blob puts that share the metadata file's commits — commit unsynced and
+//! append a **redo record** of their *input* to `<store file>.wal`; a commit is acknowledged once its
 //! record is synced (one `fdatasync` covers every record appended before it: concurrent
 //! commits share it). Every other write of the store stays a synced redb commit, which also
-//! makes every earlier unsynced commit durable.
+//! makes every earlier unsynced commit durable — but for a drain's removal of the staged
+//! rows it moved, unsynced and not logged: lost in a crash, it leaves copies of rows the blob
+//! file holds, which reads, replay and the next drain treat as the same rows.
 //!
 //! Each logged commit writes its sequence number into the store (`wal_seq`) in the same
 //! transaction, so after a crash the store says exactly which records it lacks: on open,
@@ -27,9 +30,11 @@
 //! stops at the first record that is short, fails its CRC or does not follow its
 //! predecessor's sequence — a torn tail, or older records past the new ones — so a record
 //! counts only if it is whole. Payload: a kind byte ([`Redo`]) then its fields: kind 1 a
-//! commit — `[rows: u32 LE]`, each staged row it carries as `[key length: u32 LE][key]
+//! commit — the commits as JSON (as in format 1); kind 4 a commit carrying staged rows (or
+//! a settle: rows and no commit) — `[rows: u32 LE]`, each row as `[key length: u32 LE][key]
 //! [row length: u32 LE][row]`, then the commits as JSON; kind 3 a blob put — key, mode,
-//! content type, bytes. (Format 1 had a kind 2, a staged put of its own.)
+//! content type, bytes. Format 1's kind 2, a staged put of its own, is no longer written; a
+//! log that still holds one fails the open with a message saying so.
 //!
 //! If appending or syncing a record fails, a synced redb commit makes the store durable
 //! instead (the log is then not needed); if that fails too, the log refuses further writes.
@@ -62,8 +67,8 @@ const MAX_PAYLOAD: usize = 1 << 30;
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Redo {
     /// The staged rows a commit carried into the staged table (`stage::Pending::carry`),
-    /// then `commit_many` of these commits (kind 1: the rows, then the commits as JSON; a
-    /// settle carries rows and no commit).
+    /// then `commit_many` of these commits (kind 1 without rows: the commits as JSON; kind 4
+    /// with rows: the rows, then the commits as JSON; a settle carries rows and no commit).
     Commit { staged: Vec<(String, Vec<u8>)>, commits: Vec<Commit> },
     /// A blob row put to a bucket of this file (kind 3).
     Blob { key: String, mode: PutMode, content_type: Option<String>, bytes: Vec<u8> },
@@ -83,11 +88,13 @@ impl Redo {
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
         match self {
             Redo::Commit { staged, commits } => {
-                let mut out = vec![1];
-                out.extend_from_slice(&(staged.len() as u32).to_le_bytes());
-                for (k, row) in staged {
-                    put_str(&mut out, k);
-                    put_bytes(&mut out, row);
+                let mut out = vec![if staged.is_empty() { 1 } else { 4 }];
+                if !staged.is_empty() {
+                    out.extend_from_slice(&(staged.len() as u32).to_le_bytes());
+                    for (k, row) in staged {
+                        put_str(&mut out, k);
+                        put_bytes(&mut out, row);
+                    }
                 }
                 let json = serde_json::to_vec(commits)
                     .map_err(|e| Error::internal(format!("embedded store: encoding a redo record: {e}")))?;
@@ -130,7 +137,14 @@ impl Redo {
         };
         let take_str = |rest: &mut &[u8]| -> Result<String> { String::from_utf8(take_bytes(rest)?).map_err(|_| bad()) };
         match kind {
-            1 => {
+            1 => serde_json::from_slice(rest)
+                .map(|commits| Redo::Commit { staged: Vec::new(), commits })
+                .map_err(|_| bad()),
+            2 => Err(Error::internal(
+                "embedded store: the write-ahead log holds a staged put of log format 1, which this version \
+                 does not replay: open the store once with the version that wrote it, then with this one",
+            )),
+            4 => {
                 let n = rest.get(..4).ok_or_else(bad)?;
                 let n = u32::from_le_bytes(n.try_into().map_err(|_| bad())?) as usize;
                 rest = &rest[4..];
@@ -328,8 +342,9 @@ impl Wal {
         self.tail.lock().map_err(|_| Error::internal("write-ahead log: lock poisoned"))
     }
 
-    /// Runs `f` in an unsynced commit that records its sequence, then appends `redo` (as
-    /// `f` left it: a commit adds the staged rows it carried) under that sequence; with
+    /// Runs `f` in an unsynced commit that records its sequence, calls `committed` once that
+    /// commit is in the file (before the record is appended or synced), then appends `redo`
+    /// (as `f` left it: a commit adds the staged rows it carried) under that sequence; with
     /// `sync`, returns once the record is synced.
     pub(crate) fn commit<T>(
         &self,
@@ -337,6 +352,7 @@ impl Wal {
         redo: &mut Redo,
         sync: bool,
         f: impl FnOnce(&WriteTransaction, &mut Redo) -> Result<T>,
+        committed: impl FnOnce(&Redo),
     ) -> Result<T> {
         let mut tail = self.lock()?;
         let tx = unsynced(db)?;
@@ -351,6 +367,7 @@ impl Wal {
         let seq = tail.next;
         tx.open_table(WAL_SEQ).map_err(db_err)?.insert("s", seq).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
+        committed(redo);
         tail.next += 1;
         if tail.offset >= CHECKPOINT_BYTES {
             // Everything so far durable in the store: the log starts over.
@@ -468,15 +485,21 @@ mod tests {
             "r",
             &serde_json::json!({"n": 1}),
         );
-        let commit = Redo::Commit { staged, commits: vec![c] };
+        let commit = Redo::Commit { staged, commits: vec![c.clone()] };
         assert_eq!(Redo::decode(&commit.encode().unwrap()).unwrap(), commit);
-        // Short, an unknown kind, a count of rows the record does not hold, a cut row.
+        let plain = Redo::Commit { staged: Vec::new(), commits: vec![c] };
+        let encoded = plain.encode().unwrap();
+        assert_eq!(encoded[0], 1, "a commit carrying no rows keeps format 1's record");
+        assert_eq!(Redo::decode(&encoded).unwrap(), plain);
+        // Short, an unknown kind, format 1's staged put, a count of rows the record does not
+        // hold, a cut row.
         for bad in [
             &[][..],
             &[9][..],
+            &[2, 0][..],
             &[3, 200, 0, 0, 0][..],
-            &[1, 5, 0, 0, 0, 1, 0, 0, 0][..],
-            &[1, 1, 0, 0, 0, 1, 0, 0, 0, b'k', 9, 0, 0, 0][..],
+            &[4, 5, 0, 0, 0, 1, 0, 0, 0][..],
+            &[4, 1, 0, 0, 0, 1, 0, 0, 0, b'k', 9, 0, 0, 0][..],
         ] {
             assert!(Redo::decode(bad).is_err());
         }

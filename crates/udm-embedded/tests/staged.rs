@@ -1,6 +1,7 @@
 //! Blobs staged in the metadata file ([`EmbeddedStore::blobs_staged_in`]): a create-only put
 //! made before a metadata commit costs the blob file no commit and no sync, reads back at
-//! once, and moves into the blob file — with its ETag — before any other put lands there.
+//! once, is carried into the metadata file by its next commit, and moves into the blob file
+//! — with its ETag — before any other put lands there.
 
 use std::sync::Arc;
 
@@ -25,6 +26,15 @@ fn files() -> Files {
     let json = file.blobs_staged_in("json", &meta).unwrap();
     let plain = file.blobs("json").unwrap();
     Files { meta, file, json, plain, _dir: dir }
+}
+
+/// A version's commit in the metadata file: it carries the rows staged so far.
+async fn commit_version(meta: &EmbeddedStore, id: &str) {
+    let ctx = udm_core::RouteContext::new("t", "d", "c").unwrap();
+    let k = udm_testkit::fixtures::key(&ctx, id);
+    let v = serde_json::json!({"id": id});
+    let c = udm_testkit::fixtures::commit(&k, None, udm_core::Op::Create, udm_testkit::fixtures::ts(1), id, &v);
+    udm_core::ports::MetaStore::commit(meta, c).await.unwrap();
 }
 
 fn snapshot() -> PutOptions {
@@ -53,10 +63,15 @@ async fn any_other_put_moves_the_staged_rows_first_keeping_their_etags() {
         let put = f.json.put_with_etag(&format!("t/d/c/s{i}.json"), vec![b'x'; 200 + i], &snapshot()).await.unwrap();
         etags.push(put.etag.unwrap());
     }
+    commit_version(&f.meta, "o").await;
+    // Staged after the commit: its version is not committed, so no log segment can name it,
+    // and the flusher's put leaves it where it is.
+    f.json.put("t/d/c/later.json", b"{}".to_vec(), &snapshot()).await.unwrap();
     let file_syncs = f.file.synced_commits();
     f.json.put("t/d/c/log/0.json", b"[]".to_vec(), &PutOptions::overwrite("application/json")).await.unwrap();
     assert!(f.file.synced_commits() > file_syncs);
-    assert_eq!(f.json.staged().await.unwrap(), 0);
+    assert_eq!(f.json.staged().await.unwrap(), 1, "only the row staged after the commit waits");
+    assert_eq!(f.json.get("t/d/c/later.json").await.unwrap(), b"{}");
     for (i, etag) in etags.iter().enumerate() {
         let key = format!("t/d/c/s{i}.json");
         assert_eq!(f.plain.get(&key).await.unwrap(), vec![b'x'; 200 + i], "moved into the blob file");
@@ -123,23 +138,27 @@ async fn buckets_of_one_blob_file_stage_in_one_metadata_file() {
         .put("t/d/c/blob", vec![1, 2, 3], &PutOptions::create("application/octet-stream").before_commit())
         .await
         .unwrap();
+    commit_version(&f.meta, "o").await;
     f.json.put("t/d/c/log/1.json", b"[]".to_vec(), &PutOptions::overwrite("application/json")).await.unwrap();
     assert_eq!(f.file.blobs("content").unwrap().get("t/d/c/blob").await.unwrap(), vec![1, 2, 3]);
 }
 
-/// Stagers, other puts and reads at once: every staged row reads back throughout, ends in
-/// the blob file exactly once, and nothing stays staged after the last drain.
+/// Stagers, their versions' commits (which carry the rows), other puts and reads at once:
+/// every staged row reads back throughout — pending, carried or moved — ends in the blob file
+/// exactly once, and nothing stays staged after the last drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_stagers_and_drains_lose_nothing() {
     let f = files();
     let json = Arc::new(f.json.clone());
     let mut tasks = Vec::new();
     for w in 0..8 {
-        let json = json.clone();
+        let (json, meta) = (json.clone(), f.meta.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..25 {
                 let key = format!("t/d/c/w{w}-{i}.json");
                 json.put(&key, format!("{w}-{i}").into_bytes(), &snapshot()).await.unwrap();
+                assert_eq!(json.get(&key).await.unwrap(), format!("{w}-{i}").into_bytes());
+                commit_version(&meta, &format!("w{w}-{i}")).await;
                 assert_eq!(json.get(&key).await.unwrap(), format!("{w}-{i}").into_bytes());
             }
         }));
@@ -225,4 +244,28 @@ async fn an_abandoned_put_keeps_its_key_until_its_commit_is_done() {
         }
     }
     assert_eq!(won + lost, 400);
+}
+
+/// A drain whose caller stops waiting (a deadline) still holds the drain lock until its copy
+/// into the blob file is done: a delete that follows never sees its row come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abandoned_drain_never_brings_a_deleted_row_back() {
+    let f = files();
+    for round in 0..300u64 {
+        let key = format!("t/d/c/gone-{round}.json");
+        f.json.put(&key, b"staged".to_vec(), &snapshot()).await.unwrap();
+        commit_version(&f.meta, &format!("gone-{round}")).await;
+        let log = PutOptions::overwrite("application/json");
+        let drain = f.json.put("t/d/c/log/x.json", b"[]".to_vec(), &log);
+        // Abandoned somewhere in its drain.
+        let _ = tokio::time::timeout(std::time::Duration::from_micros(20 * (round % 30)), drain).await;
+        f.json.delete(&key).await.unwrap();
+        f.json.drain().await.unwrap();
+        let got = f.json.get(&key).await;
+        assert_eq!(
+            got.map(|_| ()).unwrap_err().kind(),
+            ErrorKind::NotFound,
+            "round {round}: the deleted row came back"
+        );
+    }
 }
