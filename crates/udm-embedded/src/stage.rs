@@ -327,8 +327,10 @@ impl Stage {
     }
 
     /// Writes the pending rows into the staged table now, so a drain moves them (a logged
-    /// commit, synced: the blob file's synced copy that follows must not hold generations
-    /// the metadata file could forget in a power loss and hand out again).
+    /// commit, synced before the drain's synced copy into the blob file, so a power loss
+    /// cannot keep the copies and forget the rows' generations, which a later staged put of
+    /// the same key — possible only after a delete — could then be handed again; a drain
+    /// can still copy rows a commit carried before that commit's record is synced).
     async fn settle(&self) -> Result<()> {
         let db = self.meta.db();
         if db.pending.len() == 0 {
