@@ -108,7 +108,9 @@ impl Collection {
             if head.is_deleted() {
                 return Ok(RestoreOutcome::Unchanged { ov: head.ov });
             }
-            let w = self.write(Intent::restore(key, Change::Delete, named, request, opts)).await?;
+            let mut intent = Intent::restore(key, Change::Delete, named, request, opts);
+            intent.head = Some((pair, head));
+            let w = self.write(intent).await?;
             return Ok(RestoreOutcome::Restored(w));
         };
         // The head and the target's snapshot at once: neither needs the other.
@@ -117,7 +119,9 @@ impl Collection {
             return Ok(RestoreOutcome::Unchanged { ov: head.ov });
         }
         let change = Change::Restore { data: env.data, from: target.ov, deleted: target.deleted };
-        self.write(Intent::restore(key, change, named, request, opts)).await.map(RestoreOutcome::Restored)
+        let mut intent = Intent::restore(key, change, named, request, opts);
+        intent.head = Some((pair, head));
+        self.write(intent).await.map(RestoreOutcome::Restored)
     }
 
     /// Restores the whole collection to `target`, resumably; `progress` is called after each object.

@@ -55,6 +55,11 @@ pub(crate) struct Intent {
     /// `None` for new data: derived from the checksum of the data as staged, so the
     /// document is not serialized an extra time just to fingerprint it.
     fingerprint: Option<Checksum>,
+    /// The head of the object on pair `.0`, read just before by the caller (a restore reads
+    /// it to decide whether anything changes): the first attempt on that pair starts from it
+    /// instead of reading it again. A stale one costs what a lost race costs (the commit is
+    /// refused, the next attempt reads the head). Never queued.
+    pub(crate) head: Option<(usize, Head)>,
 }
 
 impl Intent {
@@ -77,6 +82,7 @@ impl Intent {
             actor: o.actor.clone(),
             reason: o.reason.clone(),
             fingerprint,
+            head: None,
         }
     }
 
@@ -202,6 +208,7 @@ impl Intent {
             actor: text("actor"),
             reason: text("reason"),
             fingerprint,
+            head: None,
         };
         Ok((intent, seq))
     }
@@ -291,11 +298,14 @@ impl Collection {
         let _turn = self.inner.object_locks.lock(intent.key.clone()).await;
         let meta = &self.inner.pairs[pair].meta;
         let mut attempt: u32 = 0;
+        let mut read_just_before = intent.head.clone().filter(|(on, _)| *on == pair).map(|(_, h)| h);
         loop {
             let head = if intent.op == Op::Create {
                 // Before anything is written: an existing object here, or one on another pair,
                 // fails the create without leaving a snapshot behind.
                 self.create_head(&intent.key, pair).await?
+            } else if let Some(h) = read_just_before.take() {
+                Some(h)
             } else {
                 meta.head(&intent.key).await?
             };

@@ -356,6 +356,62 @@ async fn a_create_reads_all_pairs_heads_in_one_round_trip() {
     let _: Value = json!(null);
 }
 
+/// Counts `head` calls; when armed, answers the next one with a stale head instead.
+#[derive(Debug)]
+struct Heads {
+    inner: Arc<dyn MetaStore>,
+    calls: Arc<AtomicUsize>,
+    stale: Arc<std::sync::Mutex<Option<Head>>>,
+}
+
+impl Layered for Heads {
+    type Inner = dyn MetaStore;
+    fn inner(&self) -> &Self::Inner {
+        &*self.inner
+    }
+}
+
+#[async_trait::async_trait]
+impl LayeredMeta for Heads {
+    async fn head(&self, key: &ObjectKey) -> Result<Option<Head>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(h) = self.stale.lock().unwrap().take() {
+            return Ok(Some(h));
+        }
+        self.inner.head(key).await
+    }
+}
+
+// A restore reads the head once: the write starts from the head the restore just read. A
+// stale one (another writer committed in between) costs a refused commit and a fresh read,
+// and the restore still lands on top.
+#[tokio::test]
+async fn a_restore_reads_the_head_once_and_a_stale_one_still_restores() {
+    let (calls, stale) = (Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(None)));
+    let memory = Arc::new(MemoryMeta::new());
+    let heads = Heads { inner: memory.clone(), calls: calls.clone(), stale: stale.clone() };
+    let r = rig_with(&["p0"], vec![Arc::new(heads) as Arc<dyn MetaStore>], |_| {});
+    let c = coll(&r);
+    c.create(json!({"v": 1}), WriteOpts::id("x")).await.unwrap();
+    c.update("x", json!({"v": 2}), None, WriteOpts::default()).await.unwrap();
+    let key = ObjectKey::new(ctx(), ObjectId::new("x").unwrap());
+    let at_two = memory.head(&key).await.unwrap().unwrap();
+    c.update("x", json!({"v": 3}), None, WriteOpts::default()).await.unwrap();
+
+    calls.store(0, Ordering::SeqCst);
+    let back = c.restore_object("x", Target::Ov(ov(2)), WriteOpts::default()).await.unwrap();
+    let RestoreOutcome::Restored(w) = back else { panic!("restored: {back:?}") };
+    assert_eq!((w.ov, calls.load(Ordering::SeqCst)), (ov(4), 1), "one head read");
+
+    *stale.lock().unwrap() = Some(at_two);
+    calls.store(0, Ordering::SeqCst);
+    let back = c.restore_object("x", Target::Ov(ov(1)), WriteOpts::default()).await.unwrap();
+    let RestoreOutcome::Restored(w) = back else { panic!("restored: {back:?}") };
+    assert_eq!((w.ov, calls.load(Ordering::SeqCst)), (ov(5), 2), "the stale head, then a fresh one");
+    let latest = c.get_latest("x", ReadOpts::default()).await.unwrap();
+    assert_eq!((latest.ov, latest.data), (ov(5), json!({"v": 1})));
+}
+
 // 7/8. Hostile list queries are typed validation errors: nesting past the predicate depth
 //      bound (checked before recursing; deep cases are in udm-core's tests) and bad sort paths.
 #[tokio::test]
