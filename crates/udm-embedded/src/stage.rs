@@ -436,15 +436,21 @@ mod tests {
 
     use super::*;
 
+    /// A metadata file, a blob file and its `json` bucket staging in the metadata file.
+    fn staged_files() -> (tempfile::TempDir, EmbeddedStore, EmbeddedStore, crate::EmbeddedBlobs) {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = EmbeddedStore::open(&dir.path().join("udm.redb")).unwrap();
+        let file = EmbeddedStore::open(&dir.path().join("udm-blobs.redb")).unwrap();
+        let json = file.blobs_staged_in("json", &meta).unwrap();
+        (dir, meta, file, json)
+    }
+
     /// A key's lock excludes only that key: a staged put of another key goes ahead while it
     /// is held (a put to the blob file holds its key through its synced commit), one of the
     /// same key waits for it, and no entry is left behind.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_key_lock_holds_back_only_its_own_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = EmbeddedStore::open(&dir.path().join("udm.redb")).unwrap();
-        let file = EmbeddedStore::open(&dir.path().join("udm-blobs.redb")).unwrap();
-        let json = file.blobs_staged_in("json", &meta).unwrap();
+        let (_dir, _meta, file, json) = staged_files();
         let stage = file.stage.lock().unwrap().clone().expect("staging");
         let snapshot = PutOptions::create_json().before_commit();
 
@@ -473,10 +479,7 @@ mod tests {
     /// forgets it.
     #[tokio::test]
     async fn a_staged_row_travels_with_the_next_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = EmbeddedStore::open(&dir.path().join("udm.redb")).unwrap();
-        let file = EmbeddedStore::open(&dir.path().join("udm-blobs.redb")).unwrap();
-        let json = file.blobs_staged_in("json", &meta).unwrap();
+        let (_dir, meta, _file, json) = staged_files();
         let snapshot = PutOptions::create_json().before_commit();
         let before = meta.db().wal.last_seq();
         let a = json.put_with_etag("a", b"1".to_vec(), &snapshot).await.unwrap();
@@ -509,10 +512,7 @@ mod tests {
     /// copies of moved rows: reads and the next drain keep the blob file's row.
     #[tokio::test]
     async fn copies_a_crash_kept_after_a_drain_lose_to_the_blob_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = EmbeddedStore::open(&dir.path().join("udm.redb")).unwrap();
-        let file = EmbeddedStore::open(&dir.path().join("udm-blobs.redb")).unwrap();
-        let json = file.blobs_staged_in("json", &meta).unwrap();
+        let (_dir, meta, file, json) = staged_files();
         let first = json.put_with_etag("k", b"one".to_vec(), &PutOptions::create_json().before_commit()).await.unwrap();
         let raw = meta.db().pending.get("json:k").expect("a pending row until a commit carries it");
         assert_eq!(json.drain().await.unwrap(), 1);
