@@ -19,7 +19,7 @@ use redb::{TableDefinition, WriteTransaction};
 use udm_core::layout::{head_record_id, version_record_id};
 use udm_core::{Cv, ObjectKey, Ov, Result, Timestamp, VersionRecord};
 
-use crate::{VERSIONS, db_err, decode};
+use crate::{VERSIONS, db_err};
 
 /// `(object record id, at millis, ov)` → `()`.
 pub(crate) const AS_OF_AT: TableDefinition<'static, (&'static str, i64, u64), ()> = TableDefinition::new("as_of_at");
@@ -66,7 +66,7 @@ pub(crate) fn as_of_in(
         let Some(raw) = versions.get(version_record_id(key, Ov::new(ov)?).as_str()).map_err(db_err)? else {
             return Ok(None);
         };
-        let v: VersionRecord = decode(raw.value(), "version")?;
+        let v: VersionRecord = crate::pack::unpack(raw.value(), "version")?;
         let holds = match cond {
             AsOf::At(t) => v.at <= t,
             AsOf::Cv(cv) => v.cv <= cv,

@@ -9,7 +9,8 @@
 //! process, no servers.
 //!
 //! Keys are the record ids of [`udm_core::layout`] (zero-padded, so key order is OV order);
-//! values are UDM's JSON records. As-of lookups binary-search the version keys, so they take
+//! values are UDM's JSON records — version records, request records and heads packed with a
+//! built-in Zstandard dictionary (about 2.4× smaller), the rest as JSON text. As-of lookups binary-search the version keys, so they take
 //! O(log n) reads for an object with n versions.
 //!
 //! ```
@@ -23,6 +24,7 @@ mod asof;
 mod blobs;
 mod group;
 mod meta;
+mod pack;
 mod queue;
 mod shadow;
 mod stage;
@@ -42,10 +44,13 @@ pub use blobs::EmbeddedBlobs;
 pub use stage::STAGE_LIMIT;
 pub use wal::CHECKPOINT_BYTES;
 
-pub(crate) const HEADS: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("heads");
-pub(crate) const VERSIONS: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("versions");
+/// Heads by object record id: packed rows (the `pack` module).
+pub(crate) const HEADS: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("heads");
+/// Version records by version record id: packed rows.
+pub(crate) const VERSIONS: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("versions");
 pub(crate) const CVS: TableDefinition<'static, &'static str, u64> = TableDefinition::new("cvs");
-pub(crate) const REQUESTS: TableDefinition<'static, &'static str, &'static str> = TableDefinition::new("requests");
+/// Request records by request key: packed rows.
+pub(crate) const REQUESTS: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("requests");
 /// `<object record id>/<request id>` → "": which requests belong to an object (hard delete).
 pub(crate) const REQUESTS_BY_OBJECT: TableDefinition<'static, &'static str, &'static str> =
     TableDefinition::new("requests_by_object");
@@ -154,10 +159,22 @@ impl EmbeddedStore {
         })?;
         let tx = db.begin_write().map_err(db_err)?;
         {
-            tx.open_table(HEADS).map_err(db_err)?;
-            tx.open_table(VERSIONS).map_err(db_err)?;
+            // A file whose records are JSON text (before packed rows) says so.
+            let earlier = |e: redb::TableError| match e {
+                redb::TableError::TableTypeMismatch { table, .. } => Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "embedded store {}: table {table} was written by an earlier build (JSON text rows); \
+                         this build reads packed rows (packed-row format 1)",
+                        path.display()
+                    ),
+                ),
+                e => db_err(e),
+            };
+            tx.open_table(HEADS).map_err(earlier)?;
+            tx.open_table(VERSIONS).map_err(earlier)?;
             tx.open_table(CVS).map_err(db_err)?;
-            tx.open_table(REQUESTS).map_err(db_err)?;
+            tx.open_table(REQUESTS).map_err(earlier)?;
             tx.open_table(REQUESTS_BY_OBJECT).map_err(db_err)?;
             tx.open_table(COUNTERS).map_err(db_err)?;
             tx.open_table(BY_CV).map_err(db_err)?;

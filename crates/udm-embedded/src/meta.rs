@@ -40,6 +40,7 @@ use udm_core::{
     Checksum, Cv, Head, Name, ObjectId, ObjectKey, Ov, RequestId, Result, RouteContext, Timestamp, VersionRecord,
 };
 
+use crate::pack::{from_json, pack, unpack, unpacked};
 use crate::{
     BY_CV, COUNTERS, CVS, EmbeddedStore, HEADS, JOBS, LOGGED, REQUESTS, REQUESTS_BY_OBJECT, VERSIONS, db_err, decode,
     encode,
@@ -67,6 +68,18 @@ pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// The record in packed row `key` of `t` (the `pack` module).
+pub(crate) fn get_packed<T: serde::de::DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+    what: &str,
+) -> Result<Option<T>> {
+    match t.get(key).map_err(db_err)? {
+        Some(v) => unpack(v.value(), what).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Every `(key, value)` of `t` whose key starts with `prefix`, in key order.
 fn scan_prefix(t: &impl ReadableTable<&'static str, &'static str>, prefix: &str) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
@@ -76,6 +89,23 @@ fn scan_prefix(t: &impl ReadableTable<&'static str, &'static str>, prefix: &str)
             break;
         }
         out.push((k.value().to_owned(), v.value().to_owned()));
+    }
+    Ok(out)
+}
+
+/// Every key of packed table `t` that starts with `prefix`, with its record, in key order.
+fn scan_packed<T: serde::de::DeserializeOwned>(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    prefix: &str,
+    what: &str,
+) -> Result<Vec<(String, T)>> {
+    let mut out = Vec::new();
+    for item in t.range(prefix..).map_err(db_err)? {
+        let (k, v) = item.map_err(db_err)?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        out.push((k.value().to_owned(), unpack(v.value(), what)?));
     }
     Ok(out)
 }
@@ -99,11 +129,11 @@ pub(crate) fn commit_many_in(tx: &WriteTransaction, commits: &[Commit]) -> Resul
     let mut current = HashMap::new();
     for c in commits {
         let request = &c.version.provenance.request_id;
-        if let Some(r) = get_json::<RequestRecord>(&requests, &request_key(ctx, request), "request")? {
+        if let Some(r) = get_packed::<RequestRecord>(&requests, &request_key(ctx, request), "request")? {
             recorded.insert(request.clone(), (r.done, r.fingerprint));
         }
         if !current.contains_key(&c.key) {
-            let head: Option<Head> = get_json(&heads, &head_record_id(&c.key), "head")?;
+            let head: Option<Head> = get_packed(&heads, &head_record_id(&c.key), "head")?;
             current.insert(c.key.clone(), head);
         }
     }
@@ -122,17 +152,17 @@ pub(crate) fn commit_many_in(tx: &WriteTransaction, commits: &[Commit]) -> Resul
     for a in &w.accepted {
         let r = &a.record;
         let vid = version_record_id(&r.key, r.ov);
-        versions.insert(vid.as_str(), encode(r)?.as_str()).map_err(db_err)?;
+        versions.insert(vid.as_str(), pack(r)?.as_slice()).map_err(db_err)?;
         index_in(tx, r)?;
         by_cv.insert(cv_key(&prefix, r.cv).as_str(), vid.as_str()).map_err(db_err)?;
         let req_key = request_key(ctx, &r.provenance.request_id);
         let req = RequestRecord { done: a.done.clone(), fingerprint: a.fingerprint };
-        requests.insert(req_key.as_str(), encode(&req)?.as_str()).map_err(db_err)?;
+        requests.insert(req_key.as_str(), pack(&req)?.as_slice()).map_err(db_err)?;
         let by_obj = format!("{}/{}", head_record_id(&r.key), r.provenance.request_id);
         by_object.insert(by_obj.as_str(), req_key.as_str()).map_err(db_err)?;
     }
     for h in w.final_heads() {
-        heads.insert(head_record_id(&h.key).as_str(), encode(h)?.as_str()).map_err(db_err)?;
+        heads.insert(head_record_id(&h.key).as_str(), pack(h)?.as_slice()).map_err(db_err)?;
     }
     apply_counters(&mut tx.open_table(COUNTERS).map_err(db_err)?, &w.counters)?;
     Ok(w.answers)
@@ -143,8 +173,7 @@ fn hard_delete_in(tx: &WriteTransaction, key: &ObjectKey, counters: &[CounterDel
     let head_removed = tx.open_table(HEADS).map_err(db_err)?.remove(obj.as_str()).map_err(db_err)?.is_some();
     let mut versions = tx.open_table(VERSIONS).map_err(db_err)?;
     let mut snapshots = Vec::new();
-    for (k, v) in scan_prefix(&versions, &format!("{obj}/"))? {
-        let r = decode::<VersionRecord>(&v, "version")?;
+    for (k, r) in scan_packed::<VersionRecord>(&versions, &format!("{obj}/"), "version")? {
         unindex_in(tx, &r)?;
         snapshots.push(r.snapshot);
         versions.remove(k.as_str()).map_err(db_err)?;
@@ -172,10 +201,10 @@ fn import_in(tx: &WriteTransaction, versions: &[ImportedVersion]) -> Result<Impo
     for v in versions {
         let r = &v.record;
         let vid = version_record_id(&r.key, r.ov);
-        let stored: Option<VersionRecord> = get_json(&records, &vid, "version")?;
+        let stored: Option<VersionRecord> = get_packed(&records, &vid, "version")?;
         let stored_fp = match &stored {
             Some(x) => {
-                get_json::<RequestRecord>(&requests, &request_key(&x.key.ctx, &x.provenance.request_id), "request")?
+                get_packed::<RequestRecord>(&requests, &request_key(&x.key.ctx, &x.provenance.request_id), "request")?
                     .map(|q| q.fingerprint)
             }
             None => None,
@@ -188,21 +217,21 @@ fn import_in(tx: &WriteTransaction, versions: &[ImportedVersion]) -> Result<Impo
             return Err(udm_core::Error::internal("a stored version has no request record"));
         }
         let req_key = request_key(&r.key.ctx, &r.provenance.request_id);
-        let recorded: Option<RequestRecord> = get_json(&requests, &req_key, "request")?;
+        let recorded: Option<RequestRecord> = get_packed(&requests, &req_key, "request")?;
         v.check_request(recorded.as_ref().map(|q| (&q.done, &q.fingerprint)))?;
         let obj = head_record_id(&r.key);
-        let head: Option<Head> = get_json(&heads, &obj, "head")?;
+        let head: Option<Head> = get_packed(&heads, &obj, "head")?;
         if v.check_head(head.as_ref())? {
-            heads.insert(obj.as_str(), encode(&v.head())?.as_str()).map_err(db_err)?;
+            heads.insert(obj.as_str(), pack(&v.head())?.as_slice()).map_err(db_err)?;
             out.heads_moved += 1;
         }
-        records.insert(vid.as_str(), encode(r)?.as_str()).map_err(db_err)?;
+        records.insert(vid.as_str(), pack(r)?.as_slice()).map_err(db_err)?;
         index_in(tx, r)?;
         let prefix = collection_record_prefix(&r.key.ctx);
         tx.open_table(BY_CV).map_err(db_err)?.insert(cv_key(&prefix, r.cv).as_str(), vid.as_str()).map_err(db_err)?;
         if recorded.is_none() {
             let req = RequestRecord { done: v.committed(), fingerprint: v.fingerprint };
-            requests.insert(req_key.as_str(), encode(&req)?.as_str()).map_err(db_err)?;
+            requests.insert(req_key.as_str(), pack(&req)?.as_slice()).map_err(db_err)?;
             let by = format!("{obj}/{}", r.provenance.request_id);
             by_obj.insert(by.as_str(), req_key.as_str()).map_err(db_err)?;
         }
@@ -217,7 +246,7 @@ fn import_in(tx: &WriteTransaction, versions: &[ImportedVersion]) -> Result<Impo
 /// Prunes `ovs` of `key` in one write transaction (see [`MetaStore::prune`]).
 fn prune_in(tx: &WriteTransaction, key: &ObjectKey, ovs: &[Ov]) -> Result<Vec<SnapshotRef>> {
     let heads = tx.open_table(HEADS).map_err(db_err)?;
-    let Some(head) = get_json::<Head>(&heads, &head_record_id(key), "head")? else { return Ok(Vec::new()) };
+    let Some(head) = get_packed::<Head>(&heads, &head_record_id(key), "head")? else { return Ok(Vec::new()) };
     check_prune(&head, ovs)?;
     let mut ovs = ovs.to_vec();
     ovs.sort_unstable();
@@ -226,7 +255,7 @@ fn prune_in(tx: &WriteTransaction, key: &ObjectKey, ovs: &[Ov]) -> Result<Vec<Sn
     let mut out = Vec::new();
     for ov in ovs.into_iter().filter(|ov| *ov < head.ov) {
         if let Some(raw) = versions.remove(version_record_id(key, ov).as_str()).map_err(db_err)? {
-            let r = decode::<VersionRecord>(raw.value(), "version")?;
+            let r = unpack::<VersionRecord>(raw.value(), "version")?;
             unindex_in(tx, &r)?;
             out.push(r.snapshot);
         }
@@ -257,15 +286,14 @@ fn collections_in(tx: &redb::ReadTransaction, prefix: &str) -> Result<Vec<RouteC
 fn shrink_in(tx: &WriteTransaction, prefix: &str, policy: &ShrinkPolicy) -> Result<ShrinkStats> {
     let mut heads = tx.open_table(HEADS).map_err(db_err)?;
     let mut stats = ShrinkStats::default();
-    for (k, v) in scan_prefix(&heads, prefix)? {
-        let mut h: Head = decode(&v, "head")?;
+    for (k, mut h) in scan_packed::<Head>(&heads, prefix, "head")? {
         let Some(shadow) = h.dev_shadow.take() else { continue };
         stats.scanned += 1;
         if shadow.written_at < policy.expired_before || shadow.bytes > policy.max_bytes {
             stats.removed += 1;
             stats.bytes_freed += shadow.bytes;
             if !policy.dry_run {
-                heads.insert(k.as_str(), encode(&h)?.as_str()).map_err(db_err)?;
+                heads.insert(k.as_str(), pack(&h)?.as_slice()).map_err(db_err)?;
             }
         }
     }
@@ -300,15 +328,16 @@ impl HeadListing {
 #[cfg(test)]
 static FULL_DECODES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-fn decode_head(raw: &str) -> Result<Head> {
+/// The head of JSON text `json` (from an unpacked row).
+fn decode_head(json: &[u8]) -> Result<Head> {
     #[cfg(test)]
     FULL_DECODES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    decode(raw, "head")
+    from_json(json, "head")
 }
 
 /// One page of heads (see the module docs for the cost of each path).
 fn list_heads_in(
-    t: &impl ReadableTable<&'static str, &'static str>,
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
     prefix: &str,
     q: &HeadQuery,
 ) -> Result<Page<Head>> {
@@ -323,7 +352,7 @@ fn list_heads_in(
 
 /// The first `limit + 1` passing heads in id order (`q.order`) strictly after `after`.
 fn heads_by_id(
-    t: &impl ReadableTable<&'static str, &'static str>,
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
     prefix: &str,
     q: &HeadQuery,
     after: Option<&ObjectId>,
@@ -344,9 +373,10 @@ fn heads_by_id(
         if !k.value().starts_with(prefix) {
             continue;
         }
-        let listing: HeadListing = decode(v.value(), "head")?;
+        let json = unpacked(v.value(), "head")?;
+        let listing: HeadListing = from_json(&json, "head")?;
         if listing.passes(q) {
-            out.push(decode_head(v.value())?);
+            out.push(decode_head(&json)?);
             if out.len() > q.limit {
                 break;
             }
@@ -357,7 +387,7 @@ fn heads_by_id(
 
 /// The first `limit + 1` passing heads in (sort value, id) order strictly after `after`.
 fn heads_sorted(
-    t: &impl ReadableTable<&'static str, &'static str>,
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
     prefix: &str,
     q: &HeadQuery,
     sort_by: Option<&str>,
@@ -369,7 +399,7 @@ fn heads_sorted(
         if !k.value().starts_with(prefix) {
             break;
         }
-        let mut listing: HeadListing = decode(v.value(), "head")?;
+        let mut listing: HeadListing = from_json(&unpacked(v.value(), "head")?, "head")?;
         if !listing.passes(q) {
             continue;
         }
@@ -396,7 +426,7 @@ fn heads_sorted(
     for (_, _, key) in candidates {
         let raw = t.get(key.as_str()).map_err(db_err)?;
         let raw = raw.ok_or_else(|| udm_core::Error::internal(format!("head {key} vanished in a snapshot")))?;
-        out.push(decode_head(raw.value())?);
+        out.push(decode_head(&unpacked(raw.value(), "head")?)?);
     }
     Ok(out)
 }
@@ -459,7 +489,7 @@ impl MetaStore for EmbeddedStore {
         let key = request_key(ctx, request_id);
         self.read(move |tx| {
             let t = tx.open_table(REQUESTS).map_err(db_err)?;
-            let r: Option<RequestRecord> = get_json(&t, &key, "request")?;
+            let r: Option<RequestRecord> = get_packed(&t, &key, "request")?;
             Ok(r.map(|r| (Committed { replayed: true, ..r.done }, r.fingerprint)))
         })
         .await
@@ -467,14 +497,14 @@ impl MetaStore for EmbeddedStore {
 
     async fn head(&self, key: &ObjectKey) -> Result<Option<Head>> {
         let id = head_record_id(key);
-        self.read(move |tx| get_json(&tx.open_table(HEADS).map_err(db_err)?, &id, "head")).await
+        self.read(move |tx| get_packed(&tx.open_table(HEADS).map_err(db_err)?, &id, "head")).await
     }
 
     async fn version(&self, key: &ObjectKey, ov: Ov) -> Result<Option<VersionRecord>> {
         let (id, reads) = (version_record_id(key, ov), self.read_counter());
         self.read(move |tx| {
             reads.fetch_add(1, AtomicOrdering::Relaxed);
-            get_json(&tx.open_table(VERSIONS).map_err(db_err)?, &id, "version")
+            get_packed(&tx.open_table(VERSIONS).map_err(db_err)?, &id, "version")
         })
         .await
     }
@@ -508,7 +538,7 @@ impl MetaStore for EmbeddedStore {
             let mut items = Vec::new();
             for row in rows.take(q.limit + 1) {
                 let (_, v) = row.map_err(db_err)?;
-                items.push(decode::<VersionRecord>(v.value(), "version")?);
+                items.push(unpack::<VersionRecord>(v.value(), "version")?);
             }
             Ok(Page::from_overfetch(items, q.limit, |r| history_cursor(r.ov)))
         })

@@ -6,7 +6,7 @@ use udm_core::query::Page;
 use udm_core::shadow::{LogEntry, ShadowPending};
 use udm_core::{Cv, Result, RouteContext, VersionRecord};
 
-use crate::meta::{RequestRecord, get_json, request_key};
+use crate::meta::{RequestRecord, get_packed, request_key};
 use crate::{BY_CV, CVS, LOGGED, REQUESTS, VERSIONS, db_err};
 
 /// The [`BY_CV`] key of CV `cv` of the collection with record prefix `prefix`.
@@ -31,9 +31,9 @@ pub(crate) fn pending_in(tx: &redb::ReadTransaction, ctx: &RouteContext, limit: 
         for item in by_cv.range(from.as_str()..=to.as_str()).map_err(db_err)? {
             let (_, vid) = item.map_err(db_err)?;
             // Pruned or hard-deleted since: not in the log.
-            let Some(record) = get_json::<VersionRecord>(&versions, vid.value(), "version")? else { continue };
+            let Some(record) = get_packed::<VersionRecord>(&versions, vid.value(), "version")? else { continue };
             let req: Option<RequestRecord> =
-                get_json(&requests, &request_key(ctx, &record.provenance.request_id), "request")?;
+                get_packed(&requests, &request_key(ctx, &record.provenance.request_id), "request")?;
             let fingerprint = req.map(|r| r.fingerprint).ok_or_else(|| {
                 udm_core::Error::internal(format!("{} of {} has no request record", record.ov, record.key))
             })?;

@@ -30,7 +30,7 @@ async fn commit_versions(s: &EmbeddedStore, k: &ObjectKey, other: &ObjectKey, n:
 
 /// Removes versions `ovs` of `k` from the file directly, behind the store's back.
 fn remove_versions(path: &Path, k: &ObjectKey, ovs: &[u64]) {
-    let table: redb::TableDefinition<'static, &'static str, &'static str> = redb::TableDefinition::new("versions");
+    let table: redb::TableDefinition<'static, &'static str, &'static [u8]> = redb::TableDefinition::new("versions");
     let db = redb::Database::create(path).unwrap();
     let tx = db.begin_write().unwrap();
     {
@@ -166,4 +166,19 @@ async fn gaps_are_absent_versions() {
     assert_eq!(s.version_at(&k, ts(i64::from(i32::MAX))).await.unwrap(), None);
     assert_eq!(s.version_at_cv(&k, Cv(1)).await.unwrap(), None);
     assert_eq!(s.version_at_cv(&k, Cv(u64::MAX)).await.unwrap(), None);
+}
+
+#[test]
+fn a_file_whose_records_are_json_text_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("earlier.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(redb::TableDefinition::<&str, &str>::new("versions")).unwrap();
+        tx.commit().unwrap();
+    }
+    let err = EmbeddedStore::open(&path).unwrap_err();
+    assert_eq!(err.kind(), udm_core::ErrorKind::Config);
+    assert!(err.to_string().contains("table versions was written by an earlier build"), "{err}");
 }
