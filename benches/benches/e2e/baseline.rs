@@ -281,9 +281,10 @@ pub(crate) async fn run(url: &str) -> Map<String, Value> {
         }
     }
     let udm_bytes = dir_bytes(dir.path());
+    let files = file_sizes(dir.path());
     let pg_bytes = pg.bytes().await as u64;
     pg.done().await;
-    report(docs, load, &samples, canonical as u64, (udm_open_bytes, udm_bytes), pg_bytes)
+    report(docs, load, &samples, canonical as u64, (udm_open_bytes, udm_bytes, &files), pg_bytes)
 }
 
 /// Writes version `v` of a document through UDM (a create when `v` is 1); its timestamp.
@@ -309,7 +310,18 @@ fn pg_data(row: Result<tokio_postgres::Row, tokio_postgres::Error>) -> Value {
 
 /// Bytes of the files directly in `dir`.
 fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir).expect("dir").flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
+    file_sizes(dir).iter().map(|(_, n)| n).sum()
+}
+
+/// The files directly in `dir` with their sizes, by name.
+fn file_sizes(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = std::fs::read_dir(dir)
+        .expect("dir")
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), e.metadata().ok()?.len())))
+        .collect();
+    out.sort();
+    out
 }
 
 fn report(
@@ -317,7 +329,7 @@ fn report(
     load: Duration,
     samples: &[Vec<Duration>],
     canonical: u64,
-    (udm_open, udm): (u64, u64),
+    (udm_open, udm, files): (u64, u64, &[(String, u64)]),
     pg: u64,
 ) -> Map<String, Value> {
     let mut out = Map::new();
@@ -359,6 +371,11 @@ fn report(
         mib(pg),
         pg as f64 / canonical as f64
     );
+    let each: Vec<String> = files.iter().map(|(name, n)| format!("{name} {:.1} MiB", mib(*n))).collect();
+    println!("      closed files: {}", each.join(", "));
+    for (name, n) in files {
+        out.insert(format!("baseline udm file bytes {name}"), json!(n));
+    }
     out.insert("baseline canonical bytes".into(), json!(canonical));
     out.insert("baseline udm disk bytes".into(), json!(udm));
     out.insert("baseline udm disk bytes open".into(), json!(udm_open));
