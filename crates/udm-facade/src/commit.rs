@@ -2,12 +2,10 @@
 //! transaction.
 //!
 //! Each (pair, collection) has a *lane*. A write whose snapshot is durable hands its
-//! [`Commit`] to the lane and waits for its own answer. A write that finds the lane idle
-//! opens it and commits its own write itself (no task, no reply to wake); writes that
-//! arrive meanwhile wait, and when it is done a task is spawned that drains the lane: it
-//! takes everything waiting (up to [`MAX_BATCH`]), commits it — with [`MetaStore::commit`]
-//! for one, [`MetaStore::commit_many`] for several — answers each writer, and repeats until
-//! nothing waits, then retires the lane. Writes that arrive
+//! [`Commit`] to the lane and waits for its own answer. When the lane is idle, a task is
+//! spawned that drains it: it takes everything waiting (up to [`MAX_BATCH`]), commits it —
+//! with [`MetaStore::commit`] for one, [`MetaStore::commit_many`] for several — answers
+//! each writer, and repeats until nothing waits, then retires the lane. Writes that arrive
 //! while a transaction runs form the next batch, so batches grow with the load and a lone
 //! writer waits for nobody. With the write optimizer on (`write_optimization.enabled`), a
 //! batch of a *busy* lane — one whose previous batch carried several commits, or that has
@@ -20,11 +18,7 @@
 //! conflict costs one retried batch, which the store retries within its budget.
 //!
 //! The drain task owns its batch: a writer that stops waiting (its write budget ran out)
-//! does not stop the commit, exactly as a dropped acknowledgement would not. The opener of
-//! a lane holds only its own commit, so if it stops waiting that commit may stop with it
-//! (before or after the store took it, as with any write that times out: a retry with the
-//! same request id is answered either way), and whatever waits behind it is handed to a
-//! drain task at once. A store-level
+//! does not stop the commit, exactly as a dropped acknowledgement would not. A store-level
 //! failure of a batch is every item's answer (the error is [`Clone`]).
 
 use std::collections::HashMap;
@@ -133,44 +127,9 @@ impl Committer {
             let lanes = self.lanes.clone();
             let drain =
                 Drain { lanes, lane, target: target.clone(), flusher: self.flusher.clone(), stats: stats.clone() };
-            drain.lead(self.batching).await;
+            tokio::spawn(drain.run(self.batching));
         }
         rx.await.unwrap_or_else(|_| Err(Error::internal("the group committer stopped before answering")))
-    }
-}
-
-/// The drain of a lane whose opener commits its own write (see [`Drain::lead`]): when
-/// dropped — done, or the opener stopped waiting — it retires the lane if nothing waits, and
-/// otherwise spawns the drain task for what does.
-struct HandOff {
-    drain: Option<Drain>,
-    batching: Batching,
-}
-
-impl Drop for HandOff {
-    fn drop(&mut self) {
-        let Some(drain) = self.drain.take() else { return };
-        {
-            let mut all = drain.lanes.lock().unwrap_or_else(PoisonError::into_inner);
-            match all.get(&drain.lane) {
-                Some(l) if l.waiting.is_empty() => {
-                    all.remove(&drain.lane);
-                    return;
-                }
-                Some(_) => {}
-                None => return,
-            }
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(drain.run(self.batching));
-            }
-            // No runtime left to run it: the writers waiting on it are being dropped with it.
-            Err(_) => {
-                let mut all = drain.lanes.lock().unwrap_or_else(PoisonError::into_inner);
-                all.remove(&drain.lane);
-            }
-        }
     }
 }
 
@@ -201,22 +160,6 @@ impl Drain {
         let _ = tokio::time::timeout(batching.window, full.notified()).await;
         self.stats.batch_waits.inc();
         self.stats.batch_wait_micros.add(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-    }
-
-    /// The lane's first batch, committed by the writer that opened the lane: its own commit
-    /// alone, with no task to spawn and no reply to wake (a lone writer's commit costs two
-    /// thread hand-offs less). Writes that arrived meanwhile go to a drain task, spawned
-    /// when this returns — or when the opener stops waiting, so a writer that gives up
-    /// strands nobody: only its own commit is in its hands, as a lone write always was.
-    async fn lead(self, batching: Batching) {
-        let own = {
-            let mut all = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
-            all.get_mut(&self.lane).and_then(|l| (!l.waiting.is_empty()).then(|| l.waiting.remove(0)))
-        };
-        let hand_off = HandOff { drain: Some(self), batching };
-        if let (Some(own), Some(drain)) = (own, hand_off.drain.as_ref()) {
-            drain.commit(vec![own]).await;
-        }
     }
 
     /// Commits the lane's batches until nothing waits, then retires the lane.

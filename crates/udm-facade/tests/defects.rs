@@ -272,29 +272,6 @@ async fn a_write_is_bounded_by_its_budget() {
     assert!(e.to_string().contains("write budget") && e.to_string().contains("slow"), "{e}");
 }
 
-// 6b. A writer whose own commit outlives its budget strands no writer queued behind it: the
-// writer that opens a collection's commit lane commits its own write itself, and what
-// queued meanwhile is handed to a drain task when it gives up.
-#[tokio::test]
-async fn a_writer_that_gives_up_on_its_commit_strands_nobody_behind_it() {
-    let names = ["p"];
-    let metas = vec![Arc::new(MemoryMeta::new()) as Arc<dyn MetaStore>];
-    let r = rig_with(&names, metas, |cfg| cfg.deadlines.write_budget_ms = 1_000);
-    let c = coll(&r);
-    // The collection's first commit hangs; later ones do not.
-    r.faults.add(FaultRule::latency(Duration::from_secs(3600)).port(Port::Meta).op("commit").next(1));
-    let first = tokio::spawn({
-        let c = c.clone();
-        async move { c.create(json!({"v": 1}), WriteOpts::id("x").request_id("stuck")).await }
-    });
-    // Well inside x's budget, y queues behind x's commit in the lane x opened.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = c.create(json!({"v": 2}), WriteOpts::id("y")).await;
-    assert_eq!(first.await.unwrap().unwrap_err().kind(), ErrorKind::Unavailable);
-    assert_eq!(second.expect("y commits once x's writer gave up").ov, ov(1));
-    assert!(c.get_latest("x", ReadOpts::default()).await.is_err(), "x's commit stopped with its writer");
-}
-
 // 9a. An interrupted hard delete, retried, removes the remaining blobs.
 #[tokio::test]
 async fn a_retried_hard_delete_removes_every_blob() {
