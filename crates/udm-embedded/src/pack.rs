@@ -144,23 +144,28 @@ pub(crate) fn compress(dict: Dict, bytes: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The bytes of Zstandard frame `body` made with `dict`. The frame's stated content size
-/// is checked against `max` before anything is allocated; an error says what is wrong.
-pub(crate) fn decompress(dict: Dict, body: &[u8], max: u64) -> std::result::Result<Vec<u8>, String> {
-    let size = match zstd::zstd_safe::get_frame_content_size(body) {
-        Ok(Some(n)) if n <= max => n as usize,
+/// must be `size` exactly, or at most `max` when `size` is `None`, before anything is
+/// allocated; the allocation itself is fallible, so even a huge stated size that passes is
+/// an error, not an abort. An error says what is wrong.
+pub(crate) fn decompress(dict: Dict, body: &[u8], size: Option<u64>, max: u64) -> std::result::Result<Vec<u8>, String> {
+    let n = match zstd::zstd_safe::get_frame_content_size(body) {
+        Ok(Some(n)) if size.is_none_or(|s| s == n) && n <= max => n,
         _ => return Err("damaged frame header".into()),
     };
-    let bytes = DECOMPRESSORS.with_borrow_mut(|d| {
+    let n = usize::try_from(n).map_err(|_| "frame larger than memory".to_owned())?;
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(n).map_err(|e| format!("{n} bytes: {e}"))?;
+    DECOMPRESSORS.with_borrow_mut(|d| {
         let d = &mut d[dict.slot()];
         if d.is_none() {
             *d = Some(Decompressor::with_prepared_dictionary(dict.decoder()).map_err(|e| e.to_string())?);
         }
         match d.as_mut() {
-            Some(d) => d.decompress(body, size).map_err(|e| e.to_string()),
+            Some(d) => d.decompress_to_buffer(body, &mut bytes).map_err(|e| e.to_string()),
             None => Err("no decompression context".to_owned()),
         }
     })?;
-    if bytes.len() == size { Ok(bytes) } else { Err("frame shorter than it states".into()) }
+    if bytes.len() == n { Ok(bytes) } else { Err("frame shorter than it states".into()) }
 }
 
 /// The packed row of `v` (see the module docs).
@@ -202,7 +207,7 @@ pub(crate) fn unpacked<'a>(raw: &'a [u8], what: &str) -> Result<Cow<'a, [u8]>> {
     let (codec, body) = raw.split_first().ok_or_else(|| bad("empty row"))?;
     match *codec {
         PLAIN => Ok(Cow::Borrowed(body)),
-        ZSTD_DICT_1 => decompress(Dict::Records, body, MAX_UNPACKED).map(Cow::Owned).map_err(|why| bad(&why)),
+        ZSTD_DICT_1 => decompress(Dict::Records, body, None, MAX_UNPACKED).map(Cow::Owned).map_err(|why| bad(&why)),
         other => Err(bad(&format!("unknown codec {other}"))),
     }
 }
@@ -279,22 +284,31 @@ mod tests {
     }
 
     #[test]
-    fn large_inputs_round_trip_with_a_context_of_their_own() {
+    fn large_inputs_round_trip_and_damaged_sizes_are_refused() {
         let text: Vec<u8> = (0..REUSE_MAX as u64 / 4).flat_map(|i| format!("{i:07},").into_bytes()).collect();
         assert!(text.len() > REUSE_MAX);
         let frame = compress(Dict::Blobs, &text).unwrap();
         assert!(frame.len() < text.len() / 2);
-        assert_eq!(decompress(Dict::Blobs, &frame, text.len() as u64).unwrap(), text);
-        // One byte less allowed than the frame states: refused before decompressing.
-        assert!(decompress(Dict::Blobs, &frame, text.len() as u64 - 1).is_err());
+        assert_eq!(decompress(Dict::Blobs, &frame, Some(text.len() as u64), u64::MAX).unwrap(), text);
+        // A size or bound other than the frame's: refused before decompressing.
+        let n = text.len() as u64;
+        for (size, max) in [(Some(n - 1), u64::MAX), (Some(n + 1), u64::MAX), (None, n - 1)] {
+            assert_eq!(decompress(Dict::Blobs, &frame, size, max).unwrap_err(), "damaged frame header");
+        }
+        // A frame stating an impossible size is an error, not an abort.
+        let mut huge = vec![0x28, 0xb5, 0x2f, 0xfd, 0xe0];
+        huge.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        huge.extend_from_slice(&frame[13..]);
+        let e = decompress(Dict::Blobs, &huge, Some(1 << 62), u64::MAX).unwrap_err();
+        assert!(e.starts_with("4611686018427387904 bytes"), "{e}");
     }
 
     #[test]
     fn a_frame_made_with_one_dictionary_does_not_read_with_the_other() {
         let text = serde_json::to_vec(&version_like(5)).unwrap();
         let frame = compress(Dict::Blobs, &text).unwrap();
-        assert_eq!(decompress(Dict::Blobs, &frame, MAX_UNPACKED).unwrap(), text);
-        assert_ne!(decompress(Dict::Records, &frame, MAX_UNPACKED).ok(), Some(text));
+        assert_eq!(decompress(Dict::Blobs, &frame, None, MAX_UNPACKED).unwrap(), text);
+        assert_ne!(decompress(Dict::Records, &frame, None, MAX_UNPACKED).ok(), Some(text));
     }
 
     #[test]
@@ -313,9 +327,6 @@ mod tests {
         huge.extend_from_slice(&(1u64 << 40).to_le_bytes());
         huge.extend_from_slice(&row[1..]);
         assert!(unpack::<Value>(&huge, "version").unwrap_err().to_string().contains("damaged frame header"));
-        let mut frame = zstd::bulk::compress(&[b'x'; 1000], 1).unwrap();
-        frame.insert(0, ZSTD_DICT_1);
-        assert!(unpack::<Value>(&frame, "version").is_err(), "a frame made without the dictionary");
         for i in 1..row.len() {
             let mut flipped = row.clone();
             flipped[i] ^= 0x5a;
