@@ -9,9 +9,12 @@
 //! process, no servers.
 //!
 //! Keys are the record ids of [`udm_core::layout`] (zero-padded, so key order is OV order);
-//! values are UDM's JSON records — version records, request records and heads packed with a
-//! built-in Zstandard dictionary (about 2.4× smaller), the rest as JSON text. As-of lookups binary-search the version keys, so they take
-//! O(log n) reads for an object with n versions.
+//! the JSON records — version records, request records and heads — are stored packed with a
+//! built-in Zstandard dictionary (about 2.4× smaller; the `pack` module), jobs and queue
+//! entries as JSON text. As of an instant or a CV takes two lookups in an index written with
+//! each version, whatever the history's length (the `asof` module). Point reads (a head, a
+//! version, a request, an as-of) run on the calling thread; longer work runs on tokio's
+//! blocking pool.
 //!
 //! ```
 //! # async fn demo() -> udm_core::Result<()> {
@@ -315,6 +318,13 @@ impl EmbeddedStore {
     /// The database handle (reads that span this file and another).
     pub(crate) fn db(&self) -> Arc<Db> {
         self.db.clone()
+    }
+
+    /// Runs `f` on a read snapshot on the calling thread: for point reads (one or two B-tree
+    /// lookups in redb's page cache, a few µs), where a blocking-pool round trip would cost
+    /// more than the read.
+    pub(crate) fn read_here<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
+        f(&self.db.begin_read().map_err(db_err)?)
     }
 
     /// Runs `f` on a read snapshot on a blocking thread.
