@@ -59,15 +59,22 @@ pub(crate) fn request_key(ctx: &RouteContext, request: &RequestId) -> String {
     format!("{}{request}", collection_record_prefix(ctx))
 }
 
+/// Row `key` of `t`, read by `f`.
+fn get_with<V: redb::Value + 'static, T>(
+    t: &impl ReadableTable<&'static str, V>,
+    key: &str,
+    f: impl FnOnce(V::SelfType<'_>) -> Result<T>,
+) -> Result<Option<T>> {
+    t.get(key).map_err(db_err)?.map(|v| f(v.value())).transpose()
+}
+
+/// The record in JSON-text row `key` of `t`.
 pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
     t: &impl ReadableTable<&'static str, &'static str>,
     key: &str,
     what: &str,
 ) -> Result<Option<T>> {
-    match t.get(key).map_err(db_err)? {
-        Some(v) => decode(v.value(), what).map(Some),
-        None => Ok(None),
-    }
+    get_with(t, key, |v| decode(v, what))
 }
 
 /// The record in packed row `key` of `t` (the `pack` module).
@@ -76,23 +83,29 @@ pub(crate) fn get_packed<T: serde::de::DeserializeOwned>(
     key: &str,
     what: &str,
 ) -> Result<Option<T>> {
-    match t.get(key).map_err(db_err)? {
-        Some(v) => unpack(v.value(), what).map(Some),
-        None => Ok(None),
-    }
+    get_with(t, key, |v| unpack(v, what))
 }
 
-/// Every `(key, value)` of `t` whose key starts with `prefix`, in key order.
-fn scan_prefix(t: &impl ReadableTable<&'static str, &'static str>, prefix: &str) -> Result<Vec<(String, String)>> {
+/// Every key of `t` that starts with `prefix`, with its row read by `f`, in key order.
+fn scan_with<V: redb::Value + 'static, T>(
+    t: &impl ReadableTable<&'static str, V>,
+    prefix: &str,
+    mut f: impl FnMut(V::SelfType<'_>) -> Result<T>,
+) -> Result<Vec<(String, T)>> {
     let mut out = Vec::new();
     for item in t.range(prefix..).map_err(db_err)? {
         let (k, v) = item.map_err(db_err)?;
         if !k.value().starts_with(prefix) {
             break;
         }
-        out.push((k.value().to_owned(), v.value().to_owned()));
+        out.push((k.value().to_owned(), f(v.value())?));
     }
     Ok(out)
+}
+
+/// Every `(key, value)` of JSON-text table `t` whose key starts with `prefix`, in key order.
+fn scan_prefix(t: &impl ReadableTable<&'static str, &'static str>, prefix: &str) -> Result<Vec<(String, String)>> {
+    scan_with(t, prefix, |v| Ok(v.to_owned()))
 }
 
 /// Every key of packed table `t` that starts with `prefix`, with its record, in key order.
@@ -101,15 +114,7 @@ fn scan_packed<T: serde::de::DeserializeOwned>(
     prefix: &str,
     what: &str,
 ) -> Result<Vec<(String, T)>> {
-    let mut out = Vec::new();
-    for item in t.range(prefix..).map_err(db_err)? {
-        let (k, v) = item.map_err(db_err)?;
-        if !k.value().starts_with(prefix) {
-            break;
-        }
-        out.push((k.value().to_owned(), unpack(v.value(), what)?));
-    }
-    Ok(out)
+    scan_with(t, prefix, |v| unpack(v, what))
 }
 
 fn apply_counters(t: &mut Table<'_, &'static str, i64>, deltas: &[CounterDelta]) -> Result<()> {
