@@ -108,8 +108,7 @@ impl Collection {
             if head.is_deleted() {
                 return Ok(RestoreOutcome::Unchanged { ov: head.ov });
             }
-            let mut intent = Intent::restore(key, Change::Delete, named, request, opts);
-            intent.head = Some((pair, head));
+            let intent = Intent::restore(key, Change::Delete, named, request, opts).starting_from(pair, head);
             let w = self.write(intent).await?;
             return Ok(RestoreOutcome::Restored(w));
         };
@@ -119,8 +118,7 @@ impl Collection {
             return Ok(RestoreOutcome::Unchanged { ov: head.ov });
         }
         let change = Change::Restore { data: env.data, from: target.ov, deleted: target.deleted };
-        let mut intent = Intent::restore(key, change, named, request, opts);
-        intent.head = Some((pair, head));
+        let intent = Intent::restore(key, change, named, request, opts).starting_from(pair, head);
         self.write(intent).await.map(RestoreOutcome::Restored)
     }
 

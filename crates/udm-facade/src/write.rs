@@ -59,7 +59,7 @@ pub(crate) struct Intent {
     /// it to decide whether anything changes): the first attempt on that pair starts from it
     /// instead of reading it again. A stale one costs what a lost race costs (the commit is
     /// refused, the next attempt reads the head). Never queued.
-    pub(crate) head: Option<(usize, Head)>,
+    head: Option<(usize, Head)>,
 }
 
 impl Intent {
@@ -101,6 +101,13 @@ impl Intent {
     pub(crate) fn enrich(key: ObjectKey, patch: Value, request: RequestId, o: &EnrichOpts) -> Self {
         let change = Change::Enrich { patch, function_id: o.function_id.clone() };
         Self::new(key, Op::Enrich, change, o.expected, request, &o.write)
+    }
+
+    /// This intent, starting from `head`: the object's head on pair `pair`, read just before
+    /// by the caller (see the `head` field).
+    pub(crate) fn starting_from(mut self, pair: usize, head: Head) -> Self {
+        self.head = Some((pair, head));
+        self
     }
 
     /// A restore to `target` (as the caller named it). `change` is the copy (a RESTORE) or,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use udm_core::config::Config;
 use udm_core::ports::{BlobStore, Layer, Layered, LayeredMeta, MetaStore};
 use udm_core::{ErrorKind, Head, ObjectId, ObjectKey, Ov, Result, RouteContext};
@@ -310,15 +310,32 @@ async fn a_corrupt_object_is_reported_per_item_in_a_list() {
     assert!(!format!("{page:?}").contains("\"B\""), "the tampered data is never returned");
 }
 
-/// Counts `head` calls in flight at once (a round-trip count that needs no timing).
-#[derive(Debug)]
-struct InFlight {
-    inner: Arc<dyn MetaStore>,
+/// Watches a metadata store's `head` calls: counts them and the most in flight at once
+/// (each held `hold`, so calls issued together overlap: a round-trip count that needs no
+/// timing), and when armed answers the next one with a stale head instead.
+#[derive(Debug, Clone, Default)]
+struct HeadWatch {
+    calls: Arc<AtomicUsize>,
     now: Arc<AtomicUsize>,
     max: Arc<AtomicUsize>,
+    stale: Arc<std::sync::Mutex<Option<Head>>>,
+    hold: Duration,
 }
 
-impl Layered for InFlight {
+impl HeadWatch {
+    fn over(&self, inner: Arc<dyn MetaStore>) -> Arc<dyn MetaStore> {
+        Arc::new(Watched { inner, watch: self.clone() })
+    }
+}
+
+/// The layer of a [`HeadWatch`].
+#[derive(Debug)]
+struct Watched {
+    inner: Arc<dyn MetaStore>,
+    watch: HeadWatch,
+}
+
+impl Layered for Watched {
     type Inner = dyn MetaStore;
     fn inner(&self) -> &Self::Inner {
         &*self.inner
@@ -326,14 +343,18 @@ impl Layered for InFlight {
 }
 
 #[async_trait::async_trait]
-impl LayeredMeta for InFlight {
+impl LayeredMeta for Watched {
     async fn head(&self, key: &ObjectKey) -> Result<Option<Head>> {
-        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(n, Ordering::SeqCst);
-        // Yield long enough for the other pairs' calls to start if they were issued together.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let w = &self.watch;
+        w.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(h) = w.stale.lock().unwrap().take() {
+            return Ok(Some(h));
+        }
+        let n = w.now.fetch_add(1, Ordering::SeqCst) + 1;
+        w.max.fetch_max(n, Ordering::SeqCst);
+        tokio::time::sleep(w.hold).await;
         let r = self.inner.head(key).await;
-        self.now.fetch_sub(1, Ordering::SeqCst);
+        w.now.fetch_sub(1, Ordering::SeqCst);
         r
     }
 }
@@ -342,44 +363,12 @@ impl LayeredMeta for InFlight {
 #[tokio::test]
 async fn a_create_reads_all_pairs_heads_in_one_round_trip() {
     let names = ["p0", "p1", "p2", "p3", "p4"];
-    let (now, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let metas = names
-        .iter()
-        .map(|_| {
-            Arc::new(InFlight { inner: Arc::new(MemoryMeta::new()), now: now.clone(), max: max.clone() })
-                as Arc<dyn MetaStore>
-        })
-        .collect();
+    // Long enough for the other pairs' calls to start if they were issued together.
+    let watch = HeadWatch { hold: Duration::from_millis(20), ..HeadWatch::default() };
+    let metas = names.iter().map(|_| watch.over(Arc::new(MemoryMeta::new()))).collect();
     let r = rig_with(&names, metas, |_| {});
     coll(&r).create(json!({"v": 1}), WriteOpts::id("x")).await.unwrap();
-    assert_eq!(max.load(Ordering::SeqCst), names.len(), "all pairs' heads were in flight together");
-    let _: Value = json!(null);
-}
-
-/// Counts `head` calls; when armed, answers the next one with a stale head instead.
-#[derive(Debug)]
-struct Heads {
-    inner: Arc<dyn MetaStore>,
-    calls: Arc<AtomicUsize>,
-    stale: Arc<std::sync::Mutex<Option<Head>>>,
-}
-
-impl Layered for Heads {
-    type Inner = dyn MetaStore;
-    fn inner(&self) -> &Self::Inner {
-        &*self.inner
-    }
-}
-
-#[async_trait::async_trait]
-impl LayeredMeta for Heads {
-    async fn head(&self, key: &ObjectKey) -> Result<Option<Head>> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        if let Some(h) = self.stale.lock().unwrap().take() {
-            return Ok(Some(h));
-        }
-        self.inner.head(key).await
-    }
+    assert_eq!(watch.max.load(Ordering::SeqCst), names.len(), "all pairs' heads were in flight together");
 }
 
 // A restore reads the head once: the write starts from the head the restore just read. A
@@ -387,10 +376,10 @@ impl LayeredMeta for Heads {
 // and the restore still lands on top.
 #[tokio::test]
 async fn a_restore_reads_the_head_once_and_a_stale_one_still_restores() {
-    let (calls, stale) = (Arc::new(AtomicUsize::new(0)), Arc::new(std::sync::Mutex::new(None)));
+    let watch = HeadWatch::default();
+    let (calls, stale) = (watch.calls.clone(), watch.stale.clone());
     let memory = Arc::new(MemoryMeta::new());
-    let heads = Heads { inner: memory.clone(), calls: calls.clone(), stale: stale.clone() };
-    let r = rig_with(&["p0"], vec![Arc::new(heads) as Arc<dyn MetaStore>], |_| {});
+    let r = rig_with(&["p0"], vec![watch.over(memory.clone())], |_| {});
     let c = coll(&r);
     c.create(json!({"v": 1}), WriteOpts::id("x")).await.unwrap();
     c.update("x", json!({"v": 2}), None, WriteOpts::default()).await.unwrap();
